@@ -1,0 +1,1 @@
+"""Identity store: models, repositories, services, lifecycle, RBAC, outbox."""

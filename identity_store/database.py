@@ -1,0 +1,53 @@
+"""Engine and session factory for the configured database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from .settings import Settings
+
+
+def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
+    """Per-connection SQLite settings: foreign keys on (off by default), WAL so
+    readers do not block the writer, and a busy timeout instead of instant
+    ``database is locked`` errors."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine:
+    """The engine for ``settings.database_url``.
+
+    ``null_pool`` opens a connection per use (migrations, one-shot CLI commands).
+    """
+    kwargs: dict[str, Any] = {"echo": settings.db_echo}
+    if null_pool:
+        kwargs["poolclass"] = NullPool
+    elif not settings.is_sqlite:
+        kwargs.update(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_size,
+            pool_pre_ping=True,
+        )
+    engine = create_async_engine(settings.database_url, **kwargs)
+    if settings.is_sqlite:
+        event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    return engine
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)

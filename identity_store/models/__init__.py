@@ -1,0 +1,53 @@
+"""SQLAlchemy models of the identity store, one concept per module."""
+
+from .api_token import ApiToken
+from .audit import AuditEntry, LifecycleTransition
+from .base import Base, new_id, utcnow
+from .enums import (
+    IdpSource,
+    JobKind,
+    JobStatus,
+    Lifecycle,
+    MemberType,
+    MultiValuedAttribute,
+    OutboxStatus,
+    StepStatus,
+    UserType,
+)
+from .group import Group, GroupMember
+from .job import Job
+from .outbox import OutboxEntry
+from .rbac import Binding, BindingGroup, BindingSubject, GroupRoleMapping, Role
+from .user import User, UserAddress, UserMultiValue
+from .user_group_config import UserGroupConfig
+
+__all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "Base",
+    "Binding",
+    "BindingGroup",
+    "BindingSubject",
+    "Group",
+    "GroupMember",
+    "GroupRoleMapping",
+    "IdpSource",
+    "Job",
+    "JobKind",
+    "JobStatus",
+    "Lifecycle",
+    "LifecycleTransition",
+    "MemberType",
+    "MultiValuedAttribute",
+    "OutboxEntry",
+    "OutboxStatus",
+    "Role",
+    "StepStatus",
+    "User",
+    "UserAddress",
+    "UserGroupConfig",
+    "UserMultiValue",
+    "UserType",
+    "new_id",
+    "utcnow",
+]

@@ -1,0 +1,98 @@
+"""The product's settings, read from environment variables in one place.
+
+Every layer (HTTP server, store, sync workers, migrations, CLI) receives the
+same :class:`Settings` object; nothing reads the environment at import time.
+It lives in the lowest package so that every layer may import it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SQLITE_FILE = "idstore.db"
+
+
+def default_database_url() -> str:
+    """A SQLite file in the working directory, so the product runs with no server."""
+    return f"sqlite+aiosqlite:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
+
+
+class Settings(BaseSettings):
+    """Configuration of the whole product.
+
+    Conventional names (``DATABASE_URL``, ``HOST``, ``PORT``) are read as they
+    are; every other variable is prefixed with ``IDSTORE_``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IDSTORE_", extra="ignore", frozen=True)
+
+    database_url: str = Field(default_factory=default_database_url, validation_alias="DATABASE_URL")
+    """SQLAlchemy URL: ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://...``."""
+
+    host: str = Field(default="127.0.0.1", validation_alias="HOST")
+    """Interface the HTTP server binds to."""
+
+    port: int = Field(default=8000, ge=0, le=65535, validation_alias="PORT")
+    """TCP port the HTTP server listens on."""
+
+    log_level: str = "info"
+    """Log level of the server and workers (``debug``, ``info``, ``warning``...)."""
+
+    base_url: str | None = None
+    """Public base URL (``https://idstore.example.com``) used in ``meta.location``
+    and ``$ref``; when unset, the URL of each request is used."""
+
+    db_pool_size: int = Field(default=10, ge=1)
+    """Connections kept open per process (PostgreSQL only)."""
+
+    db_echo: bool = False
+    """Log every SQL statement (debugging only)."""
+
+    max_page_size: int = Field(default=1000, ge=1)
+    """Largest ``count`` a SCIM list request may ask for (RFC 7644 §3.4.2.4)."""
+
+    default_page_size: int = Field(default=100, ge=1)
+    """``count`` of a SCIM list request that does not give one."""
+
+    bulk_max_operations: int = Field(default=1000, ge=1)
+    """``maxOperations`` advertised and enforced for ``/Bulk`` (RFC 7644 §3.7)."""
+
+    max_payload_size: int = Field(default=1_048_576, ge=1024)
+    """Largest request body in bytes (``maxPayloadSize``), for every endpoint."""
+
+    max_filter_length: int = Field(default=4096, ge=64)
+    """Longest SCIM filter accepted, in characters."""
+
+    required_idp_attributes: Annotated[tuple[str, ...], NoDecode] = (
+        "idp_username",
+        "idp_cloud_username",
+    )
+    """IdP attributes a user needs to be ``ACTIVE`` rather than ``CREATED``
+    (SPEC §4); a comma-separated list in the environment."""
+
+    hard_delete: bool = False
+    """Remove users for good at the deletion sync instead of keeping them
+    ``INACTIVE`` (Mia-Platform's ``AUTH_HARD_DELETE``)."""
+
+    dev_token: bool = True
+    """On the embedded SQLite default, ``idstore serve`` creates and prints a
+    development token when none exists. Never done on PostgreSQL."""
+
+    auth0_client_secret: SecretStr | None = None
+    """Secret of the Auth0 machine-to-machine application (sync module)."""
+
+    @field_validator("required_idp_attributes", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the store is the embedded SQLite database."""
+        return self.database_url.startswith("sqlite")

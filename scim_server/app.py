@@ -1,0 +1,40 @@
+"""The Starlette application: ``create_app(settings)`` builds everything."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from identity_store.database import create_engine, create_session_factory
+from identity_store.migrate import head_revision
+from identity_store.settings import Settings
+
+from .health import healthz, readyz
+from .state import AppState
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The whole HTTP application for ``settings``; the engine opens in the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.idstore = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            head_revision=head_revision(settings.database_url),
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,110 @@
+"""The ``idstore`` command, run as a real process against real databases."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from identity_store import tokens
+from identity_store.database import create_session_factory
+from identity_store.settings import Settings
+
+IDSTORE = [sys.executable, "-m", "scim_server.cli"]
+
+
+def _run(args: list[str], url: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": url}
+    return subprocess.run(
+        [*IDSTORE, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+async def test_token_commands_issue_list_and_revoke(settings: Settings, engine: Any) -> None:
+    """``token create`` prints only the secret; it authenticates until ``token revoke``."""
+    created = _run(
+        ["token", "create", "--name", "entra", "--scope", "scim:write"], settings.database_url
+    )
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert "\n" not in secret
+    assert secret.startswith("idst_")
+
+    listed = _run(["token", "list"], settings.database_url)
+    assert "entra" in listed.stdout
+    assert secret not in listed.stdout
+
+    async with create_session_factory(engine)() as session:
+        assert await tokens.authenticate(session, secret) is not None
+
+    revoked = _run(["token", "revoke", "entra"], settings.database_url)
+    assert revoked.returncode == 0, revoked.stderr
+    async with create_session_factory(engine)() as session:
+        assert await tokens.authenticate(session, secret) is None
+
+
+async def test_token_create_refuses_an_unknown_scope(settings: Settings, engine: Any) -> None:
+    result = _run(["token", "create", "--name", "x", "--scope", "root"], settings.database_url)
+    assert result.returncode == 2
+    assert "unknown scope" in result.stderr
+    assert result.stdout == ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_on_an_empty_sqlite_default_migrates_and_prints_a_dev_token(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    """``idstore serve`` with no DATABASE_URL creates the SQLite file in the working
+    directory, prints a working token, and answers ``/healthz`` and ``/readyz``."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["PORT"] = str(port)
+    process = subprocess.Popen(
+        [*IDSTORE, "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert banner.startswith("Development token"), banner
+        secret = banner.rsplit(" ", 1)[1].strip()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail("server did not start within 30 s")
+                time.sleep(0.2)
+        assert health.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        assert (tmp_path / "idstore.db").is_file()
+        assert secret.startswith("idst_")
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        if process.stdout is not None:
+            process.stdout.close()
