@@ -14,7 +14,8 @@ FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    IDSTORE_DEV_TOKEN=false
 RUN groupadd --system idstore && useradd --system --gid idstore --home-dir /app idstore
 WORKDIR /app
 COPY --from=build /wheels /wheels
