@@ -9,7 +9,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, BigIntPK, JSONType, new_id, ulid_column_type, utcnow
-from .enums import Lifecycle, UserType
+from .enums import Lifecycle
 
 NAME = String(255)
 LONG = String(1024)
@@ -59,8 +59,8 @@ class User(Base):
     """Employee id in the workforce system."""
     idp_cloud_username: Mapped[str | None] = mapped_column(NAME)
     """Cloud sign-in name (Entra: the UPN)."""
-    idp_source: Mapped[str] = mapped_column(String(32), default="MANUAL")
-    """``AAD``, ``MANUAL``, ``IMPORT``... (open-ended)."""
+    idp_source: Mapped[str | None] = mapped_column(String(64))
+    """``AAD``, ``MANUAL``, ``IMPORT``, ``SCIM``... (open-ended)."""
 
     # Names and profile (RFC 7643 §4.1.1)
     display_name: Mapped[str | None] = mapped_column(NAME)
@@ -92,7 +92,8 @@ class User(Base):
     manager before provisioning it."""
 
     # Product fields (SPEC §3)
-    user_type: Mapped[str] = mapped_column(String(32), default=UserType.PERSON.value)
+    user_type: Mapped[str | None] = mapped_column(String(32))
+    """``PERSON`` or ``SERVICE_ACCOUNT``; unset reads as ``PERSON``."""
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     lifecycle: Mapped[str] = mapped_column(String(16), default=Lifecycle.CREATED.value)
@@ -105,7 +106,8 @@ class User(Base):
     custom_data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     auth_user_id: Mapped[str | None] = mapped_column(NAME)
     """The user's id in Auth0."""
-    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    blocked: Mapped[bool | None] = mapped_column(Boolean)
+    """Unset (``NULL``) and ``false`` both mean not blocked."""
     expiration_date: Mapped[datetime | None] = mapped_column()
     role_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     """Ids of RBAC roles assigned directly (not SCIM ``roles``)."""

@@ -231,7 +231,7 @@ def upgrade() -> None:
         sa.Column("idp_username", sa.String(length=255), nullable=True),
         sa.Column("idp_workforce_id", sa.String(length=255), nullable=True),
         sa.Column("idp_cloud_username", sa.String(length=255), nullable=True),
-        sa.Column("idp_source", sa.String(length=32), nullable=False),
+        sa.Column("idp_source", sa.String(length=64), nullable=True),
         sa.Column("display_name", sa.String(length=255), nullable=True),
         sa.Column("formatted_name", sa.String(length=1024), nullable=True),
         sa.Column("given_name", sa.String(length=255), nullable=True),
@@ -253,7 +253,7 @@ def upgrade() -> None:
         sa.Column("division", sa.String(length=255), nullable=True),
         sa.Column("department", sa.String(length=255), nullable=True),
         sa.Column("manager_id", sa.String(length=255), nullable=True),
-        sa.Column("user_type", sa.String(length=32), nullable=False),
+        sa.Column("user_type", sa.String(length=32), nullable=True),
         sa.Column(
             "tags",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -274,7 +274,7 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.Column("auth_user_id", sa.String(length=255), nullable=True),
-        sa.Column("blocked", sa.Boolean(), nullable=False),
+        sa.Column("blocked", sa.Boolean(), nullable=True),
         sa.Column("expiration_date", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "role_ids",
