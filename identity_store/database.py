@@ -16,10 +16,21 @@ from sqlalchemy.pool import NullPool
 from .settings import Settings
 
 
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     """Per-connection SQLite settings: foreign keys on (off by default), WAL so
     readers do not block the writer, and a busy timeout instead of instant
-    ``database is locked`` errors."""
+    ``database is locked`` errors.
+
+    SQLite's built-in ``lower()`` folds ASCII only; it is replaced by Python's
+    ``str.lower`` so that case-insensitive SCIM comparisons (RFC 7643 §2.2)
+    give the same answers as PostgreSQL's Unicode-aware ``lower()``. No index
+    is built on ``lower()``, so the override cannot disagree with one.
+    """
+    dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
