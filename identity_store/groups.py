@@ -1,0 +1,333 @@
+"""Group use cases, with membership changes whose cost does not depend on the
+size of the group (SPEC §3 "Group").
+
+Members are never loaded to change them: adding inserts the named rows
+(ignoring those already there), removing deletes the named rows, and the
+group's version is bumped with one ``UPDATE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    func,
+    literal,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import audit
+from .context import Actor
+from .errors import ConflictError, NotFoundError, ValidationError
+from .limits import check_lengths
+from .models import Group, GroupMember, MemberType, User, new_id, utcnow
+from .users import check_version, normalize
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member as the HTTP layer reads it back: id, kind and display name."""
+
+    id: str
+    type: str
+    display: str | None
+
+
+async def get_group(session: AsyncSession, group_id: str) -> Group:
+    group = await session.get(Group, group_id, populate_existing=True)
+    if group is None:
+        raise NotFoundError("Group", group_id)
+    return group
+
+
+async def _ensure_name_free(
+    session: AsyncSession, display_name: str, except_id: str | None = None
+) -> None:
+    query = select(Group.id).where(Group.display_name_normalized == normalize(display_name))
+    if except_id is not None:
+        query = query.where(Group.id != except_id)
+    if await session.scalar(query.limit(1)) is not None:
+        raise ConflictError("displayName", f"displayName {display_name!r} is already taken")
+
+
+async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> dict[str, str]:
+    """The type (``User`` or ``Group``) of each id; an unknown id is a
+    :class:`ValidationError` naming it."""
+    ids = sorted(set(member_ids))
+    if not ids:
+        return {}
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await session.execute(
+            union_all(
+                select(User.id, literal(MemberType.USER.value)).where(
+                    User.id.in_(chunk), User.deleted_at.is_(None)
+                ),
+                select(Group.id, literal(MemberType.GROUP.value)).where(Group.id.in_(chunk)),
+            )
+        )
+        found.update({row[0]: row[1] for row in rows.all()})
+    missing = [i for i in ids if i not in found]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValidationError(f"no such member: {shown}{more}")
+    return found
+
+
+async def _insert_members(session: AsyncSession, group_id: str, types: dict[str, str]) -> int:
+    if not types:
+        return 0
+    if group_id in types:
+        raise ValidationError("a group cannot be a member of itself")
+    now = utcnow()
+    rows = [
+        {"group_id": group_id, "member_id": mid, "member_type": kind, "created_at": now}
+        for mid, kind in types.items()
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    added = 0
+    for start in range(0, len(rows), 1000):
+        statement = insert(GroupMember).values(rows[start : start + 1000])
+        statement = statement.on_conflict_do_nothing(
+            index_elements=[GroupMember.group_id, GroupMember.member_id]
+        )
+        result = await session.execute(statement)
+        added += max(int(getattr(result, "rowcount", 0) or 0), 0)
+    return added
+
+
+async def _bump(session: AsyncSession, group: Group) -> None:
+    """New version and ``lastModified`` with one atomic UPDATE, so concurrent
+    membership changes never overwrite each other's version bump."""
+    now = utcnow()
+    await session.execute(
+        update(Group)
+        .where(Group.id == group.id)
+        .values(version=Group.version + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.refresh(group, ["version", "updated_at"])
+
+
+async def create_group(
+    session: AsyncSession,
+    display_name: str,
+    actor: Actor,
+    *,
+    external_id: str | None = None,
+    member_ids: Sequence[str] = (),
+) -> Group:
+    if not display_name or not display_name.strip():
+        raise ValidationError("displayName is required and may not be empty")
+    check_lengths(Group, {"display_name": display_name, "external_id": external_id})
+    await _ensure_name_free(session, display_name)
+    now = utcnow()
+    group = Group(
+        id=new_id(),
+        display_name=display_name,
+        display_name_normalized=normalize(display_name),
+        external_id=external_id,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    session.add(group)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise ConflictError(
+            "displayName", f"displayName {display_name!r} is already taken"
+        ) from exc
+    types = await resolve_members(session, member_ids)
+    await _insert_members(session, group.id, types)
+    audit.record(
+        session,
+        actor,
+        "group.create",
+        "Group",
+        group.id,
+        {"displayName": display_name, "members": len(types)},
+    )
+    if types:
+        audit.enqueue(
+            session, "rbac", "members_added", "Group", group.id, {"members": sorted(types)}
+        )
+    return group
+
+
+async def update_group(
+    session: AsyncSession,
+    group: Group,
+    actor: Actor,
+    *,
+    display_name: str | None = None,
+    external_id: Any = ...,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    replace_members: Sequence[str] | None = None,
+    expected_version: int | None = None,
+    action: str = "group.patch",
+) -> Group:
+    """Apply attribute and membership changes; touches only the rows named
+    (``replace_members`` is the exception: it sets the whole list, as PUT and
+    a path-less ``replace`` of ``members`` require)."""
+    check_version(group.version, expected_version)
+    check_lengths(
+        Group,
+        {"display_name": display_name, "external_id": None if external_id is ... else external_id},
+    )
+    changed = False
+    if display_name is not None and display_name != group.display_name:
+        if not display_name.strip():
+            raise ValidationError("displayName may not be empty")
+        if normalize(display_name) != group.display_name_normalized:
+            await _ensure_name_free(session, display_name, except_id=group.id)
+        group.display_name = display_name
+        group.display_name_normalized = normalize(display_name)
+        changed = True
+    if external_id is not ... and external_id != group.external_id:
+        group.external_id = external_id
+        changed = True
+    if changed:
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            raise ConflictError("displayName", "displayName is already taken") from exc
+
+    removed_ids: list[str] = []
+    added_ids: list[str] = []
+    if replace_members is not None:
+        types = await resolve_members(session, replace_members)
+        current = set(
+            (
+                await session.scalars(
+                    select(GroupMember.member_id).where(GroupMember.group_id == group.id)
+                )
+            ).all()
+        )
+        removed_ids = sorted(current - set(types))
+        added_types = {k: v for k, v in types.items() if k not in current}
+        await _delete_members(session, group.id, removed_ids)
+        await _insert_members(session, group.id, added_types)
+        added_ids = sorted(added_types)
+    else:
+        if remove:
+            removed_ids = sorted(set(remove))
+            await _delete_members(session, group.id, removed_ids)
+        if add:
+            types = await resolve_members(session, add)
+            await _insert_members(session, group.id, types)
+            added_ids = sorted(types)
+    await _bump(session, group)
+    audit.record(
+        session,
+        actor,
+        action,
+        "Group",
+        group.id,
+        {"added": len(added_ids), "removed": len(removed_ids), "renamed": changed},
+    )
+    if added_ids:
+        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added_ids})
+    if removed_ids:
+        audit.enqueue(
+            session, "rbac", "members_removed", "Group", group.id, {"members": removed_ids}
+        )
+    return group
+
+
+async def _delete_members(session: AsyncSession, group_id: str, member_ids: Sequence[str]) -> None:
+    for start in range(0, len(member_ids), 500):
+        await session.execute(
+            delete(GroupMember).where(
+                GroupMember.group_id == group_id,
+                GroupMember.member_id.in_(member_ids[start : start + 500]),
+            )
+        )
+
+
+async def delete_group(
+    session: AsyncSession, group: Group, actor: Actor, *, expected_version: int | None = None
+) -> None:
+    """Delete the group and its memberships; also remove it from parent groups."""
+    check_version(group.version, expected_version)
+    await session.execute(delete(GroupMember).where(GroupMember.member_id == group.id))
+    await session.delete(group)
+    await session.flush()
+    audit.record(
+        session, actor, "group.delete", "Group", group.id, {"displayName": group.display_name}
+    )
+    audit.enqueue(session, "rbac", "group_deleted", "Group", group.id, {})
+
+
+async def members_of(
+    session: AsyncSession, group_ids: Sequence[str], *, limit: int | None = None
+) -> dict[str, list[Member]]:
+    """Members of each group with their display names, in one query."""
+    result: dict[str, list[Member]] = {gid: [] for gid in group_ids}
+    if not group_ids:
+        return result
+    member_user = select(User.display_name).where(User.id == GroupMember.member_id)
+    member_group = select(Group.display_name).where(Group.id == GroupMember.member_id)
+    display = func.coalesce(member_user.scalar_subquery(), member_group.scalar_subquery())
+    query = (
+        select(GroupMember.group_id, GroupMember.member_id, GroupMember.member_type, display)
+        .where(GroupMember.group_id.in_(group_ids))
+        .order_by(GroupMember.group_id, GroupMember.member_id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    for gid, mid, kind, name in (await session.execute(query)).all():
+        result[gid].append(Member(mid, kind, name))
+    return result
+
+
+@dataclass(slots=True)
+class GroupPage:
+    total: int
+    groups: list[Group]
+
+
+def all_groups() -> Select[Group]:
+    return select(Group)
+
+
+async def list_groups(
+    session: AsyncSession,
+    where: ColumnElement[bool] | None,
+    *,
+    order_by: Sequence[ColumnElement[Any]] = (),
+    offset: int = 0,
+    limit: int = 100,
+    after: tuple[Any, ...] | None = None,
+    count: bool = True,
+) -> GroupPage:
+    base = all_groups()
+    if where is not None:
+        base = base.where(where)
+    total = 0
+    if count:
+        total = int(await session.scalar(select(func.count()).select_from(base.subquery())) or 0)
+    keys = [*order_by, Group.id]
+    query = base.order_by(*keys)
+    if after is not None:
+        query = query.where(tuple_(*keys) > tuple_(*after))
+    else:
+        query = query.offset(offset)
+    groups = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
+    return GroupPage(total=total, groups=groups)

@@ -1,0 +1,397 @@
+"""User use cases: create, read, replace, delete, list (SPEC §3, §4).
+
+The HTTP layer hands in plain values in the store's vocabulary (column names,
+child rows as dicts); this module owns uniqueness, lifecycle, versions, the
+audit log and the outbox, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from . import audit, lifecycle
+from .context import Actor
+from .errors import ConflictError, NotFoundError, ValidationError, VersionMismatchError
+from .limits import check_lengths
+from .models import (
+    Group,
+    GroupMember,
+    IdpSource,
+    Lifecycle,
+    User,
+    UserAddress,
+    UserMultiValue,
+    UserType,
+    new_id,
+    utcnow,
+)
+
+WRITABLE_COLUMNS = frozenset(
+    {
+        "external_id",
+        "idp_reference_id",
+        "idp_username",
+        "idp_workforce_id",
+        "idp_cloud_username",
+        "idp_source",
+        "display_name",
+        "formatted_name",
+        "given_name",
+        "family_name",
+        "middle_name",
+        "honorific_prefix",
+        "honorific_suffix",
+        "nick_name",
+        "profile_url",
+        "title",
+        "scim_user_type",
+        "preferred_language",
+        "locale",
+        "timezone",
+        "employee_number",
+        "cost_center",
+        "organization",
+        "division",
+        "department",
+        "manager_id",
+        "user_type",
+        "tags",
+        "active",
+        "user_group",
+        "custom_data",
+        "blocked",
+        "expiration_date",
+    }
+)
+"""Columns a client may set. Lifecycle, status, versions, timestamps and the
+Auth0 id are the store's own."""
+
+MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
+ADDRESS_FIELDS = (
+    "type",
+    "primary",
+    "formatted",
+    "street_address",
+    "locality",
+    "region",
+    "postal_code",
+    "country",
+)
+NORMALIZED_VALUE_LENGTH = 512
+UNSET: Any = object()
+
+
+def normalize(value: str) -> str:
+    """The form case-insensitive comparisons use: NFC, then lower case, then NFC
+    (scim2-models' ``default_comparison_key``, RFC 7643 §2.2)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
+
+
+def hash_password(password: str) -> str:
+    """scrypt hash of a SCIM ``password`` (RFC 7643 §4.1.1: writeOnly, stored hashed)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+@dataclass(slots=True)
+class UserInput:
+    """The full writable state of a user, as a create or a replace gives it."""
+
+    user_name: str
+    columns: dict[str, Any] = field(default_factory=dict)
+    multi_values: list[dict[str, Any]] = field(default_factory=list)
+    """``{attribute, value, display, type, primary, verified}`` per entry."""
+    addresses: list[dict[str, Any]] = field(default_factory=list)
+    password: Any = UNSET
+    """A new password, ``None`` to clear it, or :data:`UNSET` to keep it."""
+
+
+def _children_loaded() -> Sequence[Any]:
+    return (selectinload(User.multi_values), selectinload(User.addresses))
+
+
+def live_users() -> Select[User]:
+    """Users not deleted over SCIM."""
+    return select(User).where(User.deleted_at.is_(None))
+
+
+async def get_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
+    """A live user with its multi-valued attributes, or :class:`NotFoundError`."""
+    query = live_users().where(User.id == user_id).options(*_children_loaded())
+    if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(of=User)
+    user = await session.scalar(query)
+    if user is None:
+        raise NotFoundError("User", user_id)
+    return user
+
+
+def check_version(user_version: int, expected: int | None) -> None:
+    """RFC 7644 §3.14: a change based on another version is refused."""
+    if expected is not None and expected != user_version:
+        raise VersionMismatchError(f"the resource is at version {user_version}, not {expected}")
+
+
+async def _ensure_user_name_free(
+    session: AsyncSession, user_name: str, except_id: str | None = None
+) -> None:
+    query = select(User.id).where(
+        User.user_name_normalized == normalize(user_name), User.deleted_at.is_(None)
+    )
+    if except_id is not None:
+        query = query.where(User.id != except_id)
+    if await session.scalar(query.limit(1)) is not None:
+        raise ConflictError("userName", f"userName {user_name!r} is already taken")
+
+
+def _validate(data: UserInput) -> None:
+    if not data.user_name or not data.user_name.strip():
+        raise ValidationError("userName is required and may not be empty")
+    check_lengths(User, {"user_name": data.user_name, **data.columns})
+    for entry in data.multi_values:
+        check_lengths(UserMultiValue, entry, entry.get("attribute"))
+    for address in data.addresses:
+        check_lengths(UserAddress, address, "addresses")
+    unknown = set(data.columns) - WRITABLE_COLUMNS
+    if unknown:
+        raise ValidationError(f"not writable: {', '.join(sorted(unknown))}")
+    user_type = data.columns.get("user_type")
+    if user_type is not None and user_type not in {t.value for t in UserType}:
+        raise ValidationError(f"userType must be one of {[t.value for t in UserType]}")
+    for attribute in {mv["attribute"] for mv in data.multi_values}:
+        primaries = [
+            mv for mv in data.multi_values if mv["attribute"] == attribute and mv.get("primary")
+        ]
+        if len(primaries) > 1:
+            raise ValidationError(f"{attribute} has more than one primary value")
+    if sum(1 for a in data.addresses if a.get("primary")) > 1:
+        raise ValidationError("addresses has more than one primary value")
+
+
+COLUMN_DEFAULTS: dict[str, Any] = {"tags": [], "active": True}
+"""What an attribute a replace does not name becomes (``None`` otherwise)."""
+
+
+def _apply(user: User, data: UserInput) -> None:
+    user.user_name = data.user_name
+    user.user_name_normalized = normalize(data.user_name)
+    for name in WRITABLE_COLUMNS:
+        if name in data.columns:
+            setattr(user, name, data.columns[name])
+        else:
+            default = COLUMN_DEFAULTS.get(name)
+            setattr(user, name, list(default) if isinstance(default, list) else default)
+    if data.password is not UNSET:
+        user.password_hash = hash_password(data.password) if data.password else None
+
+
+def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
+    rows = []
+    positions: dict[str, int] = {}
+    for entry in data.multi_values:
+        attribute = entry["attribute"]
+        position = positions.get(attribute, 0)
+        positions[attribute] = position + 1
+        value = entry.get("value")
+        rows.append(
+            UserMultiValue(
+                attribute=attribute,
+                position=position,
+                value=value,
+                value_normalized=normalize(value)[:NORMALIZED_VALUE_LENGTH]
+                if isinstance(value, str)
+                else None,
+                display=entry.get("display"),
+                type=entry.get("type"),
+                primary=bool(entry.get("primary")),
+                verified=entry.get("verified"),
+            )
+        )
+    return rows
+
+
+def _address_rows(data: UserInput) -> list[UserAddress]:
+    return [
+        UserAddress(
+            position=i,
+            **{k: a.get(k) for k in ADDRESS_FIELDS if k != "primary"},
+            primary=bool(a.get("primary")),
+        )
+        for i, a in enumerate(data.addresses)
+    ]
+
+
+def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:
+    return ConflictError("userName", f"userName {data.user_name!r} is already taken")
+
+
+async def create_user(
+    session: AsyncSession,
+    data: UserInput,
+    actor: Actor,
+    *,
+    required_attributes: Sequence[str],
+    default_idp_source: str = IdpSource.SCIM.value,
+) -> User:
+    """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``."""
+    _validate(data)
+    await _ensure_user_name_free(session, data.user_name)
+    user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[], role_ids=[])
+    _apply(user, data)
+    if not user.idp_source:
+        user.idp_source = default_idp_source
+    if not user.user_type:
+        user.user_type = UserType.PERSON.value
+    user.multi_values = _multi_value_rows(data)
+    user.addresses = _address_rows(data)
+    user.created_at = user.updated_at = utcnow()
+    lifecycle.transition(
+        session, user, lifecycle.target_state(user, required_attributes), "created", actor
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise _flush_conflict(exc, data) from exc
+    audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
+    audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
+    return user
+
+
+async def replace_user(
+    session: AsyncSession,
+    user: User,
+    data: UserInput,
+    actor: Actor,
+    *,
+    required_attributes: Sequence[str],
+    expected_version: int | None = None,
+    action: str = "user.replace",
+) -> User:
+    """Replace every writable attribute of ``user`` (loaded by :func:`get_user`)."""
+    check_version(user.version, expected_version)
+    _validate(data)
+    if normalize(data.user_name) != user.user_name_normalized:
+        await _ensure_user_name_free(session, data.user_name, except_id=user.id)
+    was_suspended = lifecycle.is_suspended(user)
+    _apply(user, data)
+    user.multi_values = _multi_value_rows(data)
+    user.addresses = _address_rows(data)
+    user.updated_at = utcnow()
+    cause = "updated"
+    if was_suspended and not lifecycle.is_suspended(user):
+        cause = "reactivated"
+    elif not was_suspended and lifecycle.is_suspended(user):
+        cause = "deactivated" if not user.active else "blocked"
+    lifecycle.transition(
+        session, user, lifecycle.target_state(user, required_attributes), cause, actor
+    )
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise _flush_conflict(exc, data) from exc
+    audit.record(session, actor, action, "User", user.id, {"version": user.version})
+    operation = "block" if lifecycle.is_suspended(user) else "upsert"
+    audit.enqueue(session, "auth0", operation, "User", user.id, {"version": user.version})
+    return user
+
+
+async def delete_user(
+    session: AsyncSession, user: User, actor: Actor, *, expected_version: int | None = None
+) -> None:
+    """SCIM DELETE (RFC 7644 §3.6): the id answers 404 from now on; the row is
+    kept ``SUSPENDED`` until the deletion sync makes it ``INACTIVE`` (SPEC §4).
+    Group memberships stay until then, so that the deletion sync removes them
+    and their downstream access in one place."""
+    check_version(user.version, expected_version)
+    user.deleted_at = utcnow()
+    user.active = False
+    user.updated_at = utcnow()
+    lifecycle.transition(
+        session,
+        user,
+        Lifecycle.INACTIVE
+        if user.user_type == UserType.SERVICE_ACCOUNT.value
+        else Lifecycle.SUSPENDED,
+        "deleted",
+        actor,
+    )
+    await session.flush()
+    audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
+    audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
+
+
+@dataclass(slots=True)
+class Page:
+    total: int
+    users: list[User]
+
+
+async def list_users(
+    session: AsyncSession,
+    where: ColumnElement[bool] | None,
+    *,
+    order_by: Sequence[ColumnElement[Any]] = (),
+    offset: int = 0,
+    limit: int = 100,
+    after: tuple[Any, ...] | None = None,
+    count: bool = True,
+) -> Page:
+    """A page of live users matching ``where`` (already translated from a
+    SCIM filter), ordered by ``order_by`` then ``id``.
+
+    ``after`` is a keyset cursor: the values of ``order_by`` and the id of the
+    last row of the previous page (RFC 9865).
+    """
+    base = live_users()
+    if where is not None:
+        base = base.where(where)
+    total = 0
+    if count:
+        total = int(await session.scalar(select(func.count()).select_from(base.subquery())) or 0)
+    keys = [*order_by, User.id]
+    query = base.options(*_children_loaded()).order_by(*keys)
+    if after is not None:
+        query = query.where(tuple_(*keys) > tuple_(*after))
+    else:
+        query = query.offset(offset)
+    users = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
+    return Page(total=total, users=users)
+
+
+async def groups_of(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, list[Group]]:
+    """The groups each user is a direct member of (the SCIM ``groups`` attribute)."""
+    result: dict[str, list[Group]] = {uid: [] for uid in user_ids}
+    if not user_ids:
+        return result
+    rows = await session.execute(
+        select(GroupMember.member_id, Group)
+        .join(Group, Group.id == GroupMember.group_id)
+        .where(GroupMember.member_id.in_(user_ids))
+        .order_by(Group.display_name_normalized)
+    )
+    for member_id, group in rows.all():
+        result[member_id].append(group)
+    return result
+
+
+async def display_names(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, str | None]:
+    """``displayName`` of each live user among ``user_ids`` (for ``manager.displayName``)."""
+    ids = [uid for uid in set(user_ids) if uid]
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(User.id, User.display_name).where(and_(User.id.in_(ids), User.deleted_at.is_(None)))
+    )
+    return {row[0]: row[1] for row in rows.all()}
