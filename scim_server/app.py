@@ -6,18 +6,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
 
 from identity_store.database import create_engine, create_session_factory
 from identity_store.migrate import head_revision
 from identity_store.settings import Settings
 
+from . import errors
+from .discovery import provider
 from .health import healthz, readyz
+from .middleware import ProviderMiddleware, RequestIdMiddleware, ScimPathMiddleware
+from .routes import scim_routes
 from .state import AppState
 
 
 def create_app(settings: Settings) -> Starlette:
     """The whole HTTP application for ``settings``; the engine opens in the lifespan."""
+    scim_provider = provider()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -36,5 +42,17 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Mount("/scim/v2", routes=scim_routes()),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(ScimPathMiddleware),
+            Middleware(ProviderMiddleware, provider=scim_provider),
+        ],
+        exception_handlers=errors.handlers(),
+    )
+    app.state.scim_provider = scim_provider
+    return app

@@ -218,3 +218,31 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 def repo_root() -> Iterator[Path]:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def tokens_by_scope(engine: AsyncEngine) -> dict[str, str]:
+    """Secrets of three tokens: ``scim:read``, ``scim:write`` and ``admin``."""
+    from identity_store import tokens
+
+    secrets_: dict[str, str] = {}
+    async with create_session_factory(engine)() as session:
+        for scope in ("scim:read", "scim:write", "admin"):
+            _, secrets_[scope] = await tokens.create_token(session, f"test-{scope}", [scope])
+        await session.commit()
+    return secrets_
+
+
+@pytest.fixture
+async def scim(app: Starlette, tokens_by_scope: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``/scim/v2`` authenticated with a ``scim:write`` token."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://testserver/scim/v2",
+        headers={
+            "Authorization": f"Bearer {tokens_by_scope['scim:write']}",
+            "Content-Type": "application/scim+json",
+        },
+    ) as client:
+        yield client

@@ -12,10 +12,9 @@ FORBIDDEN = {
         "starlette",
         "httpx",
         "scim2_models",
-        "scim2_filter_parser",
         "uvicorn",
     },
-    "identity_sync": {"scim_server", "starlette", "scim2_models", "scim2_filter_parser"},
+    "identity_sync": {"scim_server", "starlette", "scim2_models"},
     "scim_server": {"identity_sync"},
 }
 

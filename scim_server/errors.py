@@ -1,0 +1,134 @@
+"""Every failure becomes an RFC 7644 §3.12 ``Error`` body, in this one module.
+
+Exceptions are looked up along their class hierarchy: scim2-models' protocol
+exceptions carry their own status and ``scimType``; the store's domain errors
+map to theirs; anything unexpected is a 500 with a generic detail and a
+logged traceback, never a traceback in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pydantic
+from scim2_models import Error, SCIMException
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from identity_store.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    ValidationError,
+    VersionMismatchError,
+)
+
+from .responses import ScimResponse
+
+logger = logging.getLogger("idstore.errors")
+
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+DATA_ERRORS = frozenset({"22001", "22003", "22007", "22008", "22P02"})
+"""PostgreSQL SQLSTATEs of class 22 (data exception) caused by a value."""
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return str(code) if code else None
+
+
+class ScimError(Exception):
+    """An error this server raises itself, with its status and ``scimType``."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        scim_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.scim_type = scim_type
+        self.headers = headers
+
+
+def error_body(status: int, detail: str, scim_type: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"schemas": [ERROR_SCHEMA], "status": str(status), "detail": detail}
+    if scim_type:
+        body["scimType"] = scim_type
+    return body
+
+
+def error_response(
+    status: int, detail: str, scim_type: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    return ScimResponse(error_body(status, detail, scim_type), status_code=status, headers=headers)
+
+
+def _from_validation_error(exc: pydantic.ValidationError) -> tuple[int, str, str | None]:
+    errors = Error.from_validation_errors(exc)
+    first = errors[0] if errors else Error(status=400, scim_type="invalidValue", detail=str(exc))
+    detail = "; ".join(e.detail or "" for e in errors[:5]) or "invalid value"
+    return int(first.status or 400), detail, first.scim_type or "invalidValue"
+
+
+def describe(exc: BaseException) -> tuple[int, str, str | None, dict[str, str] | None]:
+    """Status, detail, ``scimType`` and extra headers for ``exc``."""
+    if isinstance(exc, ScimError):
+        return exc.status, exc.detail, exc.scim_type, exc.headers
+    if isinstance(exc, SCIMException):
+        return exc.status, exc.detail, exc.scim_type or None, None
+    if isinstance(exc, pydantic.ValidationError):
+        status, detail, scim_type = _from_validation_error(exc)
+        return status, detail, scim_type, None
+    if isinstance(exc, StoreError):
+        if isinstance(exc, NotFoundError):
+            return 404, exc.detail, None, None
+        if isinstance(exc, ConflictError):
+            return 409, exc.detail, "uniqueness", None
+        if isinstance(exc, VersionMismatchError):
+            return 412, exc.detail, None, None
+        if isinstance(exc, ValidationError):
+            return 400, exc.detail, "invalidValue", None
+        return 400, exc.detail, None, None
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail), None, dict(exc.headers or {}) or None
+    if isinstance(exc, DBAPIError) and _sqlstate(exc) in DATA_ERRORS:
+        # A value the database refused (too long, out of range): the client's
+        # mistake, though the store's own checks should have caught it first.
+        logger.warning("database refused a value: %s", exc.orig)
+        return 400, "a value is out of range for its attribute", "invalidValue", None
+    if isinstance(exc, OperationalError):
+        logger.exception("database unavailable")
+        return 503, "the store is temporarily unavailable; retry later", None, {"Retry-After": "5"}
+    logger.exception("unexpected error", exc_info=exc)
+    return 500, "internal server error", None, None
+
+
+async def handle(request: Request, exc: Exception) -> Response:
+    """Starlette exception handler for every exception class."""
+    status, detail, scim_type, headers = describe(exc)
+    return error_response(status, detail, scim_type, headers)
+
+
+def handlers() -> dict[Any, Any]:
+    """Exception handlers for Starlette. Known classes are handled inside the
+    routing (so the response is all that happens); ``Exception`` goes to
+    Starlette's server-error middleware, which answers our generic 500 body
+    and re-raises so the server logs the traceback."""
+    known = (
+        ScimError,
+        SCIMException,
+        pydantic.ValidationError,
+        StoreError,
+        HTTPException,
+        DBAPIError,
+    )
+    table: dict[Any, Any] = dict.fromkeys(known, handle)
+    table[Exception] = handle
+    return table

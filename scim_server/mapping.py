@@ -1,0 +1,292 @@
+"""Translation between the store's rows and SCIM resources (RFC 7643 §4).
+
+Reading builds the SCIM document of a row as a plain dict (camelCase, RFC
+names); writing turns a resource validated by scim2-models into the store's
+:class:`~identity_store.users.UserInput`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from scim2_models import EnterpriseUser
+
+from identity_store.groups import Member
+from identity_store.models import Group, User
+from identity_store.users import UNSET, UserInput
+
+from .schemas import (
+    CORE_GROUP_SCHEMA,
+    CORE_USER_SCHEMA,
+    ENTERPRISE_USER_SCHEMA,
+    PRODUCT_USER_SCHEMA,
+    IdentityStoreUser,
+    ScimUser,
+)
+
+MULTI_VALUED = {
+    "emails": "emails",
+    "phoneNumbers": "phone_numbers",
+    "ims": "ims",
+    "photos": "photos",
+    "entitlements": "entitlements",
+    "roles": "roles",
+    "x509Certificates": "x509_certificates",
+}
+"""SCIM attribute name → scim2-models field name, for ``user_multi_values``."""
+
+NAME_COLUMNS = {
+    "formatted": "formatted_name",
+    "familyName": "family_name",
+    "givenName": "given_name",
+    "middleName": "middle_name",
+    "honorificPrefix": "honorific_prefix",
+    "honorificSuffix": "honorific_suffix",
+}
+CORE_COLUMNS = {
+    "displayName": "display_name",
+    "nickName": "nick_name",
+    "profileUrl": "profile_url",
+    "title": "title",
+    "userType": "scim_user_type",
+    "preferredLanguage": "preferred_language",
+    "locale": "locale",
+    "timezone": "timezone",
+    "externalId": "external_id",
+}
+ENTERPRISE_COLUMNS = {
+    "employeeNumber": "employee_number",
+    "costCenter": "cost_center",
+    "organization": "organization",
+    "division": "division",
+    "department": "department",
+}
+PRODUCT_COLUMNS = {
+    "idpReferenceId": "idp_reference_id",
+    "idpUsername": "idp_username",
+    "idpWorkforceId": "idp_workforce_id",
+    "idpCloudUsername": "idp_cloud_username",
+    "idpSource": "idp_source",
+    "userType": "user_type",
+    "userGroup": "user_group",
+    "customData": "custom_data",
+    "expirationDate": "expiration_date",
+    "blocked": "blocked",
+}
+PRODUCT_READ_ONLY = {"lifecycle": "lifecycle", "authUserId": "auth_user_id"}
+ADDRESS_COLUMNS = {
+    "formatted": "formatted",
+    "streetAddress": "street_address",
+    "locality": "locality",
+    "region": "region",
+    "postalCode": "postal_code",
+    "country": "country",
+    "type": "type",
+    "primary": "primary",
+}
+
+
+def etag(version: int) -> str:
+    """SCIM ``meta.version`` and the HTTP ``ETag``: a weak validator (RFC 7644 §3.14)."""
+    return f'W/"{version}"'
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def _put(target: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None and value != [] and value != {}:
+        target[key] = value
+
+
+def user_document(
+    user: User,
+    base_url: str,
+    *,
+    groups: Sequence[Group] = (),
+    manager_display: str | None = None,
+) -> dict[str, Any]:
+    """The SCIM representation of ``user`` (all attributes; the caller trims)."""
+    location = f"{base_url}/Users/{user.id}"
+    doc: dict[str, Any] = {
+        "schemas": [CORE_USER_SCHEMA, ENTERPRISE_USER_SCHEMA, PRODUCT_USER_SCHEMA],
+        "id": user.id,
+        "userName": user.user_name,
+        "active": user.active,
+        "meta": {
+            "resourceType": "User",
+            "created": _iso(user.created_at),
+            "lastModified": _iso(user.updated_at),
+            "location": location,
+            "version": etag(user.version),
+        },
+    }
+    for key, column in CORE_COLUMNS.items():
+        _put(doc, key, getattr(user, column))
+    name: dict[str, Any] = {}
+    for key, column in NAME_COLUMNS.items():
+        _put(name, key, getattr(user, column))
+    _put(doc, "name", name)
+
+    values: dict[str, list[dict[str, Any]]] = {}
+    for row in user.multi_values:
+        entry: dict[str, Any] = {}
+        _put(entry, "value", row.value)
+        _put(entry, "display", row.display)
+        _put(entry, "type", row.type)
+        if row.primary:
+            entry["primary"] = True
+        values.setdefault(row.attribute, []).append(entry)
+    for attribute, entries in values.items():
+        doc[attribute] = entries
+    addresses = []
+    for address in user.addresses:
+        entry = {}
+        for key, column in ADDRESS_COLUMNS.items():
+            _put(entry, key, getattr(address, column))
+        if not address.primary:
+            entry.pop("primary", None)
+        addresses.append(entry)
+    _put(doc, "addresses", addresses)
+    _put(
+        doc,
+        "groups",
+        [
+            {
+                "value": g.id,
+                "$ref": f"{base_url}/Groups/{g.id}",
+                "display": g.display_name,
+                "type": "direct",
+            }
+            for g in groups
+        ],
+    )
+
+    enterprise: dict[str, Any] = {}
+    for key, column in ENTERPRISE_COLUMNS.items():
+        _put(enterprise, key, getattr(user, column))
+    if user.manager_id:
+        manager = {"value": user.manager_id, "$ref": f"{base_url}/Users/{user.manager_id}"}
+        _put(manager, "displayName", manager_display)
+        enterprise["manager"] = manager
+    _put(doc, ENTERPRISE_USER_SCHEMA, enterprise)
+
+    product: dict[str, Any] = {}
+    for key, column in {**PRODUCT_COLUMNS, **PRODUCT_READ_ONLY}.items():
+        value = getattr(user, column)
+        _put(product, key, _iso(value) if isinstance(value, datetime) else value)
+    if user.custom_data is not None:  # an empty object is a value, not an absence
+        product["customData"] = user.custom_data
+    _put(product, "tags", list(user.tags or []))
+    _put(product, "status", list(user.status or []))
+    doc[PRODUCT_USER_SCHEMA] = product
+    return doc
+
+
+def group_document(group: Group, base_url: str, members: Sequence[Member] | None) -> dict[str, Any]:
+    """The SCIM representation of ``group``; ``members`` is ``None`` when they
+    were not loaded (``excludedAttributes=members``)."""
+    doc: dict[str, Any] = {
+        "schemas": [CORE_GROUP_SCHEMA],
+        "id": group.id,
+        "displayName": group.display_name,
+        "meta": {
+            "resourceType": "Group",
+            "created": _iso(group.created_at),
+            "lastModified": _iso(group.updated_at),
+            "location": f"{base_url}/Groups/{group.id}",
+            "version": etag(group.version),
+        },
+    }
+    _put(doc, "externalId", group.external_id)
+    if members:
+        doc["members"] = [
+            {
+                "value": m.id,
+                "$ref": f"{base_url}/{'Users' if m.type == 'User' else 'Groups'}/{m.id}",
+                "type": m.type,
+                **({"display": m.display} if m.display is not None else {}),
+            }
+            for m in members
+        ]
+    return doc
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+def user_input(resource: ScimUser) -> UserInput:
+    """The store's view of a validated SCIM user (create or full replace)."""
+    columns: dict[str, Any] = {}
+    for key, column in CORE_COLUMNS.items():
+        columns[column] = _text(getattr(resource, _snake(key)))
+    columns["active"] = True if resource.active is None else bool(resource.active)
+    if resource.name is not None:
+        for key, column in NAME_COLUMNS.items():
+            columns[column] = getattr(resource.name, _snake(key))
+
+    enterprise = resource[EnterpriseUser]
+    if enterprise is not None:
+        for key, column in ENTERPRISE_COLUMNS.items():
+            columns[column] = getattr(enterprise, _snake(key))
+        manager = enterprise.manager
+        columns["manager_id"] = manager.value if manager is not None else None
+
+    product = resource[IdentityStoreUser]
+    if product is not None:
+        for key, column in PRODUCT_COLUMNS.items():
+            value = getattr(product, _snake(key))
+            if value is not None:
+                columns[column] = str(value) if key == "userType" else value
+        if product.tags is not None:
+            columns["tags"] = list(product.tags)
+
+    multi_values: list[dict[str, Any]] = []
+    for attribute, field_name in MULTI_VALUED.items():
+        for entry in getattr(resource, field_name) or []:
+            multi_values.append(
+                {
+                    "attribute": attribute,
+                    "value": _text(entry.value),
+                    "display": entry.display,
+                    "type": _text(entry.type),
+                    "primary": bool(entry.primary),
+                }
+            )
+    addresses = [
+        {
+            column: (_text(getattr(a, column)) if column != "primary" else bool(a.primary))
+            for column in ADDRESS_COLUMNS.values()
+        }
+        for a in resource.addresses or []
+    ]
+    password: Any = UNSET
+    if "password" in resource.model_fields_set:
+        password = resource.password
+    return UserInput(
+        user_name=resource.user_name or "",
+        columns=columns,
+        multi_values=multi_values,
+        addresses=addresses,
+        password=password,
+    )
+
+
+def _snake(name: str) -> str:
+    out = []
+    for char in name:
+        if char.isupper():
+            out.append("_")
+            out.append(char.lower())
+        else:
+            out.append(char)
+    return "".join(out)

@@ -1,0 +1,159 @@
+"""Reading SCIM requests: bodies, preconditions, the caller (RFC 7644 §3.1, §3.14)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.requests import Request
+
+from identity_store.context import Actor
+from identity_store.tokens import Principal
+
+from .auth import authenticate, require
+from .errors import ScimError
+from .state import AppState, app_state
+
+T = TypeVar("T")
+
+JSON_TYPES = ("application/scim+json", "application/json")
+RETRIES = 3
+
+
+@dataclass(slots=True)
+class Call:
+    """One authenticated SCIM request."""
+
+    request: Request
+    state: AppState
+    principal: Principal
+    actor: Actor
+    base_url: str
+
+
+def base_url(request: Request, state: AppState) -> str:
+    """The SCIM base URL used in ``meta.location`` and ``$ref``."""
+    if state.settings.base_url:
+        return state.settings.base_url.rstrip("/") + "/scim/v2"
+    return f"{request.url.scheme}://{request.url.netloc}/scim/v2"
+
+
+async def begin(request: Request, scope: str) -> Call:
+    """Authenticate the request and check it may use ``scope``."""
+    state = app_state(request)
+    principal = await authenticate(request)
+    require(principal, scope)
+    actor = Actor(
+        name=f"token:{principal.name}",
+        token_id=principal.token_id,
+        request_id=request.scope.get("state", {}).get("request_id"),
+    )
+    return Call(request, state, principal, actor, base_url(request, state))
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The request's JSON object, or the right SCIM error.
+
+    415 for a media type that is not JSON, 413 ``tooLarge`` past ``limit``
+    bytes (checked while reading, so a missing ``Content-Length`` does not
+    get around it), 400 ``invalidSyntax`` for malformed JSON or a non-object.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
+        raise ScimError(415, f"unsupported media type {content_type!r}; send {JSON_TYPES[0]}")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ScimError(413, f"the request body exceeds {limit} bytes", "tooLarge")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ScimError(413, f"the request body exceeds {limit} bytes", "tooLarge")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ScimError(400, "the request body is empty", "invalidSyntax")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ScimError(400, f"the request body is not valid JSON: {exc}", "invalidSyntax") from exc
+    if not isinstance(body, dict):
+        raise ScimError(400, "the request body must be a JSON object", "invalidSyntax")
+    return body
+
+
+_ETAG = re.compile(r'^\s*(?:W/)?"(\d+)"\s*$')
+
+
+def _versions(header: str) -> list[str]:
+    return [part.strip() for part in header.split(",") if part.strip()]
+
+
+def if_match_version(request: Request) -> int | None:
+    """The version ``If-Match`` requires, ``None`` when absent or ``*``.
+
+    A tag that is not one of ours can never match: 412 right away.
+    """
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    tags = _versions(header)
+    if len(tags) != 1:
+        raise ScimError(412, "If-Match must name exactly one version")
+    match = _ETAG.match(tags[0])
+    if match is None:
+        raise ScimError(412, f"If-Match {tags[0]!r} does not match the resource's version")
+    return int(match.group(1))
+
+
+def if_none_match(request: Request, version: int) -> bool:
+    """Whether ``If-None-Match`` names ``version`` (or ``*``): answer 304."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    for tag in _versions(header):
+        if tag == "*":
+            return True
+        match = _ETAG.match(tag)
+        if match is not None and int(match.group(1)) == version:
+            return True
+    return False
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return code in {"40001", "40P01"}  # serialization failure, deadlock
+    return False
+
+
+async def in_transaction(call: Call, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one transaction and commit it; a 2xx means committed.
+
+    A concurrent writer that got there first (stale version, serialization
+    failure, deadlock) makes the whole unit run again from a fresh read, up to
+    three times, so that no update is lost.
+    """
+    for attempt in range(RETRIES):
+        async with call.state.sessions() as session:
+            try:
+                async with session.begin():
+                    return await work(session)
+            except Exception as exc:
+                if _retryable(exc) and attempt < RETRIES - 1:
+                    continue
+                if isinstance(exc, StaleDataError):
+                    raise ScimError(
+                        409, "the resource was changed concurrently; retry the request"
+                    ) from exc
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,29 @@
+"""Responses with the SCIM media type (RFC 7644 §3.1)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.responses import Response
+
+SCIM_MEDIA_TYPE = "application/scim+json"
+
+
+class ScimResponse(Response):
+    """A JSON body served as ``application/scim+json``."""
+
+    media_type = SCIM_MEDIA_TYPE
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class NoContent(Response):
+    """``204 No Content``; still labelled with the SCIM media type, as Microsoft
+    Entra ID expects on every response."""
+
+    media_type = SCIM_MEDIA_TYPE
+
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=204, headers=headers)

@@ -1,0 +1,148 @@
+"""SCIM resource models served by this server (RFC 7643), built on scim2-models.
+
+The same models validate requests, serialize responses and generate the
+discovery documents (``/Schemas``, ``/ResourceTypes``), so what the server
+announces is what it accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from scim2_models import (
+    URN,
+    ComplexAttribute,
+    EnterpriseUser,
+    Extension,
+    Group,
+    Mutability,
+    ResourceType,
+    ScimPolicy,
+    ScimProvider,
+    User,
+)
+
+PRODUCT_USER_SCHEMA = "urn:idstore:params:scim:schemas:extension:idstore:2.0:User"
+ENTERPRISE_USER_SCHEMA = str(EnterpriseUser.__schema__)
+CORE_USER_SCHEMA = str(User.__schema__)
+CORE_GROUP_SCHEMA = str(Group.__schema__)
+
+
+class ProductUserType(StrEnum):
+    """What kind of identity a user is (SPEC §3 ``user_type``)."""
+
+    PERSON = "PERSON"
+    SERVICE_ACCOUNT = "SERVICE_ACCOUNT"
+
+
+class StatusStep(ComplexAttribute):
+    """One step of a user's synchronisation status (SPEC §3 ``status``)."""
+
+    name: Annotated[str | None, Mutability.read_only] = None
+    """The step: ``PROFILE_SYNC``, ``AUTH0_SYNC``, ``RBAC_SYNC``..."""
+
+    status: Annotated[str | None, Mutability.read_only] = None
+    """``OK``, ``PENDING`` or ``ERROR``."""
+
+    message: Annotated[str | None, Mutability.read_only] = None
+    """What went wrong, when the step failed."""
+
+    updated_at: Annotated[datetime | None, Mutability.read_only] = None
+    """When the step last changed."""
+
+
+class IdentityStoreUser(Extension):
+    """The product's extension of User: identity-provider identifiers, lifecycle
+    and management fields (SPEC §3)."""
+
+    __schema__ = URN(PRODUCT_USER_SCHEMA)
+
+    idp_reference_id: str | None = None
+    """The identity provider's object id (Entra: the user's object id)."""
+
+    idp_username: str | None = None
+    """On-premises / LDAP account name."""
+
+    idp_workforce_id: str | None = None
+    """Employee id in the workforce system."""
+
+    idp_cloud_username: str | None = None
+    """Cloud sign-in name (Entra: the user principal name)."""
+
+    idp_source: str | None = None
+    """Where the identity comes from: ``AAD``, ``MANUAL``, ``IMPORT``..."""
+
+    user_type: ProductUserType | None = None
+    """``PERSON`` or ``SERVICE_ACCOUNT``."""
+
+    tags: list[str] | None = None
+    """Free labels."""
+
+    lifecycle: Annotated[str | None, Mutability.read_only] = None
+    """``CREATED``, ``ACTIVE``, ``ERROR``, ``SUSPENDED`` or ``INACTIVE`` (SPEC §4)."""
+
+    status: Annotated[list[StatusStep] | None, Mutability.read_only] = None
+    """Synchronisation steps and their state."""
+
+    user_group: str | None = None
+    """The user group whose JSON schema ``customData`` must satisfy."""
+
+    custom_data: dict[str, Any] | None = None
+    """Free JSON object, validated against the user group's schema."""
+
+    expiration_date: datetime | None = None
+    """When the user is blocked automatically."""
+
+    blocked: bool | None = None
+    """Whether the user is blocked (sign-in refused downstream)."""
+
+    auth_user_id: Annotated[str | None, Mutability.read_only] = None
+    """The user's id in Auth0, set by the sync module."""
+
+
+ScimUser = User[EnterpriseUser | IdentityStoreUser]
+"""The User resource as this server serves it."""
+
+ScimGroup = Group
+"""The Group resource as this server serves it."""
+
+USER_RESOURCE_TYPE = ResourceType.from_resource(ScimUser)
+GROUP_RESOURCE_TYPE = ResourceType.from_resource(ScimGroup)
+
+
+def entra_tolerant_policy() -> ScimPolicy:
+    """How this server reads payloads.
+
+    Microsoft Entra ID's provisioning service attaches schema URIs and
+    attributes no schema declares (``http://schemas.microsoft.com/2006/11/
+    ResourceManagement/ADSCIM/2.0/Group``), sends ``remove`` with a ``value``
+    naming the members to remove, and ``add`` to ``emails[type eq "work"]``
+    where no such entry exists yet. RFC 7644 would refuse each of these; the
+    connector would then be quarantined, so they are accepted.
+    """
+    return ScimPolicy(
+        unknown=ScimPolicy.Unknown.ignore,
+        remove_value_as_filter=ScimPolicy.RemoveValue.apply,
+        unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create,
+    )
+
+
+def patch_policy() -> ScimPolicy:
+    """How PATCH requests are read: as tolerant as :func:`entra_tolerant_policy`
+    except that a path naming an attribute no schema declares is an error
+    (``invalidPath``), never an operation silently dropped."""
+    return entra_tolerant_policy().model_copy(update={"unknown": ScimPolicy.Unknown.forbid})
+
+
+PATCH_POLICY = patch_policy()
+
+
+def build_provider() -> ScimProvider:
+    """The description of this service, used for discovery and validation."""
+    return ScimProvider(
+        models=[User, EnterpriseUser, IdentityStoreUser, Group],
+        resource_types=[USER_RESOURCE_TYPE, GROUP_RESOURCE_TYPE],
+        policy=entra_tolerant_policy(),
+    )

@@ -1,0 +1,236 @@
+"""``/Users`` (RFC 7644 §3.3-§3.6) and ``/Me`` (§3.11)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from scim2_models import Context, PatchOp, ResponseParameters
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
+
+from identity_store import users as store
+from identity_store.models import User
+
+from . import filters
+from .errors import ScimError
+from .listing import CursorSorts, ListQuery, list_response, parse_list_query, plan_page
+from .mapping import etag, user_document, user_input
+from .request import Call, begin, if_match_version, if_none_match, in_transaction, read_json
+from .responses import NoContent, ScimResponse
+from .schemas import PATCH_POLICY, ScimUser
+
+CURSOR_SORTS: CursorSorts = {
+    "id": (None, str),
+    "meta.created": (User.created_at, datetime),
+    "meta.lastmodified": (User.updated_at, datetime),
+    "username": (User.user_name_normalized, str),
+}
+
+
+def dump(
+    doc: dict[str, Any], params: ResponseParameters[Any] | None, ctx: Context
+) -> dict[str, Any]:
+    """Trim a document to the requested attributes with scim2-models
+    (``returned`` characteristics, RFC 7644 §3.9). Without parameters the
+    document is already the full default representation."""
+    if params is None:
+        return doc
+    model = ScimUser.model_validate(doc)
+    return model.model_dump(scim_ctx=ctx, response_parameters=params)
+
+
+async def render(
+    session: AsyncSession,
+    users: Sequence[User],
+    call: Call,
+    query: ListQuery | None = None,
+) -> list[dict[str, Any]]:
+    """SCIM documents of ``users``, loading ``groups`` and managers' names only
+    when they are to be returned."""
+    query = query or ListQuery()
+    ids = [u.id for u in users]
+    groups = await store.groups_of(session, ids) if query.wants("groups") else {}
+    managers: dict[str, str | None] = {}
+    if any(u.manager_id for u in users):
+        managers = await store.display_names(session, [u.manager_id or "" for u in users])
+    return [
+        user_document(
+            u,
+            call.base_url,
+            groups=groups.get(u.id, ()),
+            manager_display=managers.get(u.manager_id) if u.manager_id else None,
+        )
+        for u in users
+    ]
+
+
+def _resource_response(
+    doc: dict[str, Any],
+    status: int = 200,
+    query: ListQuery | None = None,
+    ctx: Context = Context.RESOURCE_QUERY_RESPONSE,
+) -> Response:
+    params = query.response_parameters() if query else None
+    headers = {"ETag": doc["meta"]["version"], "Location": doc["meta"]["location"]}
+    return ScimResponse(dump(doc, params, ctx), status_code=status, headers=headers)
+
+
+def _query(call: Call) -> ListQuery:
+    settings = call.state.settings
+    return parse_list_query(
+        call.request.query_params,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+    )
+
+
+def validate_user(body: dict[str, Any], ctx: Context) -> ScimUser:
+    """A User resource from a request body, validated by scim2-models under the
+    server's policy; errors surface as 400 with the right ``scimType``."""
+    with_schemas = body
+    if "schemas" not in body:
+        raise ScimError(400, "the request body has no 'schemas'", "invalidSyntax")
+    return ScimUser.model_validate(with_schemas, scim_ctx=ctx)
+
+
+async def create(request: Request) -> Response:
+    call = await begin(request, "scim:write")
+    body = await read_json(request, call.state.settings.max_payload_size)
+    resource = validate_user(body, Context.RESOURCE_CREATION_REQUEST)
+    data = user_input(resource)
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        user = await store.create_user(
+            session,
+            data,
+            call.actor,
+            required_attributes=call.state.settings.required_idp_attributes,
+        )
+        return (await render(session, [user], call))[0]
+
+    doc = await in_transaction(call, work)
+    return _resource_response(doc, 201, ctx=Context.RESOURCE_CREATION_RESPONSE)
+
+
+async def _target_id(call: Call) -> str:
+    """The id in the path, or the caller's own user for ``/Me``."""
+    user_id = call.request.path_params.get("id")
+    if user_id is not None:
+        return str(user_id)
+    if call.principal.user_id is None:
+        raise ScimError(
+            501, "/Me needs a token bound to a user; this token is not (RFC 7644 §3.11)"
+        )
+    return call.principal.user_id
+
+
+async def read(request: Request) -> Response:
+    call = await begin(request, "scim:read")
+    query = _query(call)
+    user_id = await _target_id(call)
+    async with call.state.sessions() as session:
+        user = await store.get_user(session, user_id)
+        if if_none_match(request, user.version):
+            return Response(status_code=304, headers={"ETag": etag(user.version)})
+        doc = (await render(session, [user], call, query))[0]
+    return _resource_response(doc, query=query)
+
+
+async def replace(request: Request) -> Response:
+    call = await begin(request, "scim:write")
+    body = await read_json(request, call.state.settings.max_payload_size)
+    resource = validate_user(body, Context.RESOURCE_REPLACEMENT_REQUEST)
+    expected = if_match_version(request)
+    user_id = await _target_id(call)
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        user = await store.get_user(session, user_id, for_update=True)
+        store.check_version(user.version, expected)
+        current = ScimUser.model_validate((await render(session, [user], call))[0])
+        resource.replace(current)  # immutable attributes (RFC 7644 §3.5.1)
+        user = await store.replace_user(
+            session,
+            user,
+            user_input(resource),
+            call.actor,
+            required_attributes=call.state.settings.required_idp_attributes,
+        )
+        return (await render(session, [user], call))[0]
+
+    doc = await in_transaction(call, work)
+    return _resource_response(doc, ctx=Context.RESOURCE_REPLACEMENT_RESPONSE)
+
+
+async def patch(request: Request) -> Response:
+    call = await begin(request, "scim:write")
+    body = await read_json(request, call.state.settings.max_payload_size)
+    operations = PatchOp[ScimUser].model_validate(
+        body, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=PATCH_POLICY
+    )
+    expected = if_match_version(request)
+    user_id = await _target_id(call)
+
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        user = await store.get_user(session, user_id, for_update=True)
+        store.check_version(user.version, expected)
+        docs = await render(session, [user], call)
+        resource = ScimUser.model_validate(docs[0])
+        if not operations.patch(resource, scim_policy=PATCH_POLICY):
+            return docs[0]
+        user = await store.replace_user(
+            session,
+            user,
+            user_input(resource),
+            call.actor,
+            required_attributes=call.state.settings.required_idp_attributes,
+            action="user.patch",
+        )
+        return (await render(session, [user], call))[0]
+
+    doc = await in_transaction(call, work)
+    return _resource_response(doc, ctx=Context.RESOURCE_PATCH_RESPONSE)
+
+
+async def delete(request: Request) -> Response:
+    call = await begin(request, "scim:write")
+    expected = if_match_version(request)
+    user_id = await _target_id(call)
+
+    async def work(session: AsyncSession) -> None:
+        user = await store.get_user(session, user_id, for_update=True)
+        await store.delete_user(session, user, call.actor, expected_version=expected)
+
+    await in_transaction(call, work)
+    return NoContent()
+
+
+async def search(call: Call, query: ListQuery) -> dict[str, Any]:
+    """Run a list query; shared by ``GET /Users`` and ``POST /Users/.search``."""
+    where = (
+        filters.user_filter(query.filter, max_length=call.state.settings.max_filter_length)
+        if query.filter
+        else None
+    )
+    plan = plan_page(query, filters.user_sort_column, CURSOR_SORTS)
+    async with call.state.sessions() as session:
+        page = await store.list_users(
+            session,
+            where,
+            order_by=plan.order_by,
+            offset=plan.offset,
+            limit=plan.limit,
+            after=plan.after,
+        )
+        users, next_cursor = plan.trim(page.users, query)
+        docs = await render(session, users, call, query)
+    params = query.response_parameters()
+    resources = [dump(doc, params, Context.SEARCH_RESPONSE) for doc in docs]
+    return list_response(resources, page.total, query, next_cursor)
+
+
+async def list_(request: Request) -> Response:
+    call = await begin(request, "scim:read")
+    return ScimResponse(await search(call, _query(call)))
