@@ -35,6 +35,7 @@ class Principal:
     name: str
     scopes: frozenset[str]
     user_id: str | None
+    idp_source: str | None = None
 
     def allows(self, scope: str) -> bool:
         """``admin`` implies every scope, ``scim:write`` implies ``scim:read``."""
@@ -63,6 +64,7 @@ async def create_token(
     *,
     user_id: str | None = None,
     expires_at: datetime | None = None,
+    idp_source: str | None = None,
 ) -> tuple[ApiToken, str]:
     """Store a new token and return it with its secret, which is not kept."""
     if not name.strip():
@@ -76,6 +78,7 @@ async def create_token(
         secret_hash=hash_secret(secret),
         user_id=user_id,
         expires_at=expires_at,
+        idp_source=idp_source,
     )
     session.add(token)
     try:
@@ -120,4 +123,4 @@ async def authenticate(session: AsyncSession, secret: str) -> Principal | None:
             update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
         )
         await session.commit()
-    return Principal(token.id, token.name, frozenset(token.scopes), token.user_id)
+    return Principal(token.id, token.name, frozenset(token.scopes), token.user_id, token.idp_source)

@@ -196,6 +196,34 @@ def _apply(user: User, data: UserInput) -> None:
         user.password_hash = hash_password(data.password) if data.password else None
 
 
+def _derive_identifiers(data: UserInput, before: User | None = None) -> None:
+    """The IdP identifiers a client did not give, from the SCIM ones.
+
+    ``idp_reference_id`` defaults to ``externalId`` (Entra: the object id) and
+    ``idp_cloud_username`` to ``userName`` (Entra: the UPN). A value that was
+    derived keeps following its source when the source changes (a UPN
+    rename); a value the client set, or cleared, itself is left as it is.
+    """
+    sources = {
+        "idp_reference_id": data.columns.get("external_id"),
+        "idp_cloud_username": data.user_name,
+    }
+    previous = {
+        "idp_reference_id": before.external_id if before else None,
+        "idp_cloud_username": before.user_name if before else None,
+    }
+    for column, source in sources.items():
+        current = data.columns.get(column)
+        if before is None:
+            if not current:
+                data.columns[column] = source
+            continue
+        kept = getattr(before, column)
+        was_derived = kept is not None and kept == previous[column]
+        if was_derived and current == kept and source != previous[column]:
+            data.columns[column] = source
+
+
 def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
     rows = []
     positions: dict[str, int] = {}
@@ -245,6 +273,7 @@ async def create_user(
     default_idp_source: str = IdpSource.SCIM.value,
 ) -> User:
     """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``."""
+    _derive_identifiers(data)
     _validate(data)
     await _ensure_user_name_free(session, data.user_name)
     user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[], role_ids=[])
@@ -281,6 +310,7 @@ async def replace_user(
 ) -> User:
     """Replace every writable attribute of ``user`` (loaded by :func:`get_user`)."""
     check_version(user.version, expected_version)
+    _derive_identifiers(data, user)
     _validate(data)
     if normalize(data.user_name) != user.user_name_normalized:
         await _ensure_user_name_free(session, data.user_name, except_id=user.id)

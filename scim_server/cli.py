@@ -96,7 +96,12 @@ async def _token_create(args: argparse.Namespace, settings: Settings) -> str:
     try:
         async with create_session_factory(engine)() as session:
             _, secret = await tokens.create_token(
-                session, args.name, scopes, user_id=args.user_id, expires_at=expires_at
+                session,
+                args.name,
+                scopes,
+                user_id=args.user_id,
+                expires_at=expires_at,
+                idp_source=args.idp_source,
             )
             await session.commit()
             return secret
@@ -115,6 +120,7 @@ async def _token_list(args: argparse.Namespace, settings: Settings) -> list[dict
                     "name": t.name,
                     "scopes": t.scopes,
                     "user_id": t.user_id,
+                    "idp_source": t.idp_source,
                     "created_at": t.created_at.isoformat(),
                     "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
                     "expires_at": t.expires_at.isoformat() if t.expires_at else None,
@@ -191,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--user-id", help="bind the token to a user (SCIM /Me)")
     create.add_argument("--expires-in-days", type=int, help="expiry, in days from now")
+    create.add_argument(
+        "--idp-source",
+        help="identity provider the token writes for (AAD for Microsoft Entra ID): "
+        "users it creates get this idp_source",
+    )
     listing = token_sub.add_parser("list", help="list tokens (never their secrets)")
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
     listing.add_argument("--json", action="store_true", help="print JSON")

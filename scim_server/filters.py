@@ -242,6 +242,23 @@ class _Value:
     """Where the entries live, for a sub-attribute of a multi-valued attribute."""
 
 
+def _entra_manager(attr_path: AttrPath) -> AttrPath:
+    """``manager eq "id"`` as ``manager.value eq "id"``.
+
+    Microsoft Entra ID's SCIM validator sends ``id eq "x" and manager eq "y"``:
+    it applies RFC 7643 §2.4's ``value`` convention, meant for multi-valued
+    attributes, to the enterprise extension's singular ``manager``.
+    """
+    enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user"
+    if (
+        attr_path.sub_attr is None
+        and attr_path.attr.lower() == "manager"
+        and (attr_path.uri is None or attr_path.uri.lower() == enterprise)
+    ):
+        return AttrPath(attr=attr_path.attr, sub_attr="value", uri=attr_path.uri)
+    return attr_path
+
+
 @dataclass(frozen=True)
 class _Complex:
     """A singular complex attribute: only ``pr`` applies to it as a whole."""
@@ -553,7 +570,7 @@ class _Translator(FilterVisitor[ColumnElement[bool]]):
         return self._present(self.resource.attribute(binding))
 
     def visit_comparison(self, node: Comparison) -> ColumnElement[bool]:
-        binding = self.bind(node.attr_path, comparison=True)
+        binding = self.bind(_entra_manager(node.attr_path), comparison=True)
         attribute = self.resource.attribute(binding)
         if node.op == CompareOperator.ne:
             # RFC 7644 §3.4.2.2 "not equal"; an absent value is not equal to any.

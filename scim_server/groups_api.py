@@ -24,12 +24,12 @@ from starlette.responses import Response
 from identity_store import groups as store
 from identity_store.models import Group as GroupRow
 
-from . import filters
+from . import entra, filters
 from .errors import ScimError
 from .listing import CursorSorts, ListQuery, list_response, parse_list_query, plan_page
 from .mapping import etag, group_document
 from .request import Call, begin, if_match_version, if_none_match, in_transaction, read_json
-from .responses import NoContent, ScimResponse
+from .responses import NoContent, NotModified, ScimResponse
 from .schemas import PATCH_POLICY, ScimGroup
 
 CURSOR_SORTS: CursorSorts = {
@@ -117,7 +117,7 @@ async def read(request: Request) -> Response:
     async with call.state.sessions() as session:
         group = await store.get_group(session, str(request.path_params["id"]))
         if if_none_match(request, group.version):
-            return Response(status_code=304, headers={"ETag": etag(group.version)})
+            return NotModified(etag(group.version))
         doc = (await render(session, [group], call, query))[0]
     return _response(doc, 200, query, Context.RESOURCE_QUERY_RESPONSE)
 
@@ -280,7 +280,9 @@ async def patch(request: Request) -> Response:
     call = await begin(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
     operations = PatchOp[ScimGroup].model_validate(
-        body, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=PATCH_POLICY
+        entra.normalise_patch(body),
+        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
+        scim_policy=PATCH_POLICY,
     )
     changes = _Changes()
     for operation in operations.operations or []:

@@ -27,3 +27,11 @@ class NoContent(Response):
 
     def __init__(self, headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code=204, headers=headers)
+
+
+class NotModified(Response):
+    """``304 Not Modified`` (RFC 7644 §3.14) with the current ETag, labelled
+    with the SCIM media type like every other response."""
+
+    def __init__(self, etag: str) -> None:
+        super().__init__(status_code=304, headers={"ETag": etag, "Content-Type": SCIM_MEDIA_TYPE})

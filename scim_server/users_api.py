@@ -12,14 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from identity_store import users as store
-from identity_store.models import User
+from identity_store.models import IdpSource, User
 
-from . import filters
+from . import entra, filters
 from .errors import ScimError
 from .listing import CursorSorts, ListQuery, list_response, parse_list_query, plan_page
 from .mapping import etag, user_document, user_input
 from .request import Call, begin, if_match_version, if_none_match, in_transaction, read_json
-from .responses import NoContent, ScimResponse
+from .responses import NoContent, NotModified, ScimResponse
 from .schemas import PATCH_POLICY, ScimUser
 
 CURSOR_SORTS: CursorSorts = {
@@ -99,7 +99,7 @@ def validate_user(body: dict[str, Any], ctx: Context) -> ScimUser:
 async def create(request: Request) -> Response:
     call = await begin(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
-    resource = validate_user(body, Context.RESOURCE_CREATION_REQUEST)
+    resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_CREATION_REQUEST)
     data = user_input(resource)
 
     async def work(session: AsyncSession) -> dict[str, Any]:
@@ -108,6 +108,7 @@ async def create(request: Request) -> Response:
             data,
             call.actor,
             required_attributes=call.state.settings.required_idp_attributes,
+            default_idp_source=call.principal.idp_source or IdpSource.SCIM.value,
         )
         return (await render(session, [user], call))[0]
 
@@ -134,7 +135,7 @@ async def read(request: Request) -> Response:
     async with call.state.sessions() as session:
         user = await store.get_user(session, user_id)
         if if_none_match(request, user.version):
-            return Response(status_code=304, headers={"ETag": etag(user.version)})
+            return NotModified(etag(user.version))
         doc = (await render(session, [user], call, query))[0]
     return _resource_response(doc, query=query)
 
@@ -142,7 +143,7 @@ async def read(request: Request) -> Response:
 async def replace(request: Request) -> Response:
     call = await begin(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
-    resource = validate_user(body, Context.RESOURCE_REPLACEMENT_REQUEST)
+    resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_REPLACEMENT_REQUEST)
     expected = if_match_version(request)
     user_id = await _target_id(call)
 
@@ -168,7 +169,9 @@ async def patch(request: Request) -> Response:
     call = await begin(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
     operations = PatchOp[ScimUser].model_validate(
-        body, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=PATCH_POLICY
+        entra.normalise_patch(body),
+        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
+        scim_policy=PATCH_POLICY,
     )
     expected = if_match_version(request)
     user_id = await _target_id(call)

@@ -502,7 +502,6 @@ INVALID_USER_FILTERS: list[str] = [
     'password co "x"',
     'name eq "x"',
     'addresses eq "x"',
-    f'{ENT}:manager eq "x"',
     'name[givenName eq "x"]',
     'groups.$ref eq "x"',
     f'{ENT}:manager.$ref eq "x"',
@@ -551,6 +550,19 @@ async def test_extension_attributes_may_be_named_without_their_urn(
     expected = await _users_matching(session, qualified)
     assert expected  # the pair is not trivially empty
     assert await _users_matching(session, unqualified) == expected
+
+
+async def test_manager_eq_means_manager_value_as_entra_sends_it(session: AsyncSession) -> None:
+    """Microsoft Entra ID's validator filters ``manager eq "id"``: it selects what
+    ``manager.value eq "id"`` selects, qualified or not."""
+    await _seed(session)
+    boss = _id("bob")
+    assert await _users_matching(session, f'{ENT}:manager.value eq "{boss}"') == {"alice"}
+    assert await _users_matching(session, f'{ENT}:manager eq "{boss}"') == {"alice"}
+    assert await _users_matching(session, f'manager eq "{boss}"') == {"alice"}
+    both = f'id eq "{_id("alice")}" and manager eq "{boss}"'
+    assert await _users_matching(session, both) == {"alice"}
+    assert await _users_matching(session, f'id eq "{_id("bob")}" and manager eq "{boss}"') == set()
 
 
 @pytest.mark.parametrize(("expression", "expected"), GROUP_CASES)
