@@ -33,6 +33,7 @@ from .context import Actor
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
 from .models import Group, GroupMember, MemberType, User, new_id, utcnow
+from .paging import total_rows
 from .users import check_version, normalize
 
 
@@ -320,9 +321,6 @@ async def list_groups(
     base = all_groups()
     if where is not None:
         base = base.where(where)
-    total = 0
-    if count:
-        total = int(await session.scalar(select(func.count()).select_from(base.subquery())) or 0)
     keys = [*order_by, Group.id]
     query = base.order_by(*keys)
     if after is not None:
@@ -330,4 +328,5 @@ async def list_groups(
     else:
         query = query.offset(offset)
     groups = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
+    total = await total_rows(session, base, groups, offset, limit, after, count)
     return GroupPage(total=total, groups=groups)

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     """Remove users for good at the deletion sync instead of keeping them
     ``INACTIVE`` (Mia-Platform's ``AUTH_HARD_DELETE``)."""
 
+    token_cache_seconds: float = Field(default=10.0, ge=0)
+    """How long a verified token is trusted without a database look-up; a
+    revoked token keeps working at most this long. 0 disables the cache."""
+
     dev_token: bool = True
     """On the embedded SQLite default, ``idstore serve`` creates and prints a
     development token when none exists. Never done on PostgreSQL."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -35,6 +35,7 @@ from .models import (
     new_id,
     utcnow,
 )
+from .paging import total_rows
 
 WRITABLE_COLUMNS = frozenset(
     {
@@ -249,6 +250,21 @@ def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
     return rows
 
 
+def _multi_value_key(rows: Sequence[UserMultiValue]) -> list[tuple[Any, ...]]:
+    """What distinguishes two lists of entries, so unchanged rows are not rewritten."""
+    return sorted(
+        (r.attribute, r.position, r.value, r.display, r.type, bool(r.primary), r.verified)
+        for r in rows
+    )
+
+
+def _address_key(rows: Sequence[UserAddress]) -> list[tuple[Any, ...]]:
+    return sorted(
+        (r.position, bool(r.primary), *(getattr(r, f) for f in ADDRESS_FIELDS if f != "primary"))
+        for r in rows
+    )
+
+
 def _address_rows(data: UserInput) -> list[UserAddress]:
     return [
         UserAddress(
@@ -316,8 +332,12 @@ async def replace_user(
         await _ensure_user_name_free(session, data.user_name, except_id=user.id)
     was_suspended = lifecycle.is_suspended(user)
     _apply(user, data)
-    user.multi_values = _multi_value_rows(data)
-    user.addresses = _address_rows(data)
+    values = _multi_value_rows(data)
+    if _multi_value_key(values) != _multi_value_key(user.multi_values):
+        user.multi_values = values
+    addresses = _address_rows(data)
+    if _address_key(addresses) != _address_key(user.addresses):
+        user.addresses = addresses
     user.updated_at = utcnow()
     cause = "updated"
     if was_suspended and not lifecycle.is_suspended(user):
@@ -387,9 +407,6 @@ async def list_users(
     base = live_users()
     if where is not None:
         base = base.where(where)
-    total = 0
-    if count:
-        total = int(await session.scalar(select(func.count()).select_from(base.subquery())) or 0)
     keys = [*order_by, User.id]
     query = base.options(*_children_loaded()).order_by(*keys)
     if after is not None:
@@ -397,7 +414,9 @@ async def list_users(
     else:
         query = query.offset(offset)
     users = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
-    return Page(total=total, users=users)
+    return Page(
+        total=await total_rows(session, base, users, offset, limit, after, count), users=users
+    )
 
 
 async def groups_of(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, list[Group]]:

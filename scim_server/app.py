@@ -18,7 +18,7 @@ from .discovery import provider
 from .health import healthz, readyz
 from .middleware import ProviderMiddleware, RequestIdMiddleware, ScimPathMiddleware
 from .routes import scim_routes
-from .state import AppState
+from .state import AppState, TokenCache
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -33,6 +33,7 @@ def create_app(settings: Settings) -> Starlette:
             engine=engine,
             sessions=create_session_factory(engine),
             head_revision=head_revision(settings.database_url),
+            tokens=TokenCache(settings.token_cache_seconds),
         )
         try:
             yield

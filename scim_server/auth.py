@@ -19,8 +19,15 @@ async def authenticate(request: Request) -> Principal:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise ScimError(401, "a bearer token is required", headers=CHALLENGE)
-    async with app_state(request).sessions() as session:
-        principal = await tokens.authenticate(session, secret.strip())
+    state = app_state(request)
+    secret = secret.strip()
+    digest = tokens.hash_secret(secret)
+    principal = state.tokens.get(digest)
+    if principal is None:
+        async with state.sessions() as session:
+            principal = await tokens.authenticate(session, secret)
+        if principal is not None:
+            state.tokens.put(digest, principal)
     if principal is None:
         raise ScimError(
             401,

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
 from identity_store.settings import Settings
+from identity_store.tokens import Principal
+
+
+class TokenCache:
+    """Principals of recently seen secrets, for ``ttl`` seconds, so that a busy
+    client is not looked up in the database on every request. A revoked or
+    expired token is refused at most ``ttl`` seconds late; ``ttl`` 0 disables
+    the cache. Keys are SHA-256 digests, never secrets."""
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._entries[digest]
+            return None
+        return entry[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -16,6 +48,7 @@ class AppState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     head_revision: str | None
+    tokens: TokenCache = field(default_factory=lambda: TokenCache(0))
 
 
 def app_state(request: Request) -> AppState:

@@ -30,6 +30,10 @@ CURSOR_SORTS: CursorSorts = {
 }
 
 
+WITHOUT_GROUPS = ListQuery(excluded_attributes=["groups"])
+"""Rendering for a state that is patched or replaced: ``groups`` is read-only."""
+
+
 def dump(
     doc: dict[str, Any], params: ResponseParameters[Any] | None, ctx: Context
 ) -> dict[str, Any]:
@@ -150,7 +154,7 @@ async def replace(request: Request) -> Response:
     async def work(session: AsyncSession) -> dict[str, Any]:
         user = await store.get_user(session, user_id, for_update=True)
         store.check_version(user.version, expected)
-        current = ScimUser.model_validate((await render(session, [user], call))[0])
+        current = ScimUser.model_validate((await render(session, [user], call, WITHOUT_GROUPS))[0])
         resource.replace(current)  # immutable attributes (RFC 7644 §3.5.1)
         user = await store.replace_user(
             session,
@@ -179,10 +183,10 @@ async def patch(request: Request) -> Response:
     async def work(session: AsyncSession) -> dict[str, Any]:
         user = await store.get_user(session, user_id, for_update=True)
         store.check_version(user.version, expected)
-        docs = await render(session, [user], call)
-        resource = ScimUser.model_validate(docs[0])
+        # groups are read-only: the state to patch does not need them.
+        resource = ScimUser.model_validate((await render(session, [user], call, WITHOUT_GROUPS))[0])
         if not operations.patch(resource, scim_policy=PATCH_POLICY):
-            return docs[0]
+            return (await render(session, [user], call))[0]
         user = await store.replace_user(
             session,
             user,

@@ -104,3 +104,56 @@ async def test_case_insensitive_resource_paths(scim: httpx.AsyncClient) -> None:
     user = await create_user(scim, "case")
     assert (await scim.get(f"/users/{user['id']}")).json()["id"] == user["id"]
     assert (await scim.get("/GROUPS")).status_code == 200
+
+
+async def test_a_revoked_token_is_refused_once_the_cache_expires(
+    settings: object, engine: object, tokens_by_scope: dict[str, str]
+) -> None:
+    """Verified tokens are cached for IDSTORE_TOKEN_CACHE_SECONDS; a revocation
+    is seen when the entry expires (0 here: at once)."""
+    from identity_store import tokens
+    from identity_store.database import create_session_factory
+    from identity_store.settings import Settings
+    from scim_server.app import create_app
+
+    assert isinstance(settings, Settings)
+    app = create_app(settings.model_copy(update={"token_cache_seconds": 0}))
+    headers = {"Authorization": f"Bearer {tokens_by_scope['scim:read']}"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t/scim/v2"
+        ) as client,
+    ):
+        assert (await client.get("/Users", headers=headers)).status_code == 200
+        async with create_session_factory(engine)() as session:  # type: ignore[arg-type]
+            await tokens.revoke_token(session, "test-scim:read")
+            await session.commit()
+        assert_error(await client.get("/Users", headers=headers), 401)
+
+
+async def test_a_verified_token_is_not_looked_up_again_within_the_cache_time(
+    settings: object, engine: object, tokens_by_scope: dict[str, str]
+) -> None:
+    """Within IDSTORE_TOKEN_CACHE_SECONDS the server trusts what it verified."""
+    from identity_store import tokens
+    from identity_store.database import create_session_factory
+    from identity_store.settings import Settings
+    from scim_server.app import create_app
+
+    assert isinstance(settings, Settings)
+    app = create_app(settings.model_copy(update={"token_cache_seconds": 300}))
+    headers = {"Authorization": f"Bearer {tokens_by_scope['scim:read']}"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t/scim/v2"
+        ) as client,
+    ):
+        assert (await client.get("/Users", headers=headers)).status_code == 200
+        async with create_session_factory(engine)() as session:  # type: ignore[arg-type]
+            await tokens.revoke_token(session, "test-scim:read")
+            await session.commit()
+        assert (await client.get("/Users", headers=headers)).status_code == 200
+        other = {"Authorization": f"Bearer {tokens_by_scope['scim:read']}x"}
+        assert_error(await client.get("/Users", headers=other), 401)

@@ -1,0 +1,27 @@
+"""Pagination helpers shared by the list use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def total_rows(
+    session: AsyncSession,
+    base: Select[Any],
+    rows: Sequence[object],
+    offset: int,
+    limit: int,
+    after: tuple[Any, ...] | None,
+    count: bool,
+) -> int:
+    """How many rows match: the page itself tells when it is the first page and
+    not full (an Entra look-up by userName); otherwise one ``count(*)``."""
+    if not count:
+        return 0
+    if after is None and offset == 0 and limit > 0 and len(rows) < limit:
+        return len(rows)
+    return int(await session.scalar(select(func.count()).select_from(base.subquery())) or 0)
