@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit
 from .context import Actor
@@ -116,13 +117,16 @@ async def _bump(session: AsyncSession, group: Group) -> None:
     """New version and ``lastModified`` with one atomic UPDATE, so concurrent
     membership changes never overwrite each other's version bump."""
     now = utcnow()
-    await session.execute(
+    result = await session.execute(
         update(Group)
         .where(Group.id == group.id)
         .values(version=Group.version + 1, updated_at=now)
+        .returning(Group.version)
         .execution_options(synchronize_session=False)
     )
-    await session.refresh(group, ["version", "updated_at"])
+    # Written by the database: record them as loaded, not as changes to flush.
+    set_committed_value(group, "version", result.scalar_one())
+    set_committed_value(group, "updated_at", now)
 
 
 async def create_group(

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from . import audit, lifecycle
 from .context import Actor
@@ -119,7 +119,9 @@ class UserInput:
 
 
 def _children_loaded() -> Sequence[Any]:
-    return (selectinload(User.multi_values), selectinload(User.addresses))
+    """Entries joined to their users: one statement for a page (SQLAlchemy
+    limits the users in a sub-query, then joins their few entries)."""
+    return (joinedload(User.multi_values), joinedload(User.addresses))
 
 
 def live_users() -> Select[User]:
@@ -129,10 +131,15 @@ def live_users() -> Select[User]:
 
 async def get_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
     """A live user with its multi-valued attributes, or :class:`NotFoundError`."""
-    query = live_users().where(User.id == user_id).options(*_children_loaded())
+    # One statement: the few entries of one user come joined to its row.
+    query = (
+        live_users()
+        .where(User.id == user_id)
+        .options(joinedload(User.multi_values), joinedload(User.addresses))
+    )
     if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
         query = query.with_for_update(of=User)
-    user = await session.scalar(query)
+    user = (await session.scalars(query)).unique().one_or_none()
     if user is None:
         raise NotFoundError("User", user_id)
     return user
@@ -291,7 +298,8 @@ async def create_user(
     """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``."""
     _derive_identifiers(data)
     _validate(data)
-    await _ensure_user_name_free(session, data.user_name)
+    # userName uniqueness is the unique index's to enforce: a taken name
+    # fails the INSERT below (IntegrityError -> ConflictError).
     user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[], role_ids=[])
     _apply(user, data)
     if not user.idp_source:
@@ -413,7 +421,7 @@ async def list_users(
         query = query.where(tuple_(*keys) > tuple_(*after))
     else:
         query = query.offset(offset)
-    users = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
+    users = list((await session.scalars(query.limit(limit))).unique().all()) if limit > 0 else []
     return Page(
         total=await total_rows(session, base, users, offset, limit, after, count), users=users
     )

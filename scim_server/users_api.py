@@ -51,12 +51,15 @@ async def render(
     users: Sequence[User],
     call: Call,
     query: ListQuery | None = None,
+    groups: dict[str, list[Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """SCIM documents of ``users``, loading ``groups`` and managers' names only
-    when they are to be returned."""
+    """SCIM documents of ``users``, loading ``groups`` (unless the caller knows
+    them: a new user has none) and managers' names only when they are to be
+    returned."""
     query = query or ListQuery()
     ids = [u.id for u in users]
-    groups = await store.groups_of(session, ids) if query.wants("groups") else {}
+    if groups is None:
+        groups = await store.groups_of(session, ids) if query.wants("groups") else {}
     managers: dict[str, str | None] = {}
     if any(u.manager_id for u in users):
         managers = await store.display_names(session, [u.manager_id or "" for u in users])
@@ -114,7 +117,7 @@ async def create(request: Request) -> Response:
             required_attributes=call.state.settings.required_idp_attributes,
             default_idp_source=call.principal.idp_source or IdpSource.SCIM.value,
         )
-        return (await render(session, [user], call))[0]
+        return (await render(session, [user], call, groups={user.id: []}))[0]
 
     doc = await in_transaction(call, work)
     return _resource_response(doc, 201, ctx=Context.RESOURCE_CREATION_RESPONSE)
