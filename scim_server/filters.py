@@ -118,6 +118,7 @@ from identity_store.models import (
     UserMultiValue,
 )
 
+from .mapping import ADDRESS_COLUMNS
 from .schemas import (
     CORE_GROUP_SCHEMA,
     CORE_USER_SCHEMA,
@@ -412,16 +413,7 @@ def _user_attributes() -> dict[str, _Attribute]:
 
     addresses = _addresses()
     attributes[core("addresses")] = addresses
-    for sub, name in {
-        "formatted": "formatted",
-        "streetAddress": "street_address",
-        "locality": "locality",
-        "region": "region",
-        "postalCode": "postal_code",
-        "country": "country",
-        "type": "type",
-        "primary": "primary",
-    }.items():
+    for sub, name in ADDRESS_COLUMNS.items():
         attributes[core(f"addresses.{sub}")] = _Value(_column(name), rows=addresses)
 
     memberships = _user_memberships()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -212,3 +212,34 @@ def plan_page(
         after=after,
         cursor_key=column,
     )
+
+
+Fetch = Callable[[Any, ColumnElement[bool] | None, PagePlan], Awaitable[tuple[int, Sequence[Any]]]]
+"""Runs a planned page against the store: ``(session, where, plan)`` →
+``(total, rows)``."""
+Render = Callable[[Any, Sequence[Any], ListQuery], Awaitable[list[dict[str, Any]]]]
+"""Builds the SCIM documents of rows: ``(session, rows, query)``."""
+
+
+async def search_resources(
+    sessions: Callable[[], Any],
+    query: ListQuery,
+    *,
+    where: ColumnElement[bool] | None,
+    sort_column: Callable[[str], ColumnElement[Any]],
+    cursor_sorts: CursorSorts,
+    fetch: Fetch,
+    render: Render,
+    dump: Callable[[dict[str, Any], Any, Any], dict[str, Any]],
+    response_context: Any,
+) -> dict[str, Any]:
+    """One list or search request of one resource type (RFC 7644 §3.4.2):
+    plan the page, fetch it, render it, trim the attributes."""
+    plan = plan_page(query, sort_column, cursor_sorts)
+    async with sessions() as session:
+        total, rows = await fetch(session, where, plan)
+        page, next_cursor = plan.trim(rows, query)
+        docs = await render(session, page, query)
+    params = query.response_parameters()
+    resources = [dump(doc, params, response_context) for doc in docs]
+    return list_response(resources, total, query, next_cursor)

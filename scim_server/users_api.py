@@ -16,7 +16,7 @@ from identity_store.models import IdpSource, User
 
 from . import entra, filters
 from .errors import ScimError
-from .listing import CursorSorts, ListQuery, list_response, parse_list_query, plan_page
+from .listing import CursorSorts, ListQuery, PagePlan, parse_list_query, search_resources
 from .mapping import etag, user_document, user_input
 from .request import Call, begin, if_match_version, if_none_match, in_transaction, read_json
 from .responses import NoContent, NotModified, ScimResponse
@@ -219,13 +219,10 @@ async def delete(request: Request) -> Response:
 
 async def search(call: Call, query: ListQuery) -> dict[str, Any]:
     """Run a list query; shared by ``GET /Users`` and ``POST /Users/.search``."""
-    where = (
-        filters.user_filter(query.filter, max_length=call.state.settings.max_filter_length)
-        if query.filter
-        else None
-    )
-    plan = plan_page(query, filters.user_sort_column, CURSOR_SORTS)
-    async with call.state.sessions() as session:
+    max_length = call.state.settings.max_filter_length
+    where = filters.user_filter(query.filter, max_length=max_length) if query.filter else None
+
+    async def fetch(session: AsyncSession, where: Any, plan: PagePlan) -> tuple[int, list[Any]]:
         page = await store.list_users(
             session,
             where,
@@ -234,11 +231,24 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
             limit=plan.limit,
             after=plan.after,
         )
-        users, next_cursor = plan.trim(page.users, query)
-        docs = await render(session, users, call, query)
-    params = query.response_parameters()
-    resources = [dump(doc, params, Context.SEARCH_RESPONSE) for doc in docs]
-    return list_response(resources, page.total, query, next_cursor)
+        return page.total, page.users
+
+    async def render_page(
+        session: AsyncSession, rows: Sequence[Any], query: ListQuery
+    ) -> list[dict[str, Any]]:
+        return await render(session, rows, call, query)
+
+    return await search_resources(
+        call.state.sessions,
+        query,
+        where=where,
+        sort_column=filters.user_sort_column,
+        cursor_sorts=CURSOR_SORTS,
+        fetch=fetch,
+        render=render_page,
+        dump=dump,
+        response_context=Context.SEARCH_RESPONSE,
+    )
 
 
 async def list_(request: Request) -> Response:
