@@ -113,7 +113,7 @@ def user_document(
     """The SCIM representation of ``user`` (all attributes; the caller trims)."""
     location = f"{base_url}/Users/{user.id}"
     doc: dict[str, Any] = {
-        "schemas": [CORE_USER_SCHEMA, ENTERPRISE_USER_SCHEMA, PRODUCT_USER_SCHEMA],
+        "schemas": [CORE_USER_SCHEMA],
         "id": user.id,
         "userName": user.user_name,
         "active": user.active,
@@ -173,7 +173,9 @@ def user_document(
         manager = {"value": user.manager_id, "$ref": f"{base_url}/Users/{user.manager_id}"}
         _put(manager, "displayName", manager_display)
         enterprise["manager"] = manager
-    _put(doc, ENTERPRISE_USER_SCHEMA, enterprise)
+    if enterprise:  # RFC 7643 §3: "schemas" names the extensions the resource holds
+        doc["schemas"].append(ENTERPRISE_USER_SCHEMA)
+        doc[ENTERPRISE_USER_SCHEMA] = enterprise
 
     product: dict[str, Any] = {}
     for key, column in {**PRODUCT_COLUMNS, **PRODUCT_READ_ONLY}.items():
@@ -183,6 +185,7 @@ def user_document(
         product["customData"] = user.custom_data
     _put(product, "tags", list(user.tags or []))
     _put(product, "status", list(user.status or []))
+    doc["schemas"].append(PRODUCT_USER_SCHEMA)
     doc[PRODUCT_USER_SCHEMA] = product
     return doc
 

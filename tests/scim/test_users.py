@@ -45,6 +45,7 @@ async def test_create_returns_201_with_location_etag_and_the_resource(
     assert body["name"] == {"givenName": "Barbara", "familyName": "Jensen"}
     assert body["emails"] == [{"value": "bjensen@example.com", "type": "work", "primary": True}]
     assert body[ENTERPRISE] == {"employeeNumber": "701984", "department": "Tour Operations"}
+    assert body["schemas"] == [USER_SCHEMA, ENTERPRISE, PRODUCT]
     assert body["active"] is True
     assert body[PRODUCT]["lifecycle"] == "CREATED"
     assert "password" not in body
@@ -55,6 +56,8 @@ async def test_get_returns_what_was_created(scim: httpx.AsyncClient) -> None:
     response = await scim.get(f"/Users/{created['id']}")
     assert response.status_code == 200
     assert response.json() == created
+    # "schemas" names the extensions the resource holds (RFC 7643 §3).
+    assert created["schemas"] == [USER_SCHEMA, PRODUCT]
 
 
 async def test_user_name_is_unique_in_any_case(scim: httpx.AsyncClient) -> None:
