@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, select, tuple_
+from sqlalchemy import ColumnElement, Select, bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -129,17 +129,35 @@ def live_users() -> Select[User]:
     return select(User).where(User.deleted_at.is_(None))
 
 
+# Statements of the hot paths are built once: building a statement costs more
+# than SQLAlchemy's cached compilation of it.
+_USER_BY_ID = (
+    live_users()
+    .where(User.id == bindparam("user_id"))
+    .options(joinedload(User.multi_values), joinedload(User.addresses))
+)
+_USER_BY_ID_FOR_UPDATE = _USER_BY_ID.with_for_update(of=User)
+_GROUPS_OF = (
+    select(GroupMember.member_id, Group)
+    .join(Group, Group.id == GroupMember.group_id)
+    .where(GroupMember.member_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Group.display_name_normalized)
+)
+_DISPLAY_NAMES = select(User.id, User.display_name).where(
+    User.id.in_(bindparam("ids", expanding=True)), User.deleted_at.is_(None)
+)
+
+
 async def get_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
-    """A live user with its multi-valued attributes, or :class:`NotFoundError`."""
-    # One statement: the few entries of one user come joined to its row.
-    query = (
-        live_users()
-        .where(User.id == user_id)
-        .options(joinedload(User.multi_values), joinedload(User.addresses))
-    )
-    if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(of=User)
-    user = (await session.scalars(query)).unique().one_or_none()
+    """A live user with its multi-valued attributes, or :class:`NotFoundError`.
+
+    One statement: the few entries of one user come joined to its row. With
+    ``for_update`` the row is locked on PostgreSQL (SQLite locks the database
+    on write anyway).
+    """
+    lock = for_update and session.get_bind().dialect.name == "postgresql"
+    query = _USER_BY_ID_FOR_UPDATE if lock else _USER_BY_ID
+    user = (await session.scalars(query, {"user_id": user_id})).unique().one_or_none()
     if user is None:
         raise NotFoundError("User", user_id)
     return user
@@ -432,12 +450,7 @@ async def groups_of(session: AsyncSession, user_ids: Sequence[str]) -> dict[str,
     result: dict[str, list[Group]] = {uid: [] for uid in user_ids}
     if not user_ids:
         return result
-    rows = await session.execute(
-        select(GroupMember.member_id, Group)
-        .join(Group, Group.id == GroupMember.group_id)
-        .where(GroupMember.member_id.in_(user_ids))
-        .order_by(Group.display_name_normalized)
-    )
+    rows = await session.execute(_GROUPS_OF, {"ids": list(user_ids)})
     for member_id, group in rows.all():
         result[member_id].append(group)
     return result
@@ -448,7 +461,5 @@ async def display_names(session: AsyncSession, user_ids: Sequence[str]) -> dict[
     ids = [uid for uid in set(user_ids) if uid]
     if not ids:
         return {}
-    rows = await session.execute(
-        select(User.id, User.display_name).where(and_(User.id.in_(ids), User.deleted_at.is_(None)))
-    )
+    rows = await session.execute(_DISPLAY_NAMES, {"ids": ids})
     return {row[0]: row[1] for row in rows.all()}

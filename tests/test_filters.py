@@ -956,3 +956,39 @@ async def test_filters_leave_deleted_users_to_the_caller(session: AsyncSession) 
     await session.commit()
     found = await session.scalars(select(User.id).where(user_filter('userName eq "bob"')))
     assert list(found) == [_id("bob")]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        'userName eq "bjensen@example.com"',
+        'USERNAME Eq "a\\"b"',
+        'externalId eq "x\\u00e9\\n"',
+        '  displayName eq ""  ',
+        'id eq "01J0000000000000000000000A"',
+    ],
+)
+def test_the_look_up_fast_path_builds_the_tree_the_grammar_builds(expression: str) -> None:
+    """``attr eq "value"`` skips the grammar; its tree is the grammar's."""
+    from scim2_models import ScimFilter
+
+    from scim_server.filters import _simple_comparison
+
+    assert _simple_comparison(expression) == ScimFilter(expression).ast
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        'userName eq "a" and id eq "b"',
+        'emails.value eq "x"',
+        "userName eq 5",
+        'userName ne "x"',
+        'userName eq "bad\\q"',
+        'urn:x:y:userName eq "x"',
+    ],
+)
+def test_other_filters_take_the_grammar(expression: str) -> None:
+    from scim_server.filters import _simple_comparison
+
+    assert _simple_comparison(expression) is None
