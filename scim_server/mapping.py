@@ -89,6 +89,18 @@ ADDRESS_COLUMNS = {
 }
 
 
+def _snake(name: str) -> str:
+    """The scim2-models field name of a SCIM attribute name (``givenName`` → ``given_name``)."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+# (SCIM name, scim2-models field, column), computed once rather than per request.
+_CORE_FIELDS = [(k, _snake(k), c) for k, c in CORE_COLUMNS.items()]
+_NAME_FIELDS = [(k, _snake(k), c) for k, c in NAME_COLUMNS.items()]
+_ENTERPRISE_FIELDS = [(k, _snake(k), c) for k, c in ENTERPRISE_COLUMNS.items()]
+_PRODUCT_FIELDS = [(k, _snake(k), c) for k, c in PRODUCT_COLUMNS.items()]
+
+
 def etag(version: int) -> str:
     """SCIM ``meta.version`` and the HTTP ``ETag``: a weak validator (RFC 7644 §3.14)."""
     return f'W/"{version}"'
@@ -230,24 +242,24 @@ def _text(value: Any) -> str | None:
 def user_input(resource: ScimUser) -> UserInput:
     """The store's view of a validated SCIM user (create or full replace)."""
     columns: dict[str, Any] = {}
-    for key, column in CORE_COLUMNS.items():
-        columns[column] = _text(getattr(resource, _snake(key)))
+    for _, field, column in _CORE_FIELDS:
+        columns[column] = _text(getattr(resource, field))
     columns["active"] = True if resource.active is None else bool(resource.active)
     if resource.name is not None:
-        for key, column in NAME_COLUMNS.items():
-            columns[column] = getattr(resource.name, _snake(key))
+        for _, field, column in _NAME_FIELDS:
+            columns[column] = getattr(resource.name, field)
 
     enterprise = resource[EnterpriseUser]
     if enterprise is not None:
-        for key, column in ENTERPRISE_COLUMNS.items():
-            columns[column] = getattr(enterprise, _snake(key))
+        for _, field, column in _ENTERPRISE_FIELDS:
+            columns[column] = getattr(enterprise, field)
         manager = enterprise.manager
         columns["manager_id"] = manager.value if manager is not None else None
 
     product = resource[IdentityStoreUser]
     if product is not None:
-        for key, column in PRODUCT_COLUMNS.items():
-            value = getattr(product, _snake(key))
+        for key, field, column in _PRODUCT_FIELDS:
+            value = getattr(product, field)
             if value is not None:
                 columns[column] = str(value) if key == "userType" else value
         if product.tags is not None:
@@ -282,14 +294,3 @@ def user_input(resource: ScimUser) -> UserInput:
         addresses=addresses,
         password=password,
     )
-
-
-def _snake(name: str) -> str:
-    out = []
-    for char in name:
-        if char.isupper():
-            out.append("_")
-            out.append(char.lower())
-        else:
-            out.append(char)
-    return "".join(out)
