@@ -51,7 +51,10 @@ def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine
         kwargs.update(
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
-            pool_pre_ping=True,
+            # No pre-ping: it costs a round trip on every checkout. A connection
+            # that died is discarded when its first use fails (that request
+            # answers 503 with Retry-After); recycling bounds their age.
+            pool_recycle=1800,
         )
     engine = create_async_engine(settings.database_url, **kwargs)
     if settings.is_sqlite:
@@ -62,3 +65,12 @@ def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def create_reader_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read: each statement runs in autocommit,
+    which spares the BEGIN and ROLLBACK round trips of a transaction that would
+    change nothing. Each statement still sees one consistent snapshot."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )

@@ -9,7 +9,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
-from identity_store.database import create_engine, create_session_factory
+from identity_store.database import (
+    create_engine,
+    create_reader_factory,
+    create_session_factory,
+)
 from identity_store.migrate import head_revision
 from identity_store.settings import Settings
 
@@ -32,6 +36,7 @@ def create_app(settings: Settings) -> Starlette:
             settings=settings,
             engine=engine,
             sessions=create_session_factory(engine),
+            readers=create_reader_factory(engine),
             head_revision=head_revision(settings.database_url),
             tokens=TokenCache(settings.token_cache_seconds),
         )

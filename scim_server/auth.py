@@ -24,7 +24,7 @@ async def authenticate(request: Request) -> Principal:
     digest = tokens.hash_secret(secret)
     principal = state.tokens.get(digest)
     if principal is None:
-        async with state.sessions() as session:
+        async with state.readers() as session:
             principal = await tokens.authenticate(session, secret)
         if principal is not None:
             state.tokens.put(digest, principal)

@@ -114,7 +114,7 @@ async def create(request: Request) -> Response:
 async def read(request: Request) -> Response:
     call = await begin(request, "scim:read")
     query = _query(call)
-    async with call.state.sessions() as session:
+    async with call.state.readers() as session:
         group = await store.get_group(session, str(request.path_params["id"]))
         if if_none_match(request, group.version):
             return NotModified(etag(group.version))
@@ -345,7 +345,7 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
         return await render(session, rows, call, query)
 
     return await search_resources(
-        call.state.sessions,
+        call.state.readers,
         query,
         where=where,
         sort_column=filters.group_sort_column,

@@ -47,6 +47,9 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    """Sessions for requests that write (one transaction each)."""
+    readers: async_sessionmaker[AsyncSession]
+    """Sessions for requests that only read (autocommit statements)."""
     head_revision: str | None
     tokens: TokenCache = field(default_factory=lambda: TokenCache(0))
 

@@ -139,7 +139,7 @@ async def read(request: Request) -> Response:
     call = await begin(request, "scim:read")
     query = _query(call)
     user_id = await _target_id(call)
-    async with call.state.sessions() as session:
+    async with call.state.readers() as session:
         user = await store.get_user(session, user_id)
         if if_none_match(request, user.version):
             return NotModified(etag(user.version))
@@ -239,7 +239,7 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
         return await render(session, rows, call, query)
 
     return await search_resources(
-        call.state.sessions,
+        call.state.readers,
         query,
         where=where,
         sort_column=filters.user_sort_column,
