@@ -17,6 +17,7 @@ from scim2_models import EnterpriseUser
 from identity_store.groups import Member
 from identity_store.models import Group, User
 from identity_store.users import UNSET, UserInput
+from identity_store.views import UserView
 
 from .schemas import (
     CORE_GROUP_SCHEMA,
@@ -116,7 +117,7 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
 
 
 def user_document(
-    user: User,
+    user: User | UserView,
     base_url: str,
     *,
     groups: Sequence[Group] = (),

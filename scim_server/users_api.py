@@ -12,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from identity_store import users as store
+from identity_store import views
 from identity_store.models import IdpSource, User
+from identity_store.views import UserView
 
 from . import entra, filters
 from .errors import ScimError
@@ -48,7 +50,7 @@ def dump(
 
 async def render(
     session: AsyncSession,
-    users: Sequence[User],
+    users: Sequence[User | UserView],
     call: Call,
     query: ListQuery | None = None,
     groups: dict[str, list[Any]] | None = None,
@@ -140,7 +142,7 @@ async def read(request: Request) -> Response:
     query = _query(call)
     user_id = await _target_id(call)
     async with call.state.readers() as session:
-        user = await store.get_user(session, user_id)
+        user = await views.get_user_view(session, user_id)
         if if_none_match(request, user.version):
             return NotModified(etag(user.version))
         doc = (await render(session, [user], call, query))[0]
@@ -223,7 +225,7 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
     where = filters.user_filter(query.filter, max_length=max_length) if query.filter else None
 
     async def fetch(session: AsyncSession, where: Any, plan: PagePlan) -> tuple[int, list[Any]]:
-        page = await store.list_users(
+        page = await views.list_user_views(
             session,
             where,
             order_by=plan.order_by,

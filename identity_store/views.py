@@ -1,0 +1,162 @@
+"""Read models: users loaded with SQLAlchemy Core, without the ORM.
+
+A read request does not change what it loads, so it needs neither the
+identity map nor change tracking; building plain objects from rows costs a
+fraction of ORM loading. :class:`UserView` has the attributes of
+:class:`~identity_store.models.User` that a representation reads, so the
+same rendering code serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, bindparam, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .errors import NotFoundError
+from .models import User, UserAddress, UserMultiValue
+from .paging import total_rows
+
+_USERS = User.__table__
+_VALUES = UserMultiValue.__table__
+_ADDRESSES = UserAddress.__table__
+_USER_COLUMNS = [c.key for c in _USERS.columns]
+_VALUE_COLUMNS = ["id", "attribute", "position", "value", "display", "type", "primary", "verified"]
+_ADDRESS_COLUMNS = [
+    "id",
+    "position",
+    "type",
+    "primary",
+    "formatted",
+    "street_address",
+    "locality",
+    "region",
+    "postal_code",
+    "country",
+]
+
+
+class Entry:
+    """One entry of a multi-valued attribute, or one address."""
+
+    __slots__ = ("__dict__",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:  # for mypy: columns are dynamic
+        raise AttributeError(name)
+
+
+class UserView:
+    """A user as read: every column, its entries and its addresses."""
+
+    __slots__ = ("__dict__",)
+
+    multi_values: list[Entry]
+    addresses: list[Entry]
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        self.__dict__.update(columns)
+        self.multi_values = []
+        self.addresses = []
+
+    def __getattr__(self, name: str) -> Any:  # for mypy: columns are dynamic
+        raise AttributeError(name)
+
+
+_VIEW_COLUMNS = [
+    *[_USERS.c[name] for name in _USER_COLUMNS],
+    *[_VALUES.c[name].label(f"v_{name}") for name in _VALUE_COLUMNS],
+    *[_ADDRESSES.c[name].label(f"a_{name}") for name in _ADDRESS_COLUMNS],
+]
+"""Columns of a user joined to its entries and addresses, built once."""
+
+_BY_IDS = (
+    select(*_VIEW_COLUMNS)
+    .select_from(_USERS)
+    .outerjoin(_VALUES, _VALUES.c.user_id == _USERS.c.id)
+    .outerjoin(_ADDRESSES, _ADDRESSES.c.user_id == _USERS.c.id)
+    .where(_USERS.c.id.in_(bindparam("ids", expanding=True)), _USERS.c.deleted_at.is_(None))
+    .order_by(_USERS.c.id, _VALUES.c.attribute, _VALUES.c.position, _ADDRESSES.c.position)
+)
+"""Live users by id with their entries and addresses: one statement."""
+
+
+def _assemble(rows: Sequence[Any]) -> dict[str, UserView]:
+    users: dict[str, UserView] = {}
+    seen_values: set[int] = set()
+    seen_addresses: set[int] = set()
+    for row in rows:
+        mapping = row._mapping
+        view = users.get(mapping["id"])
+        if view is None:
+            view = users[mapping["id"]] = UserView({k: mapping[k] for k in _USER_COLUMNS})
+        value_id = mapping["v_id"]
+        if value_id is not None and value_id not in seen_values:
+            seen_values.add(value_id)
+            view.multi_values.append(Entry({k: mapping[f"v_{k}"] for k in _VALUE_COLUMNS}))
+        address_id = mapping["a_id"]
+        if address_id is not None and address_id not in seen_addresses:
+            seen_addresses.add(address_id)
+            view.addresses.append(Entry({k: mapping[f"a_{k}"] for k in _ADDRESS_COLUMNS}))
+    return users
+
+
+async def user_views(session: AsyncSession, ids: Sequence[str]) -> list[UserView]:
+    """The live users among ``ids``, in the order of ``ids``."""
+    if not ids:
+        return []
+    found = _assemble((await session.execute(_BY_IDS, {"ids": list(ids)})).all())
+    return [found[i] for i in ids if i in found]
+
+
+async def get_user_view(session: AsyncSession, user_id: str) -> UserView:
+    """A live user as read, or :class:`NotFoundError`."""
+    views = await user_views(session, [user_id])
+    if not views:
+        raise NotFoundError("User", user_id)
+    return views[0]
+
+
+@dataclass(slots=True)
+class ViewPage:
+    total: int
+    users: list[UserView]
+
+
+async def list_user_views(
+    session: AsyncSession,
+    where: ColumnElement[bool] | None,
+    *,
+    order_by: Sequence[ColumnElement[Any]] = (),
+    offset: int = 0,
+    limit: int = 100,
+    after: tuple[Any, ...] | None = None,
+    count: bool = True,
+) -> ViewPage:
+    """A page of live users matching ``where``, ordered by ``order_by`` then
+    ``id`` (``after``: the keyset of the previous page, RFC 9865).
+
+    Two statements: the page's ids (small, built per request), then the users
+    with their entries by id (built once). One statement joining a numbered
+    page sub-query was measured slower: building a select of every column for
+    each request costs more than the extra round trip.
+    """
+    base = select(User.id).where(User.deleted_at.is_(None))
+    if where is not None:
+        base = base.where(where)
+    keys = [*order_by, User.id]
+    query = base.order_by(*keys)
+    if after is not None:
+        query = query.where(tuple_(*keys) > tuple_(*after))
+    else:
+        query = query.offset(offset)
+    ids = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
+    users = await user_views(session, ids)
+    return ViewPage(
+        total=await total_rows(session, base, ids, offset, limit, after, count), users=users
+    )
