@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .context import Actor
-from .models import AuditEntry, OutboxEntry
+from .models import AuditEntry, OutboxEntry, OutboxStatus, utcnow
+
+# Built once and executed with parameters: the rows are never read back in
+# the request, so neither the ORM's unit of work nor a new statement per call
+# is worth its cost.
+_INSERT_AUDIT = insert(cast(Table, AuditEntry.__table__))
+_INSERT_OUTBOX = insert(cast(Table, OutboxEntry.__table__))
 
 
-def record(
+async def record(
     session: AsyncSession,
     actor: Actor,
     action: str,
@@ -18,21 +25,24 @@ def record(
     resource_id: str | None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add an audit row; it commits or rolls back with the change it describes."""
-    session.add(
-        AuditEntry(
-            token_id=actor.token_id,
-            actor=actor.name,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            request_id=actor.request_id,
-            details=details or {},
-        )
+    """Insert an audit row; it commits or rolls back with the change it
+    describes."""
+    await session.execute(
+        _INSERT_AUDIT,
+        {
+            "occurred_at": utcnow(),
+            "token_id": actor.token_id,
+            "actor": actor.name,
+            "action": action,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "request_id": actor.request_id,
+            "details": details or {},
+        },
     )
 
 
-def enqueue(
+async def enqueue(
     session: AsyncSession,
     target: str,
     operation: str,
@@ -40,14 +50,20 @@ def enqueue(
     aggregate_id: str,
     payload: dict[str, Any] | None = None,
 ) -> None:
-    """Add an outbox row for a downstream effect of the change in progress
+    """Insert an outbox row for a downstream effect of the change in progress
     (SPEC §3 "Outbox": written in the same transaction)."""
-    session.add(
-        OutboxEntry(
-            target=target,
-            operation=operation,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            payload=payload or {},
-        )
+    now = utcnow()
+    await session.execute(
+        _INSERT_OUTBOX,
+        {
+            "target": target,
+            "operation": operation,
+            "aggregate_type": aggregate_type,
+            "aggregate_id": aggregate_id,
+            "payload": payload or {},
+            "status": OutboxStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        },
     )

@@ -160,7 +160,7 @@ async def create_group(
         ) from exc
     types = await resolve_members(session, member_ids)
     await _insert_members(session, group.id, types)
-    audit.record(
+    await audit.record(
         session,
         actor,
         "group.create",
@@ -169,7 +169,7 @@ async def create_group(
         {"displayName": display_name, "members": len(types)},
     )
     if types:
-        audit.enqueue(
+        await audit.enqueue(
             session, "rbac", "members_added", "Group", group.id, {"members": sorted(types)}
         )
     return group
@@ -239,7 +239,7 @@ async def update_group(
             await _insert_members(session, group.id, types)
             added_ids = sorted(types)
     await _bump(session, group)
-    audit.record(
+    await audit.record(
         session,
         actor,
         action,
@@ -248,9 +248,11 @@ async def update_group(
         {"added": len(added_ids), "removed": len(removed_ids), "renamed": changed},
     )
     if added_ids:
-        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added_ids})
+        await audit.enqueue(
+            session, "rbac", "members_added", "Group", group.id, {"members": added_ids}
+        )
     if removed_ids:
-        audit.enqueue(
+        await audit.enqueue(
             session, "rbac", "members_removed", "Group", group.id, {"members": removed_ids}
         )
     return group
@@ -274,10 +276,10 @@ async def delete_group(
     await session.execute(delete(GroupMember).where(GroupMember.member_id == group.id))
     await session.delete(group)
     await session.flush()
-    audit.record(
+    await audit.record(
         session, actor, "group.delete", "Group", group.id, {"displayName": group.display_name}
     )
-    audit.enqueue(session, "rbac", "group_deleted", "Group", group.id, {})
+    await audit.enqueue(session, "rbac", "group_deleted", "Group", group.id, {})
 
 
 async def members_of(

@@ -7,7 +7,9 @@ it in ``lifecycle_history``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .context import Actor
@@ -48,7 +50,10 @@ def target_state(user: User, required: Iterable[str]) -> Lifecycle:
     return Lifecycle.ACTIVE if has_required_attributes(user, required) else Lifecycle.CREATED
 
 
-def transition(
+_INSERT_TRANSITION = insert(cast(Table, LifecycleTransition.__table__))
+
+
+async def transition(
     session: AsyncSession,
     user: User,
     to: Lifecycle,
@@ -59,15 +64,17 @@ def transition(
     """Move ``user`` to ``to`` and record it; nothing happens when it is there already."""
     if user.lifecycle == to.value:
         return False
-    session.add(
-        LifecycleTransition(
-            user_id=user.id,
-            from_state=user.lifecycle or None,
-            to_state=to.value,
-            cause=cause,
-            actor=actor.name,
-            message=message,
-        )
+    await session.execute(
+        _INSERT_TRANSITION,
+        {
+            "user_id": user.id,
+            "from_state": user.lifecycle or None,
+            "to_state": to.value,
+            "cause": cause,
+            "actor": actor.name,
+            "message": message,
+            "occurred_at": utcnow(),
+        },
     )
     user.lifecycle = to.value
     user.lifecycle_changed_at = utcnow()

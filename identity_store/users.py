@@ -327,7 +327,7 @@ async def create_user(
     user.multi_values = _multi_value_rows(data)
     user.addresses = _address_rows(data)
     user.created_at = user.updated_at = utcnow()
-    lifecycle.transition(
+    await lifecycle.transition(
         session, user, lifecycle.target_state(user, required_attributes), "created", actor
     )
     session.add(user)
@@ -335,8 +335,8 @@ async def create_user(
         await session.flush()
     except IntegrityError as exc:
         raise _flush_conflict(exc, data) from exc
-    audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
-    audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
+    await audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
+    await audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
     return user
 
 
@@ -370,16 +370,16 @@ async def replace_user(
         cause = "reactivated"
     elif not was_suspended and lifecycle.is_suspended(user):
         cause = "deactivated" if not user.active else "blocked"
-    lifecycle.transition(
+    await lifecycle.transition(
         session, user, lifecycle.target_state(user, required_attributes), cause, actor
     )
     try:
         await session.flush()
     except IntegrityError as exc:
         raise _flush_conflict(exc, data) from exc
-    audit.record(session, actor, action, "User", user.id, {"version": user.version})
+    await audit.record(session, actor, action, "User", user.id, {"version": user.version})
     operation = "block" if lifecycle.is_suspended(user) else "upsert"
-    audit.enqueue(session, "auth0", operation, "User", user.id, {"version": user.version})
+    await audit.enqueue(session, "auth0", operation, "User", user.id, {"version": user.version})
     return user
 
 
@@ -394,7 +394,7 @@ async def delete_user(
     user.deleted_at = utcnow()
     user.active = False
     user.updated_at = utcnow()
-    lifecycle.transition(
+    await lifecycle.transition(
         session,
         user,
         Lifecycle.INACTIVE
@@ -404,8 +404,8 @@ async def delete_user(
         actor,
     )
     await session.flush()
-    audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
-    audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
+    await audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
+    await audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
 
 
 @dataclass(slots=True)
