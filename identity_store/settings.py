@@ -46,8 +46,11 @@ class Settings(BaseSettings):
     """Public base URL (``https://idstore.example.com``) used in ``meta.location``
     and ``$ref``; when unset, the URL of each request is used."""
 
-    db_pool_size: int = Field(default=10, ge=1)
-    """Connections kept open per process (PostgreSQL only)."""
+    db_pool_size: int = Field(default=32, ge=1)
+    """Connections kept open per process (PostgreSQL only). Keep it above the
+    number of requests a process serves at once: a request beyond it opens a
+    connection that is closed again afterwards, which costs more than the
+    request itself."""
 
     db_echo: bool = False
     """Log every SQL statement (debugging only)."""
