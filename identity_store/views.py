@@ -23,7 +23,16 @@ from .paging import total_rows
 _USERS = User.__table__
 _VALUES = UserMultiValue.__table__
 _ADDRESSES = UserAddress.__table__
-_USER_COLUMNS = [c.key for c in _USERS.columns]
+_NOT_RENDERED = {
+    "password_hash",
+    "lifecycle_changed_at",
+    "role_ids",
+    "providers",
+    "last_logged_in_at",
+}
+_USER_COLUMNS = [c.key for c in _USERS.columns if c.key not in _NOT_RENDERED]
+"""Every column a SCIM representation (or a cursor) reads; the others, JSON
+among them, are not fetched nor decoded."""
 _VALUE_COLUMNS = ["id", "attribute", "position", "value", "display", "type", "primary", "verified"]
 _ADDRESS_COLUMNS = [
     "id",
