@@ -40,3 +40,10 @@ migrate: $(VENV)/.installed-run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+## The benchmark of docs/benchmarks.md (PostgreSQL on 127.0.0.1 by default):
+##   make bench ARGS="--users 100000"    make bench ARGS="--quick"
+ARGS ?=
+.PHONY: bench
+bench: $(VENV)/.installed-run
+	$(BIN)/python -m bench.run $(ARGS)
