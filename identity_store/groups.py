@@ -19,7 +19,6 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    tuple_,
     union_all,
     update,
 )
@@ -34,7 +33,7 @@ from .context import Actor
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
 from .models import Group, GroupMember, MemberType, User, new_id, utcnow
-from .paging import total_rows
+from .paging import page_of, total_rows
 from .users import check_version, normalize
 
 
@@ -327,12 +326,7 @@ async def list_groups(
     base = all_groups()
     if where is not None:
         base = base.where(where)
-    keys = [*order_by, Group.id]
-    query = base.order_by(*keys)
-    if after is not None:
-        query = query.where(tuple_(*keys) > tuple_(*after))
-    else:
-        query = query.offset(offset)
+    query = page_of(base, [*order_by, Group.id], offset, after)
     groups = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
     total = await total_rows(session, base, groups, offset, limit, after, count)
     return GroupPage(total=total, groups=groups)

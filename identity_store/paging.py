@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 
 async def total_rows(
@@ -25,3 +26,18 @@ async def total_rows(
     if after is None and offset == 0 and limit > 0 and len(rows) < limit:
         return len(rows)
     return int(await session.scalar(select(func.count()).select_from(base.subquery())) or 0)
+
+
+def page_of(
+    query: Select[Any],
+    keys: Sequence[ColumnElement[Any] | InstrumentedAttribute[Any]],
+    offset: int,
+    after: tuple[Any, ...] | None,
+) -> Select[Any]:
+    """``query`` ordered by ``keys``, from ``offset`` (index pagination) or
+    after the keyset ``after`` (RFC 9865 cursors: the keys of the last row of
+    the previous page)."""
+    query = query.order_by(*keys)
+    if after is not None:
+        return query.where(tuple_(*keys) > tuple_(*after))
+    return query.offset(offset)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, select, tuple_
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -35,7 +35,6 @@ from .models import (
     new_id,
     utcnow,
 )
-from .paging import total_rows
 
 WRITABLE_COLUMNS = frozenset(
     {
@@ -116,12 +115,6 @@ class UserInput:
     addresses: list[dict[str, Any]] = field(default_factory=list)
     password: Any = UNSET
     """A new password, ``None`` to clear it, or :data:`UNSET` to keep it."""
-
-
-def _children_loaded() -> Sequence[Any]:
-    """Entries joined to their users: one statement for a page (SQLAlchemy
-    limits the users in a sub-query, then joins their few entries)."""
-    return (joinedload(User.multi_values), joinedload(User.addresses))
 
 
 def live_users() -> Select[User]:
@@ -406,43 +399,6 @@ async def delete_user(
     await session.flush()
     await audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
     await audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
-
-
-@dataclass(slots=True)
-class Page:
-    total: int
-    users: list[User]
-
-
-async def list_users(
-    session: AsyncSession,
-    where: ColumnElement[bool] | None,
-    *,
-    order_by: Sequence[ColumnElement[Any]] = (),
-    offset: int = 0,
-    limit: int = 100,
-    after: tuple[Any, ...] | None = None,
-    count: bool = True,
-) -> Page:
-    """A page of live users matching ``where`` (already translated from a
-    SCIM filter), ordered by ``order_by`` then ``id``.
-
-    ``after`` is a keyset cursor: the values of ``order_by`` and the id of the
-    last row of the previous page (RFC 9865).
-    """
-    base = live_users()
-    if where is not None:
-        base = base.where(where)
-    keys = [*order_by, User.id]
-    query = base.options(*_children_loaded()).order_by(*keys)
-    if after is not None:
-        query = query.where(tuple_(*keys) > tuple_(*after))
-    else:
-        query = query.offset(offset)
-    users = list((await session.scalars(query.limit(limit))).unique().all()) if limit > 0 else []
-    return Page(
-        total=await total_rows(session, base, users, offset, limit, after, count), users=users
-    )
 
 
 async def groups_of(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, list[Group]]:

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, select, tuple_
+from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import NotFoundError
 from .models import User, UserAddress, UserMultiValue
-from .paging import total_rows
+from .paging import page_of, total_rows
 
 _USERS = User.__table__
 _VALUES = UserMultiValue.__table__
@@ -158,12 +158,7 @@ async def list_user_views(
     base = select(User.id).where(User.deleted_at.is_(None))
     if where is not None:
         base = base.where(where)
-    keys = [*order_by, User.id]
-    query = base.order_by(*keys)
-    if after is not None:
-        query = query.where(tuple_(*keys) > tuple_(*after))
-    else:
-        query = query.offset(offset)
+    query = page_of(base, [*order_by, User.id], offset, after)
     ids = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
     users = await user_views(session, ids)
     return ViewPage(
