@@ -33,7 +33,7 @@ from .context import Actor
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
 from .models import Group, GroupMember, MemberType, User, new_id, utcnow
-from .paging import page_of, total_rows
+from .paging import Page, page_of, total_rows
 from .users import check_version, normalize
 
 
@@ -303,12 +303,6 @@ async def members_of(
     return result
 
 
-@dataclass(slots=True)
-class GroupPage:
-    total: int
-    groups: list[Group]
-
-
 def all_groups() -> Select[Group]:
     return select(Group)
 
@@ -322,11 +316,11 @@ async def list_groups(
     limit: int = 100,
     after: tuple[Any, ...] | None = None,
     count: bool = True,
-) -> GroupPage:
+) -> Page[Group]:
     base = all_groups()
     if where is not None:
         base = base.where(where)
     query = page_of(base, [*order_by, Group.id], offset, after)
     groups = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
     total = await total_rows(session, base, groups, offset, limit, after, count)
-    return GroupPage(total=total, groups=groups)
+    return Page(total=total, rows=groups)

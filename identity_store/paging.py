@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+
+Row = TypeVar("Row")
+
+
+@dataclass(slots=True)
+class Page(Generic[Row]):
+    """One page of a list: its rows and how many rows match in all."""
+
+    total: int
+    rows: list[Row]
 
 
 async def total_rows(

@@ -10,7 +10,6 @@ same rendering code serves both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, select
@@ -18,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import NotFoundError
 from .models import User, UserAddress, UserMultiValue
-from .paging import page_of, total_rows
+from .paging import Page, page_of, total_rows
+from .users import ADDRESS_FIELDS, MULTI_VALUE_FIELDS
 
 _USERS = User.__table__
 _VALUES = UserMultiValue.__table__
@@ -33,19 +33,8 @@ _NOT_RENDERED = {
 _USER_COLUMNS = [c.key for c in _USERS.columns if c.key not in _NOT_RENDERED]
 """Every column a SCIM representation (or a cursor) reads; the others, JSON
 among them, are not fetched nor decoded."""
-_VALUE_COLUMNS = ["id", "attribute", "position", "value", "display", "type", "primary", "verified"]
-_ADDRESS_COLUMNS = [
-    "id",
-    "position",
-    "type",
-    "primary",
-    "formatted",
-    "street_address",
-    "locality",
-    "region",
-    "postal_code",
-    "country",
-]
+_VALUE_COLUMNS = ["id", "attribute", "position", *MULTI_VALUE_FIELDS]
+_ADDRESS_COLUMNS = ["id", "position", *ADDRESS_FIELDS]
 
 
 class Entry:
@@ -131,12 +120,6 @@ async def get_user_view(session: AsyncSession, user_id: str) -> UserView:
     return views[0]
 
 
-@dataclass(slots=True)
-class ViewPage:
-    total: int
-    users: list[UserView]
-
-
 async def list_user_views(
     session: AsyncSession,
     where: ColumnElement[bool] | None,
@@ -146,7 +129,7 @@ async def list_user_views(
     limit: int = 100,
     after: tuple[Any, ...] | None = None,
     count: bool = True,
-) -> ViewPage:
+) -> Page[UserView]:
     """A page of live users matching ``where``, ordered by ``order_by`` then
     ``id`` (``after``: the keyset of the previous page, RFC 9865).
 
@@ -161,6 +144,4 @@ async def list_user_views(
     query = page_of(base, [*order_by, User.id], offset, after)
     ids = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
     users = await user_views(session, ids)
-    return ViewPage(
-        total=await total_rows(session, base, ids, offset, limit, after, count), users=users
-    )
+    return Page(total=await total_rows(session, base, ids, offset, limit, after, count), rows=users)

@@ -26,7 +26,7 @@ from identity_store.models import Group as GroupRow
 
 from . import entra, filters
 from .errors import ScimError
-from .listing import CursorSorts, ListQuery, PagePlan, parse_list_query, search_resources
+from .listing import CursorSorts, ListQuery, parse_list_query, search_resources
 from .mapping import etag, group_document
 from .request import Call, begin, if_match_version, if_none_match, in_transaction, read_json
 from .responses import NoContent, NotModified, ScimResponse
@@ -328,17 +328,6 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
     max_length = call.state.settings.max_filter_length
     where = filters.group_filter(query.filter, max_length=max_length) if query.filter else None
 
-    async def fetch(session: AsyncSession, where: Any, plan: PagePlan) -> tuple[int, list[Any]]:
-        page = await store.list_groups(
-            session,
-            where,
-            order_by=plan.order_by,
-            offset=plan.offset,
-            limit=plan.limit,
-            after=plan.after,
-        )
-        return page.total, page.groups
-
     async def render_page(
         session: AsyncSession, rows: Sequence[Any], query: ListQuery
     ) -> list[dict[str, Any]]:
@@ -350,7 +339,7 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
         where=where,
         sort_column=filters.group_sort_column,
         cursor_sorts=CURSOR_SORTS,
-        fetch=fetch,
+        fetch=store.list_groups,
         render=render_page,
         dump=dump,
         response_context=Context.SEARCH_RESPONSE,

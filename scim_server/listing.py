@@ -13,6 +13,8 @@ from scim2_models import ResponseParameters
 from sqlalchemy import ColumnElement
 from starlette.datastructures import QueryParams
 
+from identity_store.paging import Page
+
 from .errors import ScimError
 
 LIST_RESPONSE_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
@@ -214,9 +216,10 @@ def plan_page(
     )
 
 
-Fetch = Callable[[Any, ColumnElement[bool] | None, PagePlan], Awaitable[tuple[int, Sequence[Any]]]]
-"""Runs a planned page against the store: ``(session, where, plan)`` →
-``(total, rows)``."""
+Fetch = Callable[..., Awaitable[Page[Any]]]
+"""The store's list function: ``(session, where, *, order_by, offset, limit,
+after)`` → :class:`~identity_store.paging.Page` (``list_user_views``,
+``list_groups``)."""
 Render = Callable[[Any, Sequence[Any], ListQuery], Awaitable[list[dict[str, Any]]]]
 """Builds the SCIM documents of rows: ``(session, rows, query)``."""
 
@@ -237,9 +240,16 @@ async def search_resources(
     plan the page, fetch it, render it, trim the attributes."""
     plan = plan_page(query, sort_column, cursor_sorts)
     async with sessions() as session:
-        total, rows = await fetch(session, where, plan)
-        page, next_cursor = plan.trim(rows, query)
-        docs = await render(session, page, query)
+        page = await fetch(
+            session,
+            where,
+            order_by=plan.order_by,
+            offset=plan.offset,
+            limit=plan.limit,
+            after=plan.after,
+        )
+        rows, next_cursor = plan.trim(page.rows, query)
+        docs = await render(session, rows, query)
     params = query.response_parameters()
     resources = [dump(doc, params, response_context) for doc in docs]
-    return list_response(resources, total, query, next_cursor)
+    return list_response(resources, page.total, query, next_cursor)
