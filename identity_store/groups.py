@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import audit
+from . import audit, counts
 from .context import Actor
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
@@ -157,6 +157,7 @@ async def create_group(
         raise ConflictError(
             "displayName", f"displayName {display_name!r} is already taken"
         ) from exc
+    await counts.change(session, "Group", +1)
     types = await resolve_members(session, member_ids)
     await _insert_members(session, group.id, types)
     await audit.record(
@@ -275,6 +276,7 @@ async def delete_group(
     await session.execute(delete(GroupMember).where(GroupMember.member_id == group.id))
     await session.delete(group)
     await session.flush()
+    await counts.change(session, "Group", -1)
     await audit.record(
         session, actor, "group.delete", "Group", group.id, {"displayName": group.display_name}
     )
@@ -322,5 +324,6 @@ async def list_groups(
         base = base.where(where)
     query = page_of(base, [*order_by, Group.id], offset, after)
     groups = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
-    total = await total_rows(session, base, groups, offset, limit, after, count)
+    every = "Group" if where is None else None
+    total = await total_rows(session, base, groups, offset, limit, after, count, every=every)
     return Page(total=total, rows=groups)

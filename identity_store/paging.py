@@ -10,6 +10,8 @@ from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from . import counts
+
 Row = TypeVar("Row")
 
 
@@ -29,13 +31,19 @@ async def total_rows(
     limit: int,
     after: tuple[Any, ...] | None,
     count: bool,
+    *,
+    every: str | None = None,
 ) -> int:
     """How many rows match: the page itself tells when it is the first page and
-    not full (an Entra look-up by userName); otherwise one ``count(*)``."""
+    not full (an Entra look-up by userName); ``every`` names the resource type
+    when the list is not filtered, whose live total is kept by
+    :mod:`identity_store.counts`; otherwise one ``count(*)``."""
     if not count:
         return 0
     if after is None and offset == 0 and limit > 0 and len(rows) < limit:
         return len(rows)
+    if every is not None:
+        return await counts.total(session, every)
     return int(await session.scalar(select(func.count()).select_from(base.subquery())) or 0)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
-from . import audit, lifecycle
+from . import audit, counts, lifecycle
 from .context import Actor
 from .errors import ConflictError, NotFoundError, ValidationError, VersionMismatchError
 from .limits import check_lengths
@@ -328,6 +328,7 @@ async def create_user(
         await session.flush()
     except IntegrityError as exc:
         raise _flush_conflict(exc, data) from exc
+    await counts.change(session, "User", +1)
     await audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
     await audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
     return user
@@ -397,6 +398,7 @@ async def delete_user(
         actor,
     )
     await session.flush()
+    await counts.change(session, "User", -1)
     await audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
     await audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
 

@@ -144,4 +144,6 @@ async def list_user_views(
     query = page_of(base, [*order_by, User.id], offset, after)
     ids = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
     users = await user_views(session, ids)
-    return Page(total=await total_rows(session, base, ids, offset, limit, after, count), rows=users)
+    every = "User" if where is None else None
+    total = await total_rows(session, base, ids, offset, limit, after, count, every=every)
+    return Page(total=total, rows=users)

@@ -3,6 +3,7 @@
 from .api_token import ApiToken
 from .audit import AuditEntry, LifecycleTransition
 from .base import Base, new_id, utcnow
+from .counter import ResourceCount
 from .enums import (
     IdpSource,
     JobKind,
@@ -41,6 +42,7 @@ __all__ = [
     "MultiValuedAttribute",
     "OutboxEntry",
     "OutboxStatus",
+    "ResourceCount",
     "Role",
     "StepStatus",
     "User",

@@ -1,0 +1,87 @@
+"""How many live users and groups there are, without counting them.
+
+An unfiltered list answers ``totalResults`` (RFC 7644 §3.4.2) on every page;
+``count(*)`` over a million users costs a full scan each time (about 0.5 s of
+database CPU at 1,000,000 users). Instead every creation and deletion of a
+user or group writes a ``+1`` or ``-1`` row to ``resource_counts`` in its own
+transaction, so the total commits or rolls back with the change, and the
+total is the sum of a type's rows.
+
+Deltas, not one counter row per type: concurrent writers would queue on the
+lock of a single row for the length of their transactions. Every
+:data:`COMPACT_EVERY`-th delta folds its type's rows into one, inside the
+same transaction: a ``DELETE ... RETURNING`` of the rows it sees and one
+``INSERT`` of their sum. Rows another transaction adds meanwhile are not
+seen by the ``DELETE`` and stay; two folds at once cannot both delete the
+same row, so each delta is counted exactly once.
+
+Every path that creates or deletes users or groups goes through
+:func:`change`; the invariant (the sum equals the live rows) is checked by
+the tests after each kind of change and can be restored with
+:func:`recount`.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Table, bindparam, delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import Group, ResourceCount, User
+
+COMPACT_EVERY = 256
+"""A fold every this many deltas (by row id) keeps a type's rows few."""
+
+_TABLE = cast(Table, ResourceCount.__table__)
+_INSERT = insert(_TABLE).returning(_TABLE.c.id)
+_TOTAL = select(func.coalesce(func.sum(_TABLE.c.delta), 0)).where(
+    _TABLE.c.resource_type == bindparam("resource_type")
+)
+_TAKE = (
+    delete(_TABLE)
+    .where(_TABLE.c.resource_type == bindparam("resource_type"))
+    .returning(_TABLE.c.delta)
+)
+
+_LIVE = {
+    "User": select(func.count()).select_from(User).where(User.deleted_at.is_(None)),
+    "Group": select(func.count()).select_from(Group),
+}
+
+
+async def change(session: AsyncSession, resource_type: str, delta: int) -> None:
+    """Record that ``delta`` live resources of ``resource_type`` were created
+    (positive) or deleted (negative) in the session's transaction."""
+    row_id = (
+        await session.execute(_INSERT, {"resource_type": resource_type, "delta": delta})
+    ).scalar_one()
+    if row_id % COMPACT_EVERY == 0:
+        await compact(session, resource_type)
+
+
+async def compact(session: AsyncSession, resource_type: str) -> None:
+    """Fold the deltas of ``resource_type`` this transaction sees into one row."""
+    deltas = (await session.execute(_TAKE, {"resource_type": resource_type})).scalars().all()
+    if deltas:
+        await session.execute(
+            insert(_TABLE), {"resource_type": resource_type, "delta": sum(deltas)}
+        )
+
+
+async def total(session: AsyncSession, resource_type: str) -> int:
+    """How many live resources of ``resource_type`` there are."""
+    return int(await session.scalar(_TOTAL, {"resource_type": resource_type}) or 0)
+
+
+async def recount(session: AsyncSession) -> dict[str, int]:
+    """Replace the deltas of every type by one row of the real count (after a
+    bulk load that bypassed :func:`change`); returns the counts."""
+    counts: dict[str, int] = {}
+    for resource_type, query in _LIVE.items():
+        counts[resource_type] = int(await session.scalar(query) or 0)
+        await session.execute(_TAKE, {"resource_type": resource_type})
+        await session.execute(
+            insert(_TABLE), {"resource_type": resource_type, "delta": counts[resource_type]}
+        )
+    return counts
