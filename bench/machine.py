@@ -68,7 +68,8 @@ def machine_info(database_url: str) -> dict[str, Any]:
         import asyncpg  # type: ignore[import-untyped]
 
         async def version() -> str:
-            dsn = make_url(database_url).set(drivername="postgresql")
+            # The maintenance database: the bench database may not exist yet.
+            dsn = make_url(database_url).set(drivername="postgresql", database="postgres")
             conn = await asyncpg.connect(dsn.render_as_string(hide_password=False))
             try:
                 return str(await conn.fetchval("SHOW server_version"))
