@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     connection that is closed again afterwards, which costs more than the
     request itself."""
 
+    db_read_pool_size: int = Field(default=16, ge=1)
+    """PostgreSQL connections, per process, of the pool that serves the
+    hottest reads (:mod:`identity_store.fastreads`), beside the
+    ``db_pool_size`` of everything else."""
+
     db_echo: bool = False
     """Log every SQL statement (debugging only)."""
 

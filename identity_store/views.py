@@ -10,7 +10,8 @@ same rendering code serves both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .errors import NotFoundError
 from .models import User, UserAddress, UserMultiValue
 from .paging import Page, page_of, total_rows
-from .users import ADDRESS_FIELDS, MULTI_VALUE_FIELDS
+from .users import ADDRESS_FIELDS, MULTI_VALUE_FIELDS, display_names, groups_of
 
 _USERS = User.__table__
 _VALUES = UserMultiValue.__table__
@@ -30,11 +31,11 @@ _NOT_RENDERED = {
     "providers",
     "last_logged_in_at",
 }
-_USER_COLUMNS = [c.key for c in _USERS.columns if c.key not in _NOT_RENDERED]
+USER_COLUMNS = [c.key for c in _USERS.columns if c.key not in _NOT_RENDERED]
 """Every column a SCIM representation (or a cursor) reads; the others, JSON
 among them, are not fetched nor decoded."""
-_VALUE_COLUMNS = ["id", "attribute", "position", *MULTI_VALUE_FIELDS]
-_ADDRESS_COLUMNS = ["id", "position", *ADDRESS_FIELDS]
+VALUE_COLUMNS = ["id", "attribute", "position", *MULTI_VALUE_FIELDS]
+ADDRESS_COLUMNS = ["id", "position", *ADDRESS_FIELDS]
 
 
 class Entry:
@@ -66,10 +67,46 @@ class UserView:
         raise AttributeError(name)
 
 
+class GroupRef(NamedTuple):
+    """A group a user is a direct member of, as its ``groups`` shows it."""
+
+    id: str
+    display_name: str
+
+
+@dataclass(slots=True)
+class UserRecord:
+    """A user with what its representation reads besides its own row: its
+    groups (empty when not asked for) and its manager's ``displayName``."""
+
+    user: UserView | User
+    groups: list[GroupRef]
+    manager_display: str | None
+
+
+async def user_records(
+    session: AsyncSession, users: Sequence[UserView | User], *, groups: bool = True
+) -> list[UserRecord]:
+    """Records of ``users``: two more statements at most, for all of them."""
+    ids = [u.id for u in users]
+    memberships = await groups_of(session, ids) if groups else {}
+    managers: dict[str, str | None] = {}
+    if any(u.manager_id for u in users):
+        managers = await display_names(session, [u.manager_id or "" for u in users])
+    return [
+        UserRecord(
+            u,
+            [GroupRef(g.id, g.display_name) for g in memberships.get(u.id, ())],
+            managers.get(u.manager_id) if u.manager_id else None,
+        )
+        for u in users
+    ]
+
+
 _VIEW_COLUMNS = [
-    *[_USERS.c[name] for name in _USER_COLUMNS],
-    *[_VALUES.c[name].label(f"v_{name}") for name in _VALUE_COLUMNS],
-    *[_ADDRESSES.c[name].label(f"a_{name}") for name in _ADDRESS_COLUMNS],
+    *[_USERS.c[name] for name in USER_COLUMNS],
+    *[_VALUES.c[name].label(f"v_{name}") for name in VALUE_COLUMNS],
+    *[_ADDRESSES.c[name].label(f"a_{name}") for name in ADDRESS_COLUMNS],
 ]
 """Columns of a user joined to its entries and addresses, built once."""
 
@@ -92,15 +129,15 @@ def _assemble(rows: Sequence[Any]) -> dict[str, UserView]:
         mapping = row._mapping
         view = users.get(mapping["id"])
         if view is None:
-            view = users[mapping["id"]] = UserView({k: mapping[k] for k in _USER_COLUMNS})
+            view = users[mapping["id"]] = UserView({k: mapping[k] for k in USER_COLUMNS})
         value_id = mapping["v_id"]
         if value_id is not None and value_id not in seen_values:
             seen_values.add(value_id)
-            view.multi_values.append(Entry({k: mapping[f"v_{k}"] for k in _VALUE_COLUMNS}))
+            view.multi_values.append(Entry({k: mapping[f"v_{k}"] for k in VALUE_COLUMNS}))
         address_id = mapping["a_id"]
         if address_id is not None and address_id not in seen_addresses:
             seen_addresses.add(address_id)
-            view.addresses.append(Entry({k: mapping[f"a_{k}"] for k in _ADDRESS_COLUMNS}))
+            view.addresses.append(Entry({k: mapping[f"a_{k}"] for k in ADDRESS_COLUMNS}))
     return users
 
 

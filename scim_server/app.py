@@ -14,6 +14,7 @@ from identity_store.database import (
     create_reader_factory,
     create_session_factory,
 )
+from identity_store.fastreads import PostgresReads
 from identity_store.migrate import head_revision
 from identity_store.settings import Settings
 
@@ -32,6 +33,10 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = create_engine(settings)
+        fast = None
+        if not settings.is_sqlite:
+            fast = PostgresReads(settings.database_url, settings.db_read_pool_size)
+            await fast.open()
         app.state.idstore = AppState(
             settings=settings,
             engine=engine,
@@ -39,10 +44,13 @@ def create_app(settings: Settings) -> Starlette:
             readers=create_reader_factory(engine),
             head_revision=head_revision(settings.database_url),
             tokens=TokenCache(settings.token_cache_seconds),
+            fast=fast,
         )
         try:
             yield
         finally:
+            if fast is not None:
+                await fast.close()
             await engine.dispose()
 
     routes = [

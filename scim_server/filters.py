@@ -106,8 +106,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, operators
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
 from sqlalchemy.sql.functions import FunctionElement
 
 from identity_store.models import (
@@ -908,6 +909,40 @@ def user_filter(expression: str, *, max_length: int = 4096) -> ColumnElement[boo
         cannot filter on, or a filter beyond ``max_length`` or :data:`MAX_TERMS`.
     """
     return _filter(_USERS, expression, max_length)
+
+
+def column_equality(where: ColumnElement[bool]) -> tuple[str, Any] | None:
+    """``(column, value)`` when a translated user filter is one column of
+    ``users`` equal to a value (``userName eq``, ``externalId eq``, ``id eq``:
+    the look-ups of provisioning clients), else ``None``.
+
+    Read off the translation rather than the filter text, so that the
+    translation alone decides what a filter means (normalised column, case,
+    the NOT NULL guard); a caller may then run the look-up as a prebuilt
+    statement (:mod:`identity_store.fastreads`).
+    """
+    terms: list[Any] = [where]
+    if isinstance(where, BooleanClauseList) and where.operator is operators.and_:
+        terms = list(where.clauses)
+    equal = [t for t in terms if isinstance(t, BinaryExpression) and t.operator is operators.eq]
+    if len(equal) != 1:
+        return None
+    left, right = equal[0].left, equal[0].right
+    if not (isinstance(left, Column) and left.table is User.__table__):
+        return None
+    if not isinstance(right, BindParameter):
+        return None
+    for term in terms:
+        if term is equal[0]:
+            continue
+        guard = (
+            isinstance(term, BinaryExpression)
+            and term.operator is operators.is_not
+            and term.left is left
+        )
+        if not guard:
+            return None
+    return str(left.key), right.effective_value
 
 
 def group_filter(expression: str, *, max_length: int = 4096) -> ColumnElement[bool]:

@@ -17,7 +17,7 @@ from scim2_models import EnterpriseUser
 from identity_store.groups import Member
 from identity_store.models import Group, User
 from identity_store.users import UNSET, UserInput
-from identity_store.views import UserView
+from identity_store.views import GroupRef, UserView
 
 from .schemas import (
     CORE_GROUP_SCHEMA,
@@ -120,7 +120,7 @@ def user_document(
     user: User | UserView,
     base_url: str,
     *,
-    groups: Sequence[Group] = (),
+    groups: Sequence[GroupRef] = (),
     manager_display: str | None = None,
 ) -> dict[str, Any]:
     """The SCIM representation of ``user`` (all attributes; the caller trims)."""

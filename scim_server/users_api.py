@@ -7,18 +7,29 @@ from datetime import datetime
 from typing import Any
 
 from scim2_models import Context, PatchOp, ResponseParameters
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
 from identity_store import users as store
 from identity_store import views
+from identity_store.errors import NotFoundError
+from identity_store.fastreads import LOOKUP_COLUMNS, PostgresReads
 from identity_store.models import IdpSource, User
-from identity_store.views import UserView
+from identity_store.views import UserRecord, UserView
 
 from . import entra, filters
 from .errors import ScimError
-from .listing import CursorSorts, ListQuery, parse_list_query, search_resources
+from .listing import (
+    CursorSorts,
+    ListQuery,
+    decode_cursor,
+    encode_cursor,
+    list_response,
+    parse_list_query,
+    search_resources,
+)
 from .mapping import etag, user_document, user_input
 from .request import Call, begin, if_match_version, if_none_match, in_transaction, read_json
 from .responses import NoContent, NotModified, ScimResponse
@@ -48,32 +59,38 @@ def dump(
     return model.model_dump(scim_ctx=ctx, response_parameters=params)
 
 
+def documents(records: Sequence[UserRecord], call: Call) -> list[dict[str, Any]]:
+    """SCIM documents of users as read."""
+    return [
+        user_document(r.user, call.base_url, groups=r.groups, manager_display=r.manager_display)
+        for r in records
+    ]
+
+
 async def render(
     session: AsyncSession,
     users: Sequence[User | UserView],
     call: Call,
     query: ListQuery | None = None,
-    groups: dict[str, list[Any]] | None = None,
+    *,
+    groups: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """SCIM documents of ``users``, loading ``groups`` (unless the caller knows
-    them: a new user has none) and managers' names only when they are to be
-    returned."""
-    query = query or ListQuery()
-    ids = [u.id for u in users]
-    if groups is None:
-        groups = await store.groups_of(session, ids) if query.wants("groups") else {}
-    managers: dict[str, str | None] = {}
-    if any(u.manager_id for u in users):
-        managers = await store.display_names(session, [u.manager_id or "" for u in users])
-    return [
-        user_document(
-            u,
-            call.base_url,
-            groups=groups.get(u.id, ()),
-            manager_display=managers.get(u.manager_id) if u.manager_id else None,
+    """SCIM documents of ``users``, loading ``groups`` only when they are to
+    be returned (``groups=False``: the caller knows there are none, as for a
+    new user)."""
+    wants_groups = (query or ListQuery()).wants("groups") if groups is None else groups
+    return documents(await views.user_records(session, users, groups=wants_groups), call)
+
+
+async def read_users(call: Call, ids: Sequence[str], *, groups: bool) -> list[UserRecord]:
+    """Live users by id: one prepared statement on PostgreSQL
+    (:mod:`identity_store.fastreads`), SQLAlchemy elsewhere."""
+    if call.state.fast is not None:
+        return await call.state.fast.users(ids, groups=groups)
+    async with call.state.readers() as session:
+        return await views.user_records(
+            session, await views.user_views(session, ids), groups=groups
         )
-        for u in users
-    ]
 
 
 def _resource_response(
@@ -119,7 +136,7 @@ async def create(request: Request) -> Response:
             required_attributes=call.state.settings.required_idp_attributes,
             default_idp_source=call.principal.idp_source or IdpSource.SCIM.value,
         )
-        return (await render(session, [user], call, groups={user.id: []}))[0]
+        return (await render(session, [user], call, groups=False))[0]
 
     doc = await in_transaction(call, work)
     return _resource_response(doc, 201, ctx=Context.RESOURCE_CREATION_RESPONSE)
@@ -141,12 +158,12 @@ async def read(request: Request) -> Response:
     call = await begin(request, "scim:read")
     query = _query(call)
     user_id = await _target_id(call)
-    async with call.state.readers() as session:
-        user = await views.get_user_view(session, user_id)
-        if if_none_match(request, user.version):
-            return NotModified(etag(user.version))
-        doc = (await render(session, [user], call, query))[0]
-    return _resource_response(doc, query=query)
+    found = await read_users(call, [user_id], groups=query.wants("groups"))
+    if not found:
+        raise NotFoundError("User", user_id)
+    if if_none_match(request, found[0].user.version):
+        return NotModified(etag(found[0].user.version))
+    return _resource_response(documents(found, call)[0], query=query)
 
 
 async def replace(request: Request) -> Response:
@@ -219,10 +236,52 @@ async def delete(request: Request) -> Response:
     return NoContent()
 
 
+async def _fast_search(
+    call: Call, fast: PostgresReads, query: ListQuery, where: ColumnElement[bool] | None
+) -> dict[str, Any] | None:
+    """The lists most clients send, as one prepared statement on PostgreSQL:
+    pages by id (index or cursor) and first pages of a one-column look-up
+    (``userName eq``, ``externalId eq``). ``None``: take the general path."""
+    if query.sort_by is not None or query.count == 0:
+        return None
+    groups = query.wants("groups")
+    next_cursor: str | None = None
+    if where is None:
+        if query.cursor is not None:
+            after = decode_cursor(query.cursor, [str])[0] if query.cursor else None
+            rows = await fast.users_after(after, offset=0, limit=query.count + 1, groups=groups)
+            if len(rows) > query.count:
+                rows = rows[: query.count]
+                next_cursor = encode_cursor([rows[-1].user.id])
+        else:
+            rows = await fast.users_after(
+                None, offset=query.start_index - 1, limit=query.count, groups=groups
+            )
+        first_short = query.cursor is None and query.start_index == 1 and len(rows) < query.count
+        total = len(rows) if first_short else await fast.total("User")
+    else:
+        equality = filters.column_equality(where)
+        if equality is None or equality[0] not in LOOKUP_COLUMNS:
+            return None
+        if query.cursor is not None or query.start_index != 1:
+            return None
+        rows = await fast.users_where(*equality, limit=query.count, groups=groups)
+        if len(rows) >= query.count:
+            return None  # a full page: the general path counts the matches
+        total = len(rows)
+    params = query.response_parameters()
+    resources = [dump(doc, params, Context.SEARCH_RESPONSE) for doc in documents(rows, call)]
+    return list_response(resources, total, query, next_cursor)
+
+
 async def search(call: Call, query: ListQuery) -> dict[str, Any]:
     """Run a list query; shared by ``GET /Users`` and ``POST /Users/.search``."""
     max_length = call.state.settings.max_filter_length
     where = filters.user_filter(query.filter, max_length=max_length) if query.filter else None
+    if call.state.fast is not None:
+        body = await _fast_search(call, call.state.fast, query, where)
+        if body is not None:
+            return body
 
     async def render_page(
         session: AsyncSession, rows: Sequence[Any], query: ListQuery
