@@ -160,3 +160,17 @@ async def test_http_lists_take_the_fast_path_with_the_same_answers(
         cursor = body.get("nextCursor")
     listed = (await scim.get("/Users", params={"count": 50, "sortBy": "id"})).json()
     assert cursor_pages == [r["id"] for r in listed["Resources"]]
+
+
+async def test_the_fast_pool_plans_once_and_never_compiles(app: Starlette) -> None:
+    """Its statements are planned once per connection (generic plans) and
+    never JIT-compiled: a generic plan does not know how small ``LIMIT`` is,
+    and PostgreSQL's cost estimate would otherwise JIT-compile each page
+    (measured: 35 ms of a 53 ms page of 100 users)."""
+    state: AppState = app.state.idstore
+    assert state.fast is not None
+    pool = state.fast._pool  # noqa: SLF001 - the settings of its connections
+    assert pool is not None
+    async with pool.acquire() as connection:
+        assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await connection.fetchval("SHOW jit") == "off"
