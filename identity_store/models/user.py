@@ -34,6 +34,14 @@ class User(Base):
             sqlite_where=text("deleted_at IS NULL"),
             postgresql_where=text("deleted_at IS NULL"),
         ),
+        # Live users by id: pages (index and cursor) walk it without visiting
+        # the rows they skip (an index-only scan on PostgreSQL).
+        Index(
+            "ix_users_live_id",
+            "id",
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         Index("ix_users_external_id", "external_id"),
         Index("ix_users_idp_reference_id", "idp_reference_id"),
         Index("ix_users_manager_id", "manager_id"),
