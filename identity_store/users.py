@@ -12,9 +12,9 @@ import secrets
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -294,6 +294,37 @@ def _address_rows(data: UserInput) -> list[UserAddress]:
     ]
 
 
+_TABLES = {model: cast(Table, model.__table__) for model in (User, UserMultiValue, UserAddress)}
+_INSERTS = {model: insert(table) for model, table in _TABLES.items()}
+_COLUMN_KEYS = {model: frozenset(table.columns.keys()) for model, table in _TABLES.items()}
+
+
+def _values(row: User | UserMultiValue | UserAddress) -> dict[str, Any]:
+    """The column values set on a new row, as the ORM would insert them: the
+    attributes that were set; column defaults fill the others."""
+    keys = _COLUMN_KEYS[type(row)]
+    return {k: v for k, v in row.__dict__.items() if k in keys}
+
+
+async def _insert(session: AsyncSession, user: User) -> None:
+    """Insert a new user and its entries with prebuilt Core INSERTs.
+
+    The unit of work would first register, then inspect and sort every new
+    object (about 1 ms for a user and one e-mail); these rows are never
+    changed again in the request, so they are written as they are and
+    ``user`` stays a detached object the caller renders from.
+    """
+    await session.execute(_INSERTS[User], _values(user))
+    for model, rows in (
+        (UserMultiValue, user.multi_values),
+        (UserAddress, user.addresses),
+    ):
+        if rows:
+            for row in rows:
+                row.user_id = user.id
+            await session.execute(_INSERTS[model], [_values(r) for r in rows])
+
+
 def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:
     return ConflictError("userName", f"userName {data.user_name!r} is already taken")
 
@@ -323,9 +354,8 @@ async def create_user(
     await lifecycle.transition(
         session, user, lifecycle.target_state(user, required_attributes), "created", actor
     )
-    session.add(user)
     try:
-        await session.flush()
+        await _insert(session, user)
     except IntegrityError as exc:
         raise _flush_conflict(exc, data) from exc
     await counts.change(session, "User", +1)
