@@ -169,7 +169,7 @@ async def test_the_fast_pool_plans_once_and_never_compiles(app: Starlette) -> No
     (measured: 35 ms of a 53 ms page of 100 users)."""
     state: AppState = app.state.idstore
     assert state.fast is not None
-    pool = state.fast._pool  # noqa: SLF001 - the settings of its connections
+    pool = state.fast._pool  # the settings of its connections
     assert pool is not None
     async with pool.acquire() as connection:
         assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
