@@ -1,20 +1,19 @@
-"""Append-only audit log and outbox rows, written in the caller's transaction."""
+"""Append-only audit log and outbox rows, written in the caller's transaction
+(when it commits: :mod:`identity_store.journal`)."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from . import journal
 from .context import Actor
 from .models import AuditEntry, OutboxEntry, OutboxStatus, utcnow
 
-# Built once and executed with parameters: the rows are never read back in
-# the request, so neither the ORM's unit of work nor a new statement per call
-# is worth its cost.
-_INSERT_AUDIT = insert(cast(Table, AuditEntry.__table__))
-_INSERT_OUTBOX = insert(cast(Table, OutboxEntry.__table__))
+_AUDIT = cast(Table, AuditEntry.__table__)
+_OUTBOX = cast(Table, OutboxEntry.__table__)
 
 
 async def record(
@@ -27,8 +26,9 @@ async def record(
 ) -> None:
     """Insert an audit row; it commits or rolls back with the change it
     describes."""
-    await session.execute(
-        _INSERT_AUDIT,
+    journal.add(
+        session,
+        _AUDIT,
         {
             "occurred_at": utcnow(),
             "token_id": actor.token_id,
@@ -53,8 +53,9 @@ async def enqueue(
     """Insert an outbox row for a downstream effect of the change in progress
     (SPEC §3 "Outbox": written in the same transaction)."""
     now = utcnow()
-    await session.execute(
-        _INSERT_OUTBOX,
+    journal.add(
+        session,
+        _OUTBOX,
         {
             "target": target,
             "operation": operation,

@@ -5,7 +5,8 @@ An unfiltered list answers ``totalResults`` (RFC 7644 §3.4.2) on every page;
 database CPU at 1,000,000 users). Instead every creation and deletion of a
 user or group writes a ``+1`` or ``-1`` row to ``resource_counts`` in its own
 transaction, so the total commits or rolls back with the change, and the
-total is the sum of a type's rows.
+total is the sum of a type's rows. (The deltas are written when the
+transaction commits, with its other side rows: :mod:`identity_store.journal`.)
 
 Deltas, not one counter row per type: concurrent writers would queue on the
 lock of a single row for the length of their transactions. Every
@@ -27,14 +28,15 @@ from typing import cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from . import journal
 from .models import Group, ResourceCount, User
 
 COMPACT_EVERY = 256
 """A fold every this many deltas (by row id) keeps a type's rows few."""
 
 _TABLE = cast(Table, ResourceCount.__table__)
-_INSERT = insert(_TABLE).returning(_TABLE.c.id)
 _TOTAL = select(func.coalesce(func.sum(_TABLE.c.delta), 0)).where(
     _TABLE.c.resource_type == bindparam("resource_type")
 )
@@ -53,20 +55,29 @@ _LIVE = {
 async def change(session: AsyncSession, resource_type: str, delta: int) -> None:
     """Record that ``delta`` live resources of ``resource_type`` were created
     (positive) or deleted (negative) in the session's transaction."""
-    row_id = (
-        await session.execute(_INSERT, {"resource_type": resource_type, "delta": delta})
-    ).scalar_one()
-    if row_id % COMPACT_EVERY == 0:
-        await compact(session, resource_type)
+
+    def written(sync: Session, row_id: int) -> None:
+        if row_id % COMPACT_EVERY == 0:
+            _fold(sync, resource_type)
+
+    journal.add(session, _TABLE, {"resource_type": resource_type, "delta": delta}, written)
+
+
+def _fold(session: Session, resource_type: str) -> None:
+    deltas = session.execute(_TAKE, {"resource_type": resource_type}).scalars().all()
+    if deltas:
+        session.execute(insert(_TABLE), {"resource_type": resource_type, "delta": sum(deltas)})
 
 
 async def compact(session: AsyncSession, resource_type: str) -> None:
-    """Fold the deltas of ``resource_type`` this transaction sees into one row."""
-    deltas = (await session.execute(_TAKE, {"resource_type": resource_type})).scalars().all()
-    if deltas:
-        await session.execute(
-            insert(_TABLE), {"resource_type": resource_type, "delta": sum(deltas)}
-        )
+    """Fold the deltas of ``resource_type`` this transaction sees (its own
+    pending ones included) into one row."""
+
+    def fold(sync: Session) -> None:
+        journal.write_pending(sync)
+        _fold(sync, resource_type)
+
+    await session.run_sync(fold)
 
 
 async def total(session: AsyncSession, resource_type: str) -> int:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from . import journal
 from .context import Actor
 from .models import Lifecycle, LifecycleTransition, User, UserType, utcnow
 
@@ -50,7 +51,7 @@ def target_state(user: User, required: Iterable[str]) -> Lifecycle:
     return Lifecycle.ACTIVE if has_required_attributes(user, required) else Lifecycle.CREATED
 
 
-_INSERT_TRANSITION = insert(cast(Table, LifecycleTransition.__table__))
+_TRANSITIONS = cast(Table, LifecycleTransition.__table__)
 
 
 async def transition(
@@ -64,8 +65,9 @@ async def transition(
     """Move ``user`` to ``to`` and record it; nothing happens when it is there already."""
     if user.lifecycle == to.value:
         return False
-    await session.execute(
-        _INSERT_TRANSITION,
+    journal.add(
+        session,
+        _TRANSITIONS,
         {
             "user_id": user.id,
             "from_state": user.lifecycle or None,
