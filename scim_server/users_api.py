@@ -19,7 +19,7 @@ from identity_store.fastreads import LOOKUP_COLUMNS, PostgresReads
 from identity_store.models import IdpSource, User
 from identity_store.views import UserRecord, UserView
 
-from . import entra, filters
+from . import entra, filters, patching
 from .errors import ScimError
 from .listing import (
     CursorSorts,
@@ -206,8 +206,15 @@ async def patch(request: Request) -> Response:
         user = await store.get_user(session, user_id, for_update=True)
         store.check_version(user.version, expected)
         # groups are read-only: the state to patch does not need them.
-        resource = ScimUser.model_validate((await render(session, [user], call, WITHOUT_GROUPS))[0])
-        if not operations.patch(resource, scim_policy=PATCH_POLICY):
+        document = (await render(session, [user], call, WITHOUT_GROUPS))[0]
+        resource = ScimUser.model_validate(document)
+        patched = patching.apply_simple(operations, document)
+        if patched is not None:
+            changed = patched != resource
+            resource = patched
+        else:
+            changed = operations.patch(resource, scim_policy=PATCH_POLICY)
+        if not changed:
             return (await render(session, [user], call))[0]
         user = await store.replace_user(
             session,

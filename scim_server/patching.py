@@ -1,0 +1,85 @@
+"""User PATCH requests that only set single-valued attributes, without
+scim2-models' ``PatchOp.patch``.
+
+Nearly every user PATCH a provisioning client sends (Entra ID's updates and
+disables) is a list of ``replace``/``add`` operations, each naming one
+single-valued attribute by its path and giving a plain value:
+``displayName``, ``name.familyName``, the enterprise ``department``,
+``active``. ``PatchOp.patch`` applies them through its general machinery
+(snapshots, per-operation mutability bookkeeping, re-validation of the
+resource after each operation): about 2 ms of a user PATCH's 8 ms of CPU.
+
+For that shape only, :func:`apply_simple` sets the values in the current
+document and has scim2-models validate the result once, which is what the
+general path ends with too. Which operations qualify is decided from
+scim2-models' own resolution of each path (its :class:`AttributeBinding`)
+and its mutability annotations, never from the path text. Anything else
+(value filters, multi-valued or complex targets, ``remove``, path-less
+operations, ``null`` values) returns ``None`` and takes ``PatchOp.patch``.
+The tests compare both on a table of requests.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel
+from scim2_models import Mutability, PatchOp, PatchOperation
+from scim2_models.path import AttributeBinding
+
+from .schemas import CORE_USER_SCHEMA, ScimUser
+
+_SCALARS = (str, bool, int, float)
+_SETS = (PatchOperation.Op.replace_, PatchOperation.Op.add)
+
+
+def _location(binding: AttributeBinding) -> tuple[str | None, list[str]] | None:
+    """The extension holding the attribute (``None``: the core schema) and
+    the attribute's keys under it (``["name", "familyName"]``), in the
+    attribute's own case."""
+    urn = binding.urn
+    for schema in (CORE_USER_SCHEMA, *ScimUser.get_extension_models()):
+        if urn.lower().startswith(schema.lower() + ":"):
+            path = urn[len(schema) + 1 :].split(".")
+            return (None if schema == CORE_USER_SCHEMA else schema), path
+    return None
+
+
+def _settable(binding: AttributeBinding) -> bool:
+    if binding.target_is_multivalued or getattr(binding, "is_multivalued", False):
+        return False
+    target = binding.target_type
+    if not isinstance(target, type) or issubclass(target, BaseModel | list | dict):
+        return False
+    return bool(binding.get_annotation(Mutability) == Mutability.read_write)
+
+
+def apply_simple(operations: PatchOp[ScimUser], current: dict[str, Any]) -> ScimUser | None:
+    """The resource after ``operations`` when each one sets a single-valued,
+    writable attribute to a plain value; ``None`` otherwise."""
+    document = copy.deepcopy(current)
+    for operation in operations.operations or ():
+        if operation.op not in _SETS or operation.path is None:
+            return None
+        if not isinstance(operation.value, _SCALARS):
+            return None
+        binding = operation.path.resolve(ScimUser)
+        if binding is None or not _settable(binding):
+            return None
+        location = _location(binding)
+        if location is None:
+            return None
+        extension, keys = location
+        if extension is not None:
+            keys = [extension, *keys]
+            if extension not in document["schemas"]:
+                document["schemas"].append(extension)
+        target = document
+        for key in keys[:-1]:
+            child = target.setdefault(key, {})
+            if not isinstance(child, dict):
+                return None
+            target = child
+        target[keys[-1]] = operation.value
+    return ScimUser.model_validate(document)

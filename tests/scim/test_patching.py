@@ -1,0 +1,106 @@
+"""The simple-PATCH path (scim_server.patching) ends where scim2-models'
+``PatchOp.patch`` ends, and leaves every other request to it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from scim2_models import Context, PatchOp
+
+from scim_server import entra, patching
+from scim_server.discovery import provider
+from scim_server.schemas import PATCH_POLICY, ScimUser
+
+from .helpers import ENTERPRISE, PRODUCT, USER_SCHEMA, patch_body
+
+CURRENT: dict[str, Any] = {
+    "schemas": [USER_SCHEMA, PRODUCT],
+    "id": "01JZ0000000000000000000000",
+    "userName": "bjensen@example.com",
+    "displayName": "Barbara",
+    "active": True,
+    "name": {"givenName": "Barbara", "familyName": "Jensen"},
+    "emails": [{"value": "bjensen@example.com", "type": "work", "primary": True}],
+    "title": "Tour Guide",
+    "meta": {"resourceType": "User", "version": 'W/"3"'},
+    PRODUCT: {"idpUsername": "bjensen", "tags": ["a"], "lifecycle": "ACTIVE"},
+}
+
+
+def _op(op: str, path: str | None = None, value: Any = ...) -> dict[str, Any]:
+    operation: dict[str, Any] = {"op": op}
+    if path is not None:
+        operation["path"] = path
+    if value is not ...:
+        operation["value"] = value
+    return operation
+
+
+SIMPLE = [
+    [_op("Replace", "displayName", "Babs")],
+    [_op("replace", "DISPLAYNAME", "Babs")],
+    [_op("Replace", "name.familyName", "Jensen-Smith")],
+    [_op("Add", "name.middleName", "Q")],
+    [_op("Replace", "active", "False")],
+    [_op("Replace", "active", False)],
+    [_op("Replace", "active", "True")],
+    [_op("Replace", "userName", "babs@example.com")],
+    [_op("Replace", "title", "Tour Guide")],  # the value it has: no change
+    [_op("Replace", f"{ENTERPRISE}:department", "Sales")],  # a new extension
+    [_op("Add", f"{ENTERPRISE}:employeeNumber", "701984")],
+    [_op("Replace", f"{PRODUCT}:idpUsername", "barbara")],
+    [
+        _op("Replace", "displayName", "Patched"),
+        _op("Replace", "name.familyName", "F"),
+        _op("Replace", f"{ENTERPRISE}:department", "D"),
+    ],
+]
+
+GENERAL = [
+    [_op("Replace", 'emails[type eq "work"].value', "b@example.com")],
+    [_op("Add", "emails", [{"value": "x@example.com", "type": "home"}])],
+    [_op("Remove", "title")],
+    [_op("Replace", value={"displayName": "Babs"})],
+    [_op("Replace", "name", {"givenName": "B"})],
+    [_op("Replace", f"{ENTERPRISE}:manager", "01JZ0000000000000000000001")],
+    [_op("Add", f"{PRODUCT}:tags", ["b"])],
+    [_op("Replace", "displayName", "Babs"), _op("Remove", "title")],
+]
+
+
+def _operations(operations: list[dict[str, Any]]) -> PatchOp[ScimUser]:
+    return PatchOp[ScimUser].model_validate(
+        entra.normalise_patch(patch_body(*operations)),
+        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
+        scim_policy=PATCH_POLICY,
+    )
+
+
+@pytest.mark.parametrize("operations", SIMPLE)
+def test_simple_requests_end_where_patchop_ends(operations: list[dict[str, Any]]) -> None:
+    with provider():
+        before = copy.deepcopy(CURRENT)
+        fast = patching.apply_simple(_operations(operations), CURRENT)
+        assert before == CURRENT  # the current document is not touched
+        assert fast is not None
+        general = ScimUser.model_validate(CURRENT)
+        changed = _operations(operations).patch(general, scim_policy=PATCH_POLICY)
+        assert fast.model_dump() == general.model_dump()
+        assert (fast != ScimUser.model_validate(CURRENT)) == changed
+
+
+@pytest.mark.parametrize("operations", GENERAL)
+def test_other_requests_are_left_to_patchop(operations: list[dict[str, Any]]) -> None:
+    with provider():
+        assert patching.apply_simple(_operations(operations), CURRENT) is None
+
+
+def test_an_invalid_value_is_refused_like_the_general_path() -> None:
+    """A value of the wrong type is a validation error either way (the
+    handler turns it into 400 invalidValue)."""
+    from pydantic import ValidationError
+
+    with provider(), pytest.raises(ValidationError):
+        patching.apply_simple(_operations([_op("Replace", "active", "maybe")]), CURRENT)
