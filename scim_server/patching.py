@@ -24,13 +24,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pydantic import BaseModel
 from scim2_models import Mutability, PatchOp, PatchOperation
 from scim2_models.path import AttributeBinding
 
 from .schemas import CORE_USER_SCHEMA, ScimUser
 
-_SCALARS = (str, bool, int, float)
+_SCALARS = (str, bool, int)
 _SETS = (PatchOperation.Op.replace_, PatchOperation.Op.add)
 
 
@@ -50,15 +49,19 @@ def _settable(binding: AttributeBinding) -> bool:
     if binding.target_is_multivalued or getattr(binding, "is_multivalued", False):
         return False
     target = binding.target_type
-    if not isinstance(target, type) or issubclass(target, BaseModel | list | dict):
+    if not isinstance(target, type) or not issubclass(target, _SCALARS):
         return False
     return bool(binding.get_annotation(Mutability) == Mutability.read_write)
 
 
-def apply_simple(operations: PatchOp[ScimUser], current: dict[str, Any]) -> ScimUser | None:
-    """The resource after ``operations`` when each one sets a single-valued,
-    writable attribute to a plain value; ``None`` otherwise."""
+def apply_simple(
+    operations: PatchOp[ScimUser], current: dict[str, Any]
+) -> tuple[ScimUser, bool] | None:
+    """The resource after ``operations``, and whether any value changed,
+    when each operation sets a single-valued, writable string, boolean or
+    integer attribute to a plain value; ``None`` otherwise."""
     document = copy.deepcopy(current)
+    targets: list[tuple[list[str], str | None, AttributeBinding]] = []
     for operation in operations.operations or ():
         if operation.op not in _SETS or operation.path is None:
             return None
@@ -82,4 +85,29 @@ def apply_simple(operations: PatchOp[ScimUser], current: dict[str, Any]) -> Scim
                 return None
             target = child
         target[keys[-1]] = operation.value
-    return ScimUser.model_validate(document)
+        targets.append((keys, extension, binding))
+    patched = ScimUser.model_validate(document)
+    changed = any(
+        _value(patched, extension, binding) != _get(current, keys)
+        for keys, extension, binding in targets
+    )
+    return patched, changed
+
+
+def _get(document: dict[str, Any], keys: list[str]) -> Any:
+    value: Any = document
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _value(resource: ScimUser, extension: str | None, binding: AttributeBinding) -> Any:
+    """The validated value at ``binding``: a string, boolean or integer, as
+    the JSON document holds it."""
+    holder: Any = resource
+    if extension is not None:
+        holder = resource[ScimUser.get_extension_models()[extension]]
+    if binding.sub_field_name:
+        holder = getattr(holder, binding.field_name, None) if holder is not None else None
+    name = binding.sub_field_name or binding.field_name
+    return getattr(holder, name, None) if holder is not None else None

@@ -207,12 +207,11 @@ async def patch(request: Request) -> Response:
         store.check_version(user.version, expected)
         # groups are read-only: the state to patch does not need them.
         document = (await render(session, [user], call, WITHOUT_GROUPS))[0]
-        resource = ScimUser.model_validate(document)
-        patched = patching.apply_simple(operations, document)
-        if patched is not None:
-            changed = patched != resource
-            resource = patched
+        simple = patching.apply_simple(operations, document)
+        if simple is not None:
+            resource, changed = simple
         else:
+            resource = ScimUser.model_validate(document)
             changed = operations.patch(resource, scim_policy=PATCH_POLICY)
         if not changed:
             return (await render(session, [user], call))[0]
