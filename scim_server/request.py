@@ -23,6 +23,7 @@ from .state import AppState, app_state
 T = TypeVar("T")
 
 JSON_TYPES = ("application/scim+json", "application/json")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 RETRIES = 3
 
 
@@ -81,7 +82,17 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     if not raw.strip():
         raise ScimError(400, "the request body is empty", "invalidSyntax")
     try:
+        # The standard library, not orjson: orjson reads an integer beyond
+        # 64 bits as a float, silently changing it.
         body = json.loads(raw)
+        if _SURROGATE_ESCAPE.search(raw):
+            # A \uD800-\uDFFF escape that does not pair up leaves a lone
+            # surrogate no database can store: refuse it here, not with a 500.
+            json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise ScimError(
+            400, "the request body has an unpaired UTF-16 surrogate escape", "invalidSyntax"
+        ) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ScimError(400, f"the request body is not valid JSON: {exc}", "invalidSyntax") from exc
     if not isinstance(body, dict):

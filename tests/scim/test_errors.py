@@ -3,9 +3,11 @@ enforced (RFC 7644 §2)."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
-from .helpers import assert_error, create_user, patch_body, user_body
+from .helpers import PRODUCT, USER_SCHEMA, assert_error, create_user, patch_body, user_body
 
 
 async def test_missing_or_invalid_token_is_401_with_a_challenge(
@@ -157,3 +159,45 @@ async def test_a_verified_token_is_not_looked_up_again_within_the_cache_time(
         assert (await client.get("/Users", headers=headers)).status_code == 200
         other = {"Authorization": f"Bearer {tokens_by_scope['scim:read']}x"}
         assert_error(await client.get("/Users", headers=other), 401)
+
+
+async def test_json_beyond_the_fast_parser_is_still_read_and_written(
+    scim: httpx.AsyncClient,
+) -> None:
+    """Integers beyond 64 bits (which orjson cannot write) go through the
+    standard library; a surrogate pair escape is one character, a lone one
+    is refused with 400, never a 500."""
+    big = 2**70
+    body = json.dumps(
+        {
+            "schemas": [USER_SCHEMA, PRODUCT],
+            "userName": "big@example.com",
+            PRODUCT: {"customData": {"n": big}},
+        }
+    )
+    response = await scim.post(
+        "/Users", content=body, headers={"content-type": "application/scim+json"}
+    )
+    assert response.status_code == 201, response.text
+    fetched = await scim.get(f"/Users/{response.json()['id']}")
+    assert fetched.json()[PRODUCT]["customData"] == {"n": big}
+
+    def with_escape(escape: str) -> str:
+        """A body whose userName holds ``escape`` as written (JSON escapes)."""
+        return json.dumps({"schemas": [USER_SCHEMA], "userName": "ESC@x.org"}).replace(
+            "ESC", escape
+        )
+
+    pair = with_escape("\\ud83d\\ude00")
+    response = await scim.post(
+        "/Users", content=pair, headers={"content-type": "application/scim+json"}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["userName"] == "\U0001f600@x.org"
+
+    for escape in ("\\ud800", "\\uDC00x", "\\ude00\\ud83d"):
+        lone = with_escape(escape)
+        response = await scim.post(
+            "/Users", content=lone, headers={"content-type": "application/scim+json"}
+        )
+        assert_error(response, 400, "invalidSyntax")
