@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from starlette.responses import Response
 
 SCIM_MEDIA_TYPE = "application/scim+json"
@@ -16,7 +17,13 @@ class ScimResponse(Response):
     media_type = SCIM_MEDIA_TYPE
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        """Compact UTF-8 JSON. orjson writes it several times faster (a list
+        page of 100 users is about 150 kB); the standard library takes what
+        orjson refuses (integers beyond 64 bits in ``customData``)."""
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class NoContent(Response):
