@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    bindparam,
     delete,
     func,
     literal,
@@ -63,6 +64,36 @@ async def _ensure_name_free(
         raise ConflictError("displayName", f"displayName {display_name!r} is already taken")
 
 
+# Statements of membership changes are built once (Entra sends one PATCH of
+# ten members per request): building and compiling one per request cost
+# more than running it.
+_MEMBER_TYPES = union_all(
+    select(User.id, literal(MemberType.USER.value)).where(
+        User.id.in_(bindparam("ids", expanding=True)), User.deleted_at.is_(None)
+    ),
+    select(Group.id, literal(MemberType.GROUP.value)).where(
+        Group.id.in_(bindparam("ids", expanding=True))
+    ),
+)
+_ADD_MEMBERS = {
+    name: dialect_insert(GroupMember).on_conflict_do_nothing(
+        index_elements=[GroupMember.group_id, GroupMember.member_id]
+    )
+    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_REMOVE_MEMBERS = delete(GroupMember).where(
+    GroupMember.group_id == bindparam("group_id"),
+    GroupMember.member_id.in_(bindparam("ids", expanding=True)),
+)
+_BUMP = (
+    update(Group)
+    .where(Group.id == bindparam("group_id"))
+    .values(version=Group.version + 1, updated_at=bindparam("now"))
+    .returning(Group.version)
+    .execution_options(synchronize_session=False)
+)
+
+
 async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> dict[str, str]:
     """The type (``User`` or ``Group``) of each id; an unknown id is a
     :class:`ValidationError` naming it."""
@@ -71,15 +102,7 @@ async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> d
         return {}
     found: dict[str, str] = {}
     for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        rows = await session.execute(
-            union_all(
-                select(User.id, literal(MemberType.USER.value)).where(
-                    User.id.in_(chunk), User.deleted_at.is_(None)
-                ),
-                select(Group.id, literal(MemberType.GROUP.value)).where(Group.id.in_(chunk)),
-            )
-        )
+        rows = await session.execute(_MEMBER_TYPES, {"ids": ids[start : start + 500]})
         found.update({row[0]: row[1] for row in rows.all()})
     missing = [i for i in ids if i not in found]
     if missing:
@@ -89,9 +112,10 @@ async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> d
     return found
 
 
-async def _insert_members(session: AsyncSession, group_id: str, types: dict[str, str]) -> int:
+async def _insert_members(session: AsyncSession, group_id: str, types: dict[str, str]) -> None:
+    """Add memberships; one that exists already is left as it is."""
     if not types:
-        return 0
+        return
     if group_id in types:
         raise ValidationError("a group cannot be a member of itself")
     now = utcnow()
@@ -99,30 +123,16 @@ async def _insert_members(session: AsyncSession, group_id: str, types: dict[str,
         {"group_id": group_id, "member_id": mid, "member_type": kind, "created_at": now}
         for mid, kind in types.items()
     ]
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    added = 0
+    statement = _ADD_MEMBERS[session.get_bind().dialect.name]
     for start in range(0, len(rows), 1000):
-        statement = insert(GroupMember).values(rows[start : start + 1000])
-        statement = statement.on_conflict_do_nothing(
-            index_elements=[GroupMember.group_id, GroupMember.member_id]
-        )
-        result = await session.execute(statement)
-        added += max(int(getattr(result, "rowcount", 0) or 0), 0)
-    return added
+        await session.execute(statement, rows[start : start + 1000])
 
 
 async def _bump(session: AsyncSession, group: Group) -> None:
     """New version and ``lastModified`` with one atomic UPDATE, so concurrent
     membership changes never overwrite each other's version bump."""
     now = utcnow()
-    result = await session.execute(
-        update(Group)
-        .where(Group.id == group.id)
-        .values(version=Group.version + 1, updated_at=now)
-        .returning(Group.version)
-        .execution_options(synchronize_session=False)
-    )
+    result = await session.execute(_BUMP, {"group_id": group.id, "now": now})
     # Written by the database: record them as loaded, not as changes to flush.
     set_committed_value(group, "version", result.scalar_one())
     set_committed_value(group, "updated_at", now)
@@ -261,10 +271,7 @@ async def update_group(
 async def _delete_members(session: AsyncSession, group_id: str, member_ids: Sequence[str]) -> None:
     for start in range(0, len(member_ids), 500):
         await session.execute(
-            delete(GroupMember).where(
-                GroupMember.group_id == group_id,
-                GroupMember.member_id.in_(member_ids[start : start + 500]),
-            )
+            _REMOVE_MEMBERS, {"group_id": group_id, "ids": list(member_ids[start : start + 500])}
         )
 
 
