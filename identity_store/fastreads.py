@@ -85,10 +85,13 @@ def _statements(groups: bool) -> dict[str, str]:
     pages = {
         "ids": f"{live} AND id = ANY($1::varchar[])",
         "after": f"{live} AND id > $1 ORDER BY id LIMIT $2",
-        # The offset is skipped in the index of live ids, not in the rows.
+        # The offset is skipped in the index of live ids, not in the rows,
+        # and the page's ids are looked up one by one: as ``IN (sub-query)``
+        # the generic plan, expecting a tenth of the table, joined them to a
+        # scan of every user (6.5 s at 1,000,000 users).
         "offset": (
-            "SELECT * FROM users WHERE id IN (SELECT id FROM users"
-            " WHERE deleted_at IS NULL ORDER BY id OFFSET $1 LIMIT $2)"
+            "SELECT * FROM users WHERE id = ANY(ARRAY(SELECT id FROM users"
+            " WHERE deleted_at IS NULL ORDER BY id OFFSET $1 LIMIT $2))"
         ),
     }
     for column in LOOKUP_COLUMNS:
