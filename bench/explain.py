@@ -4,8 +4,11 @@ names, on the seeded PostgreSQL store.
 Two forms are shown: the queries as the issue writes them
 (``user_name_normalized = $1 AND deleted_at IS NULL``; ``external_id = $1 AND
 deleted_at IS NULL``), and every SELECT the server's application really sends
-for ``GET /Users?filter=...``, captured from SQLAlchemy while the application
-runs in process, so that the plans follow the code as it changes.
+for ``GET /Users?filter=...``, captured from SQLAlchemy and from the asyncpg
+connections of :mod:`identity_store.fastreads` while the application runs in
+process, so that the plans follow the code as it changes. A fast-read
+statement is explained as the server runs it: prepared, with a generic plan
+and without JIT (the settings of its pool).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ HANDWRITTEN = {
 }
 
 
+FAST_READ_SETTINGS = ("SET plan_cache_mode = force_generic_plan", "SET jit = off")
+
+
 @dataclass(slots=True)
 class Plan:
     """One statement and its plan."""
@@ -42,28 +48,68 @@ async def _explain(conn: Any, title: str, sql: str, params: list[Any]) -> Plan:
     return Plan(title, sql, params, "\n".join(r[0] for r in rows))
 
 
-async def _server_statements(url: str, token: str, path: str) -> list[tuple[str, list[Any]]]:
-    """Every SELECT the server's own application sends for ``GET path``.
+def _literal(value: Any) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def _explain_prepared(conn: Any, title: str, sql: str, params: list[Any]) -> Plan:
+    """As the fast-read pool runs it: prepared once, generic plan, no JIT."""
+    async with conn.transaction():
+        for setting in FAST_READ_SETTINGS:
+            await conn.execute(setting.replace("SET", "SET LOCAL", 1))
+        await conn.execute(f"PREPARE bench_explain AS {sql}")
+        try:
+            args = ", ".join(_literal(p) for p in params)
+            rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_explain({args})")
+        finally:
+            await conn.execute("DEALLOCATE bench_explain")
+    return Plan(title, sql, params, "\n".join(r[0] for r in rows))
+
+
+async def _server_statements(url: str, token: str, path: str) -> list[tuple[str, list[Any], bool]]:
+    """Every SELECT the server's own application sends for ``GET path``, and
+    whether it went through the fast-read pool.
 
     The application of ``scim_server.app.create_app`` runs in this process
     (lifespan included) behind ``httpx.ASGITransport``; a listener on the
-    :class:`~sqlalchemy.engine.Engine` class sees each statement. The request
-    is sent twice and the second one is captured, so that one-off work
-    (connection set-up, token bookkeeping) does not show."""
+    :class:`~sqlalchemy.engine.Engine` class sees each SQLAlchemy statement,
+    and ``fetch``/``fetchval`` of asyncpg connections (which only the fast
+    reads call; SQLAlchemy prepares statements instead) are recorded while
+    the request runs. The request is sent twice and the second one is
+    captured, so that one-off work (connection set-up, token bookkeeping)
+    does not show."""
+    import asyncpg  # type: ignore[import-untyped]
     import httpx
 
     from scim_server.app import create_app
 
     app = create_app(Settings(DATABASE_URL=url))
-    captured: list[tuple[str, list[Any]]] = []
+    captured: list[tuple[str, list[Any], bool]] = []
 
     def capture(
         conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
     ) -> None:
         if statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            captured.append((statement, list(params or ())))
+            captured.append((statement, list(params or ()), False))
+
+    originals = {name: getattr(asyncpg.Connection, name) for name in ("fetch", "fetchval")}
+
+    def recording(name: str) -> Any:
+        original = originals[name]
+
+        async def method(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            captured.append((query, list(args), True))
+            return await original(self, query, *args, **kwargs)
+
+        return method
 
     event.listen(Engine, "before_cursor_execute", capture)
+    for name in originals:
+        setattr(asyncpg.Connection, name, recording(name))
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
@@ -75,6 +121,8 @@ async def _server_statements(url: str, token: str, path: str) -> list[tuple[str,
                 response.raise_for_status()
     finally:
         event.remove(Engine, "before_cursor_execute", capture)
+        for name, original in originals.items():
+            setattr(asyncpg.Connection, name, original)
     return captured
 
 
@@ -106,9 +154,13 @@ async def explain_filters(
             except Exception as exc:  # the application may change under us
                 problem = f"could not capture the server's statements: {type(exc).__name__}: {exc}"
                 break
-            for k, (sql, params) in enumerate(statements, 1):
+            for k, (sql, params, fast) in enumerate(statements, 1):
                 label = f"{title} (statement {k} of {len(statements)} the server sends)"
-                plans.append(await _explain(conn, label, sql, params))
+                if fast:
+                    label = f"{title} (statement {k} of {len(statements)}, fast read, generic plan)"
+                    plans.append(await _explain_prepared(conn, label, sql, params))
+                else:
+                    plans.append(await _explain(conn, label, sql, params))
     finally:
         await conn.close()
     return plans, problem
