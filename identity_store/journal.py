@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
 
+from .driver import in_transaction
+
 _KEY = "idstore.journal"
 
 Returning = Callable[[Session, int], None]
@@ -129,8 +131,7 @@ def _write_postgresql(session: Session, rows: list[_Row]) -> list[int | None]:
         final = " UNION ALL ".join(f"SELECT {n} AS n, id FROM w{n}" for n in returned)  # noqa: S608
     else:
         final = "SELECT NULL::int AS n, NULL::bigint AS id"
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
+    driver = await_only(in_transaction(session.connection().connection.dbapi_connection))
     records = await_only(driver.fetch(f"WITH {', '.join(parts)} {final}", *params))
     found = {r["n"]: r["id"] for r in records if r["n"] is not None}
     return [found.get(n) for n in range(len(rows))]

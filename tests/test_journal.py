@@ -84,3 +84,34 @@ async def test_a_row_can_ask_for_its_id(engine: AsyncEngine) -> None:
     by_label = dict(seen)
     assert rows[by_label["a"]] == ("User", 5)
     assert rows[by_label["b"]] == ("Group", 7)
+
+
+async def test_rows_written_at_commit_are_undone_when_the_commit_fails(
+    engine: AsyncEngine,
+) -> None:
+    """The side rows are written inside the transaction, not beside it: a
+    commit that fails after they were sent (here, another ``before_commit``
+    hook raising) leaves none of them, even when nothing else ran in the
+    transaction before them."""
+    from sqlalchemy import event
+
+    sessions = create_session_factory(engine)
+
+    def boom(session: Session) -> None:
+        raise RuntimeError("the commit fails")
+
+    event.listen(Session, "before_commit", boom)
+    try:
+        async with sessions() as session:
+            await session.begin()
+            await audit.record(session, ACTOR, "user.create", "User", "u1")
+            try:
+                await session.commit()
+            except RuntimeError:
+                await session.rollback()
+            else:
+                raise AssertionError("the commit should have failed")
+    finally:
+        event.remove(Session, "before_commit", boom)
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(AuditEntry)) == 0
