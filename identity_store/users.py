@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, insert, select
+from sqlalchemy import Select, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
-from . import audit, counts, lifecycle
+from . import audit, counts, driver, lifecycle
 from .context import Actor
 from .errors import ConflictError, NotFoundError, ValidationError, VersionMismatchError
 from .limits import check_lengths
@@ -295,26 +295,36 @@ def _address_rows(data: UserInput) -> list[UserAddress]:
 
 
 _TABLES = {model: cast(Table, model.__table__) for model in (User, UserMultiValue, UserAddress)}
-_INSERTS = {model: insert(table) for model, table in _TABLES.items()}
-_COLUMN_KEYS = {model: frozenset(table.columns.keys()) for model, table in _TABLES.items()}
+_DEFAULTS = {
+    model: {c.key: c.default for c in table.columns if c.default is not None and not c.primary_key}
+    for model, table in _TABLES.items()
+}
+_COLUMN_ORDER = {model: [c.key for c in table.columns] for model, table in _TABLES.items()}
+_COLUMN_KEYS = {model: frozenset(keys) for model, keys in _COLUMN_ORDER.items()}
 
 
 def _values(row: User | UserMultiValue | UserAddress) -> dict[str, Any]:
-    """The column values set on a new row, as the ORM would insert them: the
-    attributes that were set; column defaults fill the others."""
-    keys = _COLUMN_KEYS[type(row)]
-    return {k: v for k, v in row.__dict__.items() if k in keys}
+    """The column values of a new row, as the ORM would insert them: the
+    attributes that were set, the columns' Python defaults for the others
+    (in the table's column order, so that equal rows make equal statements)."""
+    model = type(row)
+    values = {k: v for k, v in row.__dict__.items() if k in _COLUMN_KEYS[model]}
+    for key, default in _DEFAULTS[model].items():
+        if key not in values:
+            arg = getattr(default, "arg", None)
+            values[key] = arg(None) if callable(arg) else arg
+    return {k: values[k] for k in _COLUMN_ORDER[model] if k in values}
 
 
 async def _insert(session: AsyncSession, user: User) -> None:
-    """Insert a new user and its entries with prebuilt Core INSERTs.
+    """Insert a new user and its entries (:func:`identity_store.driver.insert_rows`).
 
     The unit of work would first register, then inspect and sort every new
     object (about 1 ms for a user and one e-mail); these rows are never
     changed again in the request, so they are written as they are and
     ``user`` stays a detached object the caller renders from.
     """
-    await session.execute(_INSERTS[User], _values(user))
+    await driver.insert_rows(session, _TABLES[User], [_values(user)])
     for model, rows in (
         (UserMultiValue, user.multi_values),
         (UserAddress, user.addresses),
@@ -322,7 +332,7 @@ async def _insert(session: AsyncSession, user: User) -> None:
         if rows:
             for row in rows:
                 row.user_id = user.id
-            await session.execute(_INSERTS[model], [_values(r) for r in rows])
+            await driver.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
 
 
 def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:

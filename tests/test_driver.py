@@ -1,0 +1,75 @@
+"""INSERTs straight to asyncpg (identity_store.driver) write what SQLAlchemy
+writes, inside the session's transaction, and fail as SQLAlchemy fails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from identity_store import driver
+from identity_store.database import create_session_factory
+from identity_store.models import User
+
+USERS = cast(Table, User.__table__)
+
+
+def _row(user_id: str, name: str) -> dict[str, Any]:
+    return {
+        "id": user_id,
+        "user_name": name,
+        "user_name_normalized": name.lower(),
+        "tags": ["a", "ü"],
+        "custom_data": {"n": 2**40, "nested": {"x": [None, True]}},
+        "status": [],
+        "role_ids": [],
+        "providers": [],
+        "active": False,
+        "lifecycle": "ACTIVE",
+        # Not UTC on the way in: stored and read back as the same instant.
+        "lifecycle_changed_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2))),
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "version": 3,
+    }
+
+
+async def test_rows_read_back_like_sqlalchemy_wrote_them(engine: AsyncEngine) -> None:
+    sessions = create_session_factory(engine)
+    async with sessions() as session, session.begin():
+        await driver.insert_rows(session, USERS, [_row("u-driver", "Driver")])
+        await session.execute(insert(USERS), _row("u-sqla", "Sqla"))
+    async with sessions() as session:
+        users = {u.id: u for u in await session.scalars(select(User))}
+    written, reference = users["u-driver"], users["u-sqla"]
+    for column in [c.key for c in USERS.columns]:
+        if column in {"id", "user_name", "user_name_normalized"}:
+            continue
+        assert getattr(written, column) == getattr(reference, column), column
+    assert written.lifecycle_changed_at == datetime(2026, 1, 2, 1, 4, 5, tzinfo=UTC)
+
+
+async def test_rows_roll_back_with_the_transaction(engine: AsyncEngine) -> None:
+    sessions = create_session_factory(engine)
+    async with sessions() as session:
+        await session.begin()
+        await driver.insert_rows(session, USERS, [_row("u-1", "One"), _row("u-2", "Two")])
+        await session.rollback()
+    async with sessions() as session:
+        assert list(await session.scalars(select(User.id))) == []
+
+
+async def test_a_constraint_violation_is_sqlalchemy_integrity_error(engine: AsyncEngine) -> None:
+    sessions = create_session_factory(engine)
+    async with sessions() as session, session.begin():
+        await driver.insert_rows(session, USERS, [_row("u-1", "Same")])
+    async with sessions() as session:
+        await session.begin()
+        with pytest.raises(IntegrityError):
+            # Another live user with the same name: the partial unique index refuses it.
+            await driver.insert_rows(session, USERS, [_row("u-2", "SAME")])
+        await session.rollback()
