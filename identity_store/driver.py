@@ -15,17 +15,41 @@ and the retry of serialization failures see no difference. Elsewhere
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 Processor = Callable[[Any], Any] | None
+
+
+@contextmanager
+def as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
+    """asyncpg's errors as SQLAlchemy would raise them, so that the HTTP layer
+    answers the same for both paths: a constraint violation is an
+    :class:`IntegrityError`, a lost or refused connection an
+    :class:`OperationalError` (503 with ``Retry-After``), any other database
+    error a :class:`DBAPIError` carrying its SQLSTATE."""
+    try:
+        yield
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        raise IntegrityError(sql, params, exc) from exc
+    except (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+        OSError,
+        TimeoutError,
+    ) as exc:
+        raise OperationalError(sql, params, exc) from exc
+    except asyncpg.PostgresError as exc:
+        raise DBAPIError(sql, params, exc) from exc
 
 
 async def in_transaction(dbapi_connection: Any) -> asyncpg.Connection:
@@ -79,12 +103,8 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = await in_transaction(raw.dbapi_connection)
-    try:
+    with as_sqlalchemy_errors(sql, args):
         if len(args) == 1:
             await driver.execute(sql, *args[0])
         else:
             await driver.executemany(sql, args)
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        raise IntegrityError(sql, args, exc) from exc
-    except asyncpg.PostgresError as exc:
-        raise DBAPIError(sql, args, exc) from exc

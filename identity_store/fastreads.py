@@ -26,6 +26,7 @@ from typing import Any, cast
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
+from . import driver
 from .views import (
     ADDRESS_COLUMNS,
     USER_COLUMNS,
@@ -134,9 +135,12 @@ class PostgresReads:
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
+        # min_size 0: no connection at start-up, so that the server starts
+        # (and /readyz reports) while the database is away, as the
+        # SQLAlchemy pool does.
         self._pool = await asyncpg.create_pool(
             self._dsn,
-            min_size=1,
+            min_size=0,
             max_size=self._size,
             init=_init,
             reset=_no_reset,
@@ -157,8 +161,9 @@ class PostgresReads:
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         assert self._pool is not None, "PostgresReads.open() was not awaited"
-        async with self._pool.acquire() as connection:
-            return cast(list[asyncpg.Record], await connection.fetch(sql, *args))
+        with driver.as_sqlalchemy_errors(sql, args):
+            async with self._pool.acquire() as connection:
+                return cast(list[asyncpg.Record], await connection.fetch(sql, *args))
 
     @staticmethod
     def _sql(name: str, groups: bool) -> str:
@@ -197,5 +202,6 @@ class PostgresReads:
     async def total(self, resource_type: str) -> int:
         """The live total kept by :mod:`identity_store.counts`."""
         assert self._pool is not None, "PostgresReads.open() was not awaited"
-        async with self._pool.acquire() as connection:
-            return int(await connection.fetchval(_TOTAL, resource_type))
+        with driver.as_sqlalchemy_errors(_TOTAL, [resource_type]):
+            async with self._pool.acquire() as connection:
+                return int(await connection.fetchval(_TOTAL, resource_type))

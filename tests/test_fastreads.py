@@ -174,3 +174,32 @@ async def test_the_fast_pool_plans_once_and_never_compiles(app: Starlette) -> No
     async with pool.acquire() as connection:
         assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
         assert await connection.fetchval("SHOW jit") == "off"
+
+
+async def test_an_unreachable_database_is_503_not_500(
+    scim: httpx.AsyncClient, app: Starlette
+) -> None:
+    """The fast pool connects on first use (the server starts while the
+    database is away), and a database it cannot reach answers like the
+    SQLAlchemy path does: 503 with ``Retry-After``."""
+    from sqlalchemy.exc import OperationalError
+
+    away = PostgresReads("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere", 1)
+    await away.open()  # no connection yet: nothing to fail
+    try:
+        with pytest.raises(OperationalError):
+            await away.users(["x"])
+        user = await create_user(scim, "reachable@example.com")  # token now cached
+        state: AppState = app.state.idstore
+        working, state.fast = state.fast, away
+        try:
+            for path in (f"/Users/{user['id']}", '/Users?filter=userName eq "x@y.z"'):
+                response = await scim.get(path)
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"] == "5"
+                assert response.json()["status"] == "503"
+        finally:
+            state.fast = working
+        assert (await scim.get(f"/Users/{user['id']}")).status_code == 200
+    finally:
+        await away.close()
