@@ -829,6 +829,23 @@ def _count_terms(node: FilterNode) -> int:
     return 1
 
 
+def _unpaired_surrogate(node: FilterNode) -> bool:
+    """Whether a compared string holds a lone UTF-16 surrogate (from a
+    ``\\uD800``-style escape), which no database can be asked about."""
+    if isinstance(node, LogicalExpr):
+        return any(_unpaired_surrogate(term) for term in node.terms)
+    if isinstance(node, Not):
+        return _unpaired_surrogate(node.expr)
+    if isinstance(node, ValuePath):
+        return _unpaired_surrogate(node.val_filter)
+    if isinstance(node, Comparison) and isinstance(node.value, str):
+        try:
+            node.value.encode()
+        except UnicodeEncodeError:
+            return True
+    return False
+
+
 def _qualified(node: FilterNode, resource: _Resource, scim_filter: ScimFilter[Any]) -> FilterNode:
     """The filter with the URN of its extension added to each extension attribute
     named without one (``employeeNumber``).
@@ -885,6 +902,10 @@ def _parse(resource: _Resource, expression: str, max_length: int) -> ScimFilter[
     if _count_terms(scim_filter.ast) > MAX_TERMS:
         raise InvalidFilterException(
             filter=expression[:100], detail=f"the filter has more than {MAX_TERMS} terms"
+        )
+    if _unpaired_surrogate(scim_filter.ast):
+        raise InvalidFilterException(
+            filter=expression[:100], detail="a compared string has an unpaired UTF-16 surrogate"
         )
     qualified = _qualified(scim_filter.ast, resource, scim_filter)
     if qualified != scim_filter.ast:

@@ -468,6 +468,13 @@ GROUP_CASES: list[tuple[str, set[str]]] = [
 ]
 
 INVALID_USER_FILTERS: list[str] = [
+    # A lone UTF-16 surrogate escape (no database can compare it), on the
+    # grammar-free path and in the grammar.
+    'userName eq "\\ud800"',
+    'externalId eq "a\\udc00"',
+    'displayName sw "\\ud800" or userName eq "x"',
+    'emails[value co "\\ud800"]',
+    'not (title eq "\\udfff")',
     # Syntax.
     "",
     "userName",
@@ -521,6 +528,7 @@ INVALID_USER_FILTERS: list[str] = [
 ]
 
 INVALID_GROUP_FILTERS: list[str] = [
+    'displayName eq "\\ud800"',
     'userName eq "x"',
     'members.$ref eq "x"',
     'members.nope eq "x"',

@@ -155,3 +155,17 @@ async def test_missing_sort_values_go_last_ascending_and_first_descending(
     assert await _ids(ascending) == [a, b, untitled]
     descending = await scim.get("/Users", params={"sortBy": "title", "sortOrder": "descending"})
     assert await _ids(descending) == [untitled, b, a]
+
+
+async def test_a_filter_with_a_lone_surrogate_escape_is_400(scim: httpx.AsyncClient) -> None:
+    """Not a 500 from the database driver: a clear invalidFilter, on the fast
+    look-up path and on the general one alike."""
+    for expression in ('userName eq "\\ud800"', 'displayName eq "\\ud800"', 'id eq "\\udc00x"'):
+        response = await scim.get("/Users", params={"filter": expression})
+        assert_error(response, 400, "invalidFilter")
+    response = await scim.get("/Groups", params={"filter": 'displayName eq "\\ud800"'})
+    assert_error(response, 400, "invalidFilter")
+    # A pair of escapes is one character and an ordinary value.
+    response = await scim.get("/Users", params={"filter": 'userName eq "\\ud83d\\ude00"'})
+    assert response.status_code == 200
+    assert response.json()["totalResults"] == 0
