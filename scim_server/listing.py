@@ -121,10 +121,15 @@ def decode_cursor(cursor: str, kinds: list[type]) -> tuple[Any, ...]:
         out: list[Any] = []
         for value, kind in zip(values, kinds, strict=True):
             if kind is datetime:
-                out.append(datetime.fromisoformat(value))
+                moment = datetime.fromisoformat(value)
+                if moment.tzinfo is None:
+                    raise ValueError("no time zone")  # ours always carry one
+                out.append(moment)
             elif not isinstance(value, kind):
                 raise ValueError("wrong type")
             else:
+                if isinstance(value, str):
+                    value.encode()  # a lone surrogate: UnicodeEncodeError, a ValueError
                 out.append(value)
         return tuple(out)
     except (ValueError, TypeError, json.JSONDecodeError) as exc:

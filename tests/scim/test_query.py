@@ -169,3 +169,30 @@ async def test_a_filter_with_a_lone_surrogate_escape_is_400(scim: httpx.AsyncCli
     response = await scim.get("/Users", params={"filter": 'userName eq "\\ud83d\\ude00"'})
     assert response.status_code == 200
     assert response.json()["totalResults"] == 0
+
+
+async def test_a_forged_cursor_is_400_invalid_cursor(scim: httpx.AsyncClient) -> None:
+    """A cursor is opaque but decodable: one carrying what no cursor of ours
+    carries (a lone surrogate, a time without zone, the wrong shape) is
+    refused, never passed to the database."""
+    import base64
+    import json
+
+    def forged(values: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+    await create_user(scim, "someone")
+    for params in (
+        {"cursor": forged(["\ud800"])},
+        {"cursor": forged(["a\udc00b"]), "sortBy": "id"},
+        {"cursor": forged(["x\ud800", "id"]), "sortBy": "userName"},
+        {"cursor": forged(["2026-01-01T00:00:00", "id"]), "sortBy": "meta.created"},
+        {"cursor": forged([1])},
+        {"cursor": forged({"id": "x"})},
+    ):
+        response = await scim.get("/Users", params=params)
+        assert_error(response, 400, "invalidCursor")
+    response = await scim.get("/Groups", params={"cursor": forged(["\ud800"])})
+    assert_error(response, 400, "invalidCursor")
+    # An ordinary forged value is just a position.
+    assert (await scim.get("/Users", params={"cursor": forged(["0"])})).status_code == 200
