@@ -1,0 +1,293 @@
+"""CPU per request of the real application, without an HTTP server.
+
+``python -m bench.inprocess --kind get --requests 3000`` builds the
+application with ``create_app`` (lifespan included), against a store a
+``bench.run`` left behind (``idstore_bench`` by default), and calls it as an
+ASGI application one request at a time: no network, no generator, no
+uvicorn, so ``time.process_time`` around the loop is the application's own
+CPU (plus the asyncpg client's). ``--breakdown`` also times the store's and
+the handlers' main steps by wrapping them (a few microseconds each).
+
+This is how the per-optimisation figures of docs/benchmarks.md were taken.
+The machine drifts by ±25 % between minutes: compare two versions side by
+side, alternating, not with a figure from another hour.
+
+Kinds: ``get`` (``GET /Users/{id}``), ``filter`` (``userName eq``), ``post``
+(Entra's ``POST /Users``), ``patch`` (Entra's three replaces), ``members``
+(``PATCH /Groups/{id}`` adding 10 members to one of 50 new groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import functools
+import inspect
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.engine import make_url
+
+from identity_store import tokens
+from identity_store.database import create_engine, create_session_factory
+from identity_store.settings import Settings
+from scim_server.app import create_app
+
+from . import payloads
+from .seed import BENCH_DB_PREFIX
+
+DEFAULT_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{BENCH_DB_PREFIX}"
+Request = tuple[str, str, bytes, bytes]
+
+
+def _scope(token: str, method: str, path: str, query: bytes, body: bytes) -> dict[str, Any]:
+    headers = [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())]
+    if body:
+        headers += [
+            (b"content-type", b"application/scim+json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+
+
+async def _call(app: Any, token: str, request: Request) -> tuple[int, bytes]:
+    method, path, query, body = request
+    sent = False
+    status = 0
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(_scope(token, method, path, query, body), receive, send)
+    return status, b"".join(chunks)
+
+
+class Breakdown:
+    """CPU time of wrapped functions, per request."""
+
+    def __init__(self) -> None:
+        self.cpu: collections.defaultdict[str, float] = collections.defaultdict(float)
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def wrap(self, module: Any, name: str) -> None:
+        function = getattr(module, name)
+        label = f"{module.__name__}.{name}"
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                start = time.process_time()
+                try:
+                    return await function(*args, **kwargs)
+                finally:
+                    self.cpu[label] += time.process_time() - start
+                    self.calls[label] += 1
+
+            setattr(module, name, timed_async)
+        else:
+
+            @functools.wraps(function)
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                start = time.process_time()
+                try:
+                    return function(*args, **kwargs)
+                finally:
+                    self.cpu[label] += time.process_time() - start
+                    self.calls[label] += 1
+
+            setattr(module, name, timed)
+
+    def install(self) -> None:
+        from identity_store import groups, users, views
+        from scim_server import groups_api, patching, users_api
+
+        steps: list[tuple[Any, list[str]]] = [
+            (users_api, ["validate_user", "render", "documents", "read_users", "_fast_search"]),
+            (groups_api, ["render"]),
+            (users, ["create_user", "replace_user", "get_user", "_insert"]),
+            (groups, ["update_group", "resolve_members", "get_group"]),
+            (views, ["user_records"]),
+            (patching, ["apply_simple"]),
+        ]
+        for module, names in steps:
+            for name in names:
+                if hasattr(module, name):
+                    self.wrap(module, name)
+
+    def report(self, requests: int, say: Callable[[str], None]) -> None:
+        for label, seconds in sorted(self.cpu.items(), key=lambda item: -item[1]):
+            say(
+                f"  {1000 * seconds / requests:7.3f} ms CPU/request  {label}"
+                f" (x{self.calls[label] / requests:.1f})"
+            )
+
+
+async def _sample(url: str) -> tuple[list[str], list[str]]:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT id, user_name FROM users WHERE deleted_at IS NULL"
+            " AND user_name LIKE 'user%' ORDER BY random() LIMIT 5000"
+        )
+    finally:
+        await connection.close()
+    return [r["id"] for r in rows], [r["user_name"] for r in rows]
+
+
+async def _token(settings: Settings) -> str:
+    engine = create_engine(settings, null_pool=True)
+    try:
+        async with create_session_factory(engine)() as session:
+            name = f"inprocess-{uuid.uuid4().hex[:8]}"
+            _, secret = await tokens.create_token(session, name, ["scim:write"])
+            await session.commit()
+            return secret
+    finally:
+        await engine.dispose()
+
+
+def _requests(kind: str, count: int, ids: list[str], names: list[str]) -> list[Request]:
+    tag = uuid.uuid4().hex[:8]
+    if kind == "get":
+        return [("GET", f"/scim/v2/Users/{ids[i % len(ids)]}", b"", b"") for i in range(count)]
+    if kind == "filter":
+        return [
+            (
+                "GET",
+                "/scim/v2/Users",
+                urlencode({"filter": f'userName eq "{names[i % len(names)]}"'}).encode(),
+                b"",
+            )
+            for i in range(count)
+        ]
+    if kind == "post":
+        return [
+            (
+                "POST",
+                "/scim/v2/Users",
+                b"",
+                payloads.dumps(
+                    payloads.create_user(
+                        f"{tag}-{i}@bench.example.com", str(uuid.uuid4()), f"G{i}", "F"
+                    )
+                ),
+            )
+            for i in range(count)
+        ]
+    if kind == "patch":
+        return [
+            (
+                "PATCH",
+                f"/scim/v2/Users/{ids[i % len(ids)]}",
+                b"",
+                payloads.dumps(payloads.replace_three(f"P{i} {tag}", f"F{tag}", f"D{i % 50}")),
+            )
+            for i in range(count)
+        ]
+    raise SystemExit(f"unknown kind {kind!r}")
+
+
+async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> None:
+    settings = Settings(DATABASE_URL=args.url)
+    ids, names = await _sample(args.url)
+    token = await _token(settings)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        total = args.requests + args.warmup
+        if args.kind == "members":
+            groups = []
+            for g in range(50):
+                body = payloads.dumps(
+                    payloads.create_group(f"inprocess-{uuid.uuid4().hex}-{g}", "x")
+                )
+                status, answer = await _call(app, token, ("POST", "/scim/v2/Groups", b"", body))
+                assert status == 201, answer
+                groups.append(json.loads(answer)["id"])
+            requests: list[Request] = [
+                (
+                    "PATCH",
+                    f"/scim/v2/Groups/{groups[i % 50]}",
+                    b"",
+                    payloads.dumps(
+                        payloads.add_members(ids[(i * 10) % 4990 : (i * 10) % 4990 + 10])
+                    ),
+                )
+                for i in range(total)
+            ]
+        else:
+            requests = _requests(args.kind, total, ids, names)
+        for request in requests[: args.warmup]:
+            status, answer = await _call(app, token, request)
+            assert status < 300, (status, answer[:300])
+        breakdown = Breakdown()
+        if args.breakdown:
+            breakdown.install()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for request in requests[args.warmup :]:
+            status, answer = await _call(app, token, request)
+            if status >= 300:
+                raise SystemExit(f"{request[0]} {request[1]} answered {status}: {answer[:300]!r}")
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    n = args.requests
+    per_cpu, per_wall = 1000 * cpu / n, 1000 * wall / n
+    say(f"{args.kind}: {n} requests, CPU {per_cpu:.3f} ms/request, wall {per_wall:.3f} ms/request")
+    breakdown.report(n, say)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=DEFAULT_URL, help="a store seeded by bench.run")
+    parser.add_argument(
+        "--kind", choices=("get", "filter", "post", "patch", "members"), default="get"
+    )
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--breakdown", action="store_true", help="time the main steps")
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
