@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .errors import NotFoundError
 from .models import User, UserAddress, UserMultiValue
 from .paging import Page, page_of, total_rows
 from .users import ADDRESS_FIELDS, MULTI_VALUE_FIELDS, display_names, groups_of
@@ -147,14 +146,6 @@ async def user_views(session: AsyncSession, ids: Sequence[str]) -> list[UserView
         return []
     found = _assemble((await session.execute(_BY_IDS, {"ids": list(ids)})).all())
     return [found[i] for i in ids if i in found]
-
-
-async def get_user_view(session: AsyncSession, user_id: str) -> UserView:
-    """A live user as read, or :class:`NotFoundError`."""
-    views = await user_views(session, [user_id])
-    if not views:
-        raise NotFoundError("User", user_id)
-    return views[0]
 
 
 async def list_user_views(
