@@ -34,7 +34,7 @@ from .context import Actor
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
 from .models import Group, GroupMember, MemberType, User, new_id, utcnow
-from .paging import Page, page_of, total_rows
+from .paging import Page, fetch_page
 from .users import check_version, normalize
 
 
@@ -326,11 +326,14 @@ async def list_groups(
     after: tuple[Any, ...] | None = None,
     count: bool = True,
 ) -> Page[Group]:
-    base = all_groups()
-    if where is not None:
-        base = base.where(where)
-    query = page_of(base, [*order_by, Group.id], offset, after)
-    groups = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
-    every = "Group" if where is None else None
-    total = await total_rows(session, base, groups, offset, limit, after, count, every=every)
-    return Page(total=total, rows=groups)
+    return await fetch_page(
+        session,
+        all_groups(),
+        "Group",
+        where,
+        keys=[*order_by, Group.id],
+        offset=offset,
+        limit=limit,
+        after=after,
+        count=count,
+    )

@@ -23,28 +23,44 @@ class Page(Generic[Row]):
     rows: list[Row]
 
 
-async def total_rows(
+async def fetch_page(
     session: AsyncSession,
-    base: Select[Any],
-    rows: Sequence[object],
+    live: Select[Any],
+    resource_type: str,
+    where: ColumnElement[bool] | None,
+    *,
+    keys: Sequence[ColumnElement[Any] | InstrumentedAttribute[Any]],
     offset: int,
     limit: int,
     after: tuple[Any, ...] | None,
     count: bool,
-    *,
-    every: str | None = None,
-) -> int:
-    """How many rows match: the page itself tells when it is the first page and
-    not full (an Entra look-up by userName); ``every`` names the resource type
-    when the list is not filtered, whose live total is kept by
-    :mod:`identity_store.counts`; otherwise one ``count(*)``."""
-    if not count:
-        return 0
-    if after is None and offset == 0 and limit > 0 and len(rows) < limit:
-        return len(rows)
-    if every is not None:
-        return await counts.total(session, every)
-    return int(await session.scalar(select(func.count()).select_from(base.subquery())) or 0)
+) -> Page[Any]:
+    """One page of ``live`` (every live row of ``resource_type``) narrowed by
+    ``where``, ordered by ``keys`` (:func:`page_of`), and how many rows match
+    in all: what the page itself tells when it is a first page with room to
+    spare (an Entra look-up), the live total :mod:`identity_store.counts`
+    keeps when the list is not filtered, otherwise one ``count(*)``
+    (``count=False``: not asked for, 0)."""
+    base = live if where is None else live.where(where)
+    query = page_of(base, keys, offset, after)
+    rows = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
+    total = total_of_page(len(rows), offset, limit, after) if count else 0
+    if total is None:
+        if where is None:
+            total = await counts.total(session, resource_type)
+        else:
+            total = int(
+                await session.scalar(select(func.count()).select_from(base.subquery())) or 0
+            )
+    return Page(total=total, rows=rows)
+
+
+def total_of_page(rows: int, offset: int, limit: int, after: tuple[Any, ...] | None) -> int | None:
+    """The total a page tells by itself: a first page with room to spare
+    holds every match; ``None`` when it cannot tell."""
+    if after is None and offset == 0 and limit > 0 and rows < limit:
+        return rows
+    return None
 
 
 def page_of(

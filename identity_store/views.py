@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import User, UserAddress, UserMultiValue
-from .paging import Page, page_of, total_rows
+from .paging import Page, fetch_page
 from .users import ADDRESS_FIELDS, MULTI_VALUE_FIELDS, display_names, groups_of
 
 _USERS = User.__table__
@@ -166,12 +166,15 @@ async def list_user_views(
     page sub-query was measured slower: building a select of every column for
     each request costs more than the extra round trip.
     """
-    base = select(User.id).where(User.deleted_at.is_(None))
-    if where is not None:
-        base = base.where(where)
-    query = page_of(base, [*order_by, User.id], offset, after)
-    ids = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
-    users = await user_views(session, ids)
-    every = "User" if where is None else None
-    total = await total_rows(session, base, ids, offset, limit, after, count, every=every)
-    return Page(total=total, rows=users)
+    page = await fetch_page(
+        session,
+        select(User.id).where(User.deleted_at.is_(None)),
+        "User",
+        where,
+        keys=[*order_by, User.id],
+        offset=offset,
+        limit=limit,
+        after=after,
+        count=count,
+    )
+    return Page(total=page.total, rows=await user_views(session, page.rows))

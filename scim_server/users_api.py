@@ -17,6 +17,7 @@ from identity_store import views
 from identity_store.errors import NotFoundError
 from identity_store.fastreads import LOOKUP_COLUMNS, PostgresReads
 from identity_store.models import IdpSource, User
+from identity_store.paging import total_of_page
 from identity_store.views import UserRecord, UserView
 
 from . import entra, filters, patching
@@ -24,10 +25,9 @@ from .errors import ScimError
 from .listing import (
     CursorSorts,
     ListQuery,
-    decode_cursor,
-    encode_cursor,
     list_response,
     parse_list_query,
+    plan_page,
     search_resources,
 )
 from .mapping import etag, user_document, user_input
@@ -250,31 +250,25 @@ async def _fast_search(
     (``userName eq``, ``externalId eq``). ``None``: take the general path."""
     if query.sort_by is not None or query.count == 0:
         return None
+    plan = plan_page(query, filters.user_sort_column, CURSOR_SORTS)  # by id
+    after = plan.after[0] if plan.after else None
     groups = query.wants("groups")
-    next_cursor: str | None = None
     if where is None:
-        if query.cursor is not None:
-            after = decode_cursor(query.cursor, [str])[0] if query.cursor else None
-            rows = await fast.users_after(after, offset=0, limit=query.count + 1, groups=groups)
-            if len(rows) > query.count:
-                rows = rows[: query.count]
-                next_cursor = encode_cursor([rows[-1].user.id])
-        else:
-            rows = await fast.users_after(
-                None, offset=query.start_index - 1, limit=query.count, groups=groups
-            )
-        first_short = query.cursor is None and query.start_index == 1 and len(rows) < query.count
-        total = len(rows) if first_short else await fast.total("User")
+        rows = await fast.users_after(after, offset=plan.offset, limit=plan.limit, groups=groups)
     else:
         equality = filters.column_equality(where)
         if equality is None or equality[0] not in LOOKUP_COLUMNS:
             return None
-        if query.cursor is not None or query.start_index != 1:
+        if plan.after is not None or plan.offset != 0:
             return None
-        rows = await fast.users_where(*equality, limit=query.count, groups=groups)
-        if len(rows) >= query.count:
-            return None  # a full page: the general path counts the matches
-        total = len(rows)
+        rows = await fast.users_where(*equality, limit=plan.limit, groups=groups)
+    total = total_of_page(len(rows), plan.offset, plan.limit, plan.after)
+    if total is None:
+        if where is not None:
+            return None  # a full page of a look-up: the general path counts the matches
+        total = await fast.total("User")
+    page, next_cursor = plan.trim([r.user for r in rows], query)
+    rows = rows[: len(page)]
     params = query.response_parameters()
     resources = [dump(doc, params, Context.SEARCH_RESPONSE) for doc in documents(rows, call)]
     return list_response(resources, total, query, next_cursor)

@@ -145,6 +145,8 @@ async def test_http_lists_take_the_fast_path_with_the_same_answers(
         {"count": 10, "filter": 'userName eq "user1@example.COM"'},
         {"count": 10, "filter": 'externalId eq "ext-3"'},
         {"count": 10, "filter": 'externalId eq "EXT-3"'},
+        {"count": 10, "cursor": "", "filter": 'userName eq "user1@example.COM"'},
+        {"count": 2, "cursor": ""},
         {"count": 2, "excludedAttributes": "groups"},
         {"count": 2, "attributes": "userName,groups"},
     ):
