@@ -62,7 +62,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -829,30 +829,28 @@ def _holds(binding: AttributeBinding, actual: str, op: CompareOperator, expected
 # -- Parsing -------------------------------------------------------------------------
 
 
-def _count_terms(node: FilterNode) -> int:
+def _terms(node: FilterNode) -> Iterator[FilterNode]:
+    """The terms of a filter: its comparisons and presence tests."""
     if isinstance(node, LogicalExpr):
-        return sum(_count_terms(term) for term in node.terms)
-    if isinstance(node, Not):
-        return _count_terms(node.expr)
-    if isinstance(node, ValuePath):
-        return _count_terms(node.val_filter)
-    return 1
+        for term in node.terms:
+            yield from _terms(term)
+    elif isinstance(node, Not):
+        yield from _terms(node.expr)
+    elif isinstance(node, ValuePath):
+        yield from _terms(node.val_filter)
+    else:
+        yield node
 
 
 def _unpaired_surrogate(node: FilterNode) -> bool:
     """Whether a compared string holds a lone UTF-16 surrogate (from a
     ``\\uD800``-style escape), which no database can be asked about."""
-    if isinstance(node, LogicalExpr):
-        return any(_unpaired_surrogate(term) for term in node.terms)
-    if isinstance(node, Not):
-        return _unpaired_surrogate(node.expr)
-    if isinstance(node, ValuePath):
-        return _unpaired_surrogate(node.val_filter)
-    if isinstance(node, Comparison) and isinstance(node.value, str):
-        try:
-            node.value.encode()
-        except UnicodeEncodeError:
-            return True
+    for term in _terms(node):
+        if isinstance(term, Comparison) and isinstance(term.value, str):
+            try:
+                term.value.encode()
+            except UnicodeEncodeError:
+                return True
     return False
 
 
@@ -909,7 +907,7 @@ def _parse(resource: _Resource, expression: str, max_length: int) -> ScimFilter[
         )
     simple = _simple_comparison(expression)
     scim_filter = resource.filter_type(simple if simple is not None else expression)
-    if _count_terms(scim_filter.ast) > MAX_TERMS:
+    if sum(1 for _ in _terms(scim_filter.ast)) > MAX_TERMS:
         raise InvalidFilterException(
             filter=expression[:100], detail=f"the filter has more than {MAX_TERMS} terms"
         )
