@@ -16,7 +16,7 @@ _AUDIT = cast(Table, AuditEntry.__table__)
 _OUTBOX = cast(Table, OutboxEntry.__table__)
 
 
-async def record(
+def record(
     session: AsyncSession,
     actor: Actor,
     action: str,
@@ -42,7 +42,7 @@ async def record(
     )
 
 
-async def enqueue(
+def enqueue(
     session: AsyncSession,
     target: str,
     operation: str,

@@ -52,7 +52,7 @@ _LIVE = {
 }
 
 
-async def change(session: AsyncSession, resource_type: str, delta: int) -> None:
+def change(session: AsyncSession, resource_type: str, delta: int) -> None:
     """Record that ``delta`` live resources of ``resource_type`` were created
     (positive) or deleted (negative) in the session's transaction."""
 

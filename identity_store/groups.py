@@ -167,10 +167,10 @@ async def create_group(
         raise ConflictError(
             "displayName", f"displayName {display_name!r} is already taken"
         ) from exc
-    await counts.change(session, "Group", +1)
+    counts.change(session, "Group", +1)
     types = await resolve_members(session, member_ids)
     await _insert_members(session, group.id, types)
-    await audit.record(
+    audit.record(
         session,
         actor,
         "group.create",
@@ -179,7 +179,7 @@ async def create_group(
         {"displayName": display_name, "members": len(types)},
     )
     if types:
-        await audit.enqueue(
+        audit.enqueue(
             session, "rbac", "members_added", "Group", group.id, {"members": sorted(types)}
         )
     return group
@@ -249,7 +249,7 @@ async def update_group(
             await _insert_members(session, group.id, types)
             added_ids = sorted(types)
     await _bump(session, group)
-    await audit.record(
+    audit.record(
         session,
         actor,
         action,
@@ -258,11 +258,9 @@ async def update_group(
         {"added": len(added_ids), "removed": len(removed_ids), "renamed": changed},
     )
     if added_ids:
-        await audit.enqueue(
-            session, "rbac", "members_added", "Group", group.id, {"members": added_ids}
-        )
+        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added_ids})
     if removed_ids:
-        await audit.enqueue(
+        audit.enqueue(
             session, "rbac", "members_removed", "Group", group.id, {"members": removed_ids}
         )
     return group
@@ -283,11 +281,11 @@ async def delete_group(
     await session.execute(delete(GroupMember).where(GroupMember.member_id == group.id))
     await session.delete(group)
     await session.flush()
-    await counts.change(session, "Group", -1)
-    await audit.record(
+    counts.change(session, "Group", -1)
+    audit.record(
         session, actor, "group.delete", "Group", group.id, {"displayName": group.display_name}
     )
-    await audit.enqueue(session, "rbac", "group_deleted", "Group", group.id, {})
+    audit.enqueue(session, "rbac", "group_deleted", "Group", group.id, {})
 
 
 async def members_of(

@@ -54,7 +54,7 @@ def target_state(user: User, required: Iterable[str]) -> Lifecycle:
 _TRANSITIONS = cast(Table, LifecycleTransition.__table__)
 
 
-async def transition(
+def transition(
     session: AsyncSession,
     user: User,
     to: Lifecycle,

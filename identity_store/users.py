@@ -361,16 +361,16 @@ async def create_user(
     user.multi_values = _multi_value_rows(data)
     user.addresses = _address_rows(data)
     user.created_at = user.updated_at = utcnow()
-    await lifecycle.transition(
+    lifecycle.transition(
         session, user, lifecycle.target_state(user, required_attributes), "created", actor
     )
     try:
         await _insert(session, user)
     except IntegrityError as exc:
         raise _flush_conflict(exc, data) from exc
-    await counts.change(session, "User", +1)
-    await audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
-    await audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
+    counts.change(session, "User", +1)
+    audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
+    audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
     return user
 
 
@@ -404,16 +404,16 @@ async def replace_user(
         cause = "reactivated"
     elif not was_suspended and lifecycle.is_suspended(user):
         cause = "deactivated" if not user.active else "blocked"
-    await lifecycle.transition(
+    lifecycle.transition(
         session, user, lifecycle.target_state(user, required_attributes), cause, actor
     )
     try:
         await session.flush()
     except IntegrityError as exc:
         raise _flush_conflict(exc, data) from exc
-    await audit.record(session, actor, action, "User", user.id, {"version": user.version})
+    audit.record(session, actor, action, "User", user.id, {"version": user.version})
     operation = "block" if lifecycle.is_suspended(user) else "upsert"
-    await audit.enqueue(session, "auth0", operation, "User", user.id, {"version": user.version})
+    audit.enqueue(session, "auth0", operation, "User", user.id, {"version": user.version})
     return user
 
 
@@ -428,7 +428,7 @@ async def delete_user(
     user.deleted_at = utcnow()
     user.active = False
     user.updated_at = utcnow()
-    await lifecycle.transition(
+    lifecycle.transition(
         session,
         user,
         Lifecycle.INACTIVE
@@ -438,9 +438,9 @@ async def delete_user(
         actor,
     )
     await session.flush()
-    await counts.change(session, "User", -1)
-    await audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
-    await audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
+    counts.change(session, "User", -1)
+    audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
+    audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
 
 
 async def groups_of(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, list[Group]]:

@@ -91,8 +91,8 @@ async def test_compaction_folds_deltas_into_one_row(engine: AsyncEngine) -> None
     sessions = create_session_factory(engine)
     async with sessions() as session, session.begin():
         for _ in range(counts.COMPACT_EVERY - 1):
-            await counts.change(session, "User", +1)
-        await counts.change(session, "Group", +1)
+            counts.change(session, "User", +1)
+        counts.change(session, "Group", +1)
     async with sessions() as session:
         assert await counts.total(session, "User") == counts.COMPACT_EVERY - 1
         by_type = dict(
@@ -107,7 +107,7 @@ async def test_compaction_folds_deltas_into_one_row(engine: AsyncEngine) -> None
         # Row COMPACT_EVERY was the Group delta: it folded the Group rows only.
         assert by_type == {"User": counts.COMPACT_EVERY - 1, "Group": 1}
     async with sessions() as session, session.begin():
-        await counts.change(session, "User", -3)
+        counts.change(session, "User", -3)
         await counts.compact(session, "User")
     async with sessions() as session:
         rows = await session.scalars(
@@ -126,11 +126,11 @@ async def test_a_fold_does_not_lose_a_concurrent_delta(engine: AsyncEngine) -> N
     sessions = create_session_factory(engine)
     async with sessions() as session, session.begin():
         for _ in range(5):
-            await counts.change(session, "User", +1)
+            counts.change(session, "User", +1)
     async with sessions() as folding, sessions() as other:
         await folding.begin()
         await other.begin()
-        await counts.change(other, "User", +1)
+        counts.change(other, "User", +1)
         await counts.compact(folding, "User")
         await other.commit()
         await folding.commit()
@@ -144,7 +144,7 @@ async def test_recount_restores_the_totals_after_a_bulk_load(engine: AsyncEngine
     async with sessions() as session, session.begin():
         for i in range(3):
             session.add(User(user_name=f"raw{i}", user_name_normalized=f"raw{i}", lifecycle="X"))
-        await counts.change(session, "User", +10)  # a wrong total to be replaced
+        counts.change(session, "User", +10)  # a wrong total to be replaced
     async with sessions() as session, session.begin():
         assert await counts.recount(session) == {"User": 3, "Group": 0}
     async with sessions() as session:

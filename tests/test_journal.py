@@ -22,8 +22,8 @@ async def test_rows_wait_for_the_commit_and_keep_their_values(engine: AsyncEngin
     sessions = create_session_factory(engine)
     details = {"userName": "Zoë", "nested": {"list": [1, None, "x"]}}
     async with sessions() as session, session.begin():
-        await audit.record(session, ACTOR, "user.create", "User", "u1", details)
-        await audit.enqueue(session, "auth0", "upsert", "User", "u1", {"version": 1})
+        audit.record(session, ACTOR, "user.create", "User", "u1", details)
+        audit.enqueue(session, "auth0", "upsert", "User", "u1", {"version": 1})
         assert journal.pending(session) == 2
         async with sessions() as other:  # nothing is written before the commit
             assert await other.scalar(select(func.count()).select_from(AuditEntry)) == 0
@@ -46,12 +46,12 @@ async def test_a_rollback_drops_them(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
     async with sessions() as session:
         await session.begin()
-        await audit.record(session, ACTOR, "user.create", "User", "u1")
+        audit.record(session, ACTOR, "user.create", "User", "u1")
         await session.rollback()
         assert journal.pending(session) == 0
         # The next transaction of the same session starts clean.
         await session.begin()
-        await audit.record(session, ACTOR, "user.delete", "User", "u2")
+        audit.record(session, ACTOR, "user.delete", "User", "u2")
         await session.commit()
     async with sessions() as session:
         actions = list(await session.scalars(select(AuditEntry.action)))
@@ -73,7 +73,7 @@ async def test_a_row_can_ask_for_its_id(engine: AsyncEngine) -> None:
         return callback
 
     async with sessions() as session, session.begin():
-        await audit.record(session, ACTOR, "x", "User", "u1")
+        audit.record(session, ACTOR, "x", "User", "u1")
         journal.add(session, table, {"resource_type": "User", "delta": 5}, remember("a"))
         journal.add(session, table, {"resource_type": "Group", "delta": 7}, remember("b"))
     async with sessions() as session:
@@ -104,7 +104,7 @@ async def test_rows_written_at_commit_are_undone_when_the_commit_fails(
     try:
         async with sessions() as session:
             await session.begin()
-            await audit.record(session, ACTOR, "user.create", "User", "u1")
+            audit.record(session, ACTOR, "user.create", "User", "u1")
             try:
                 await session.commit()
             except RuntimeError:
