@@ -71,16 +71,25 @@ async def in_transaction(dbapi_connection: Any) -> asyncpg.Connection:
 
 
 @cache
-def _statement(
-    table: Table, columns: tuple[str, ...], dialect: Dialect
-) -> tuple[str, list[Processor]]:
-    names = ", ".join(f'"{c}"' for c in columns)
-    places = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-    sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({places})'  # noqa: S608 - model names
-    processors: list[Processor] = [
-        table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns
+def _processors(table: Table, columns: tuple[str, ...], dialect: Dialect) -> list[Processor]:
+    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+
+
+def bound(table: Table, row: dict[str, Any], dialect: Dialect) -> list[Any]:
+    """The values of ``row`` (column → value) as SQLAlchemy would send them
+    to asyncpg: through each column type's bind processor (JSON serialised,
+    timestamps checked and put in UTC, ...)."""
+    processors = _processors(table, tuple(row), dialect)
+    return [
+        value if p is None else p(value) for p, value in zip(processors, row.values(), strict=True)
     ]
-    return sql, processors
+
+
+def insert_sql(table: Table, columns: Sequence[str], first: int = 1) -> str:
+    """``INSERT INTO table (columns) VALUES ($first, ...)``."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    places = ", ".join(f"${n}" for n in range(first, first + len(columns)))
+    return f'INSERT INTO "{table.name}" ({names}) VALUES ({places})'  # noqa: S608 - model names
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -91,15 +100,8 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
     if dialect.name != "postgresql":
         await session.execute(insert(table), list(rows))
         return
-    columns = tuple(rows[0])
-    sql, processors = _statement(table, columns, dialect)
-    args = [
-        [
-            value if p is None else p(value)
-            for p, value in zip(processors, (r[c] for c in columns), strict=True)
-        ]
-        for r in rows
-    ]
+    sql = insert_sql(table, list(rows[0]))
+    args = [bound(table, r, dialect) for r in rows]
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = await in_transaction(raw.dbapi_connection)

@@ -18,17 +18,16 @@ handed to the ``returning`` callback given with it, in the same transaction.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import JSON, Table, event, insert
+from sqlalchemy import Table, event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
 
-from .driver import in_transaction
+from . import driver
 
 _KEY = "idstore.journal"
 
@@ -94,10 +93,6 @@ def _write_one(session: Session, row: _Row) -> int | None:
     return cast(int, session.execute(statement.returning(row.table.c.id), row.values).scalar_one())
 
 
-def _is_json(table: Table, column: str) -> bool:
-    return isinstance(table.c[column].type, JSON)
-
-
 def _write_postgresql(session: Session, rows: list[_Row]) -> list[int | None]:
     """Every row in one statement; the ids of the rows that asked for theirs.
 
@@ -105,33 +100,25 @@ def _write_postgresql(session: Session, rows: list[_Row]) -> list[int | None]:
     transaction): through SQLAlchemy the parameters of the statement cost
     more than the database takes to run it.
     """
+    dialect = session.get_bind().dialect
     parts: list[str] = []
     params: list[Any] = []
     returned: list[int] = []
     for n, row in enumerate(rows):
-        columns = sorted(row.values)
-        values = []
-        for column in columns:
-            value = row.values[column]
-            if _is_json(row.table, column):
-                params.append(json.dumps(value))
-                values.append(f"${len(params)}::jsonb")
-            else:
-                params.append(value)
-                values.append(f"${len(params)}")
-        quoted = ", ".join(f'"{c}"' for c in columns)
-        returning = " RETURNING id" if row.returning is not None else ""
+        insert_sql = driver.insert_sql(row.table, list(row.values), first=len(params) + 1)
+        params += driver.bound(row.table, row.values, dialect)
+        returning = ""
         if row.returning is not None:
+            returning = " RETURNING id"
             returned.append(n)
-        parts.append(
-            f'w{n} AS (INSERT INTO "{row.table.name}" ({quoted}) '  # noqa: S608 - names from the model
-            f"VALUES ({', '.join(values)}){returning})"
-        )
+        parts.append(f"w{n} AS ({insert_sql}{returning})")
     if returned:
         final = " UNION ALL ".join(f"SELECT {n} AS n, id FROM w{n}" for n in returned)  # noqa: S608
     else:
         final = "SELECT NULL::int AS n, NULL::bigint AS id"
-    driver = await_only(in_transaction(session.connection().connection.dbapi_connection))
-    records = await_only(driver.fetch(f"WITH {', '.join(parts)} {final}", *params))
+    sql = f"WITH {', '.join(parts)} {final}"
+    connection = await_only(driver.in_transaction(session.connection().connection.dbapi_connection))
+    with driver.as_sqlalchemy_errors(sql, params):
+        records = await_only(connection.fetch(sql, *params))
     found = {r["n"]: r["id"] for r in records if r["n"] is not None}
     return [found.get(n) for n in range(len(rows))]
