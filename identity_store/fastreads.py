@@ -201,7 +201,4 @@ class PostgresReads:
 
     async def total(self, resource_type: str) -> int:
         """The live total kept by :mod:`identity_store.counts`."""
-        assert self._pool is not None, "PostgresReads.open() was not awaited"
-        with driver.as_sqlalchemy_errors(_TOTAL, [resource_type]):
-            async with self._pool.acquire() as connection:
-                return int(await connection.fetchval(_TOTAL, resource_type))
+        return int((await self._fetch(_TOTAL, resource_type))[0][0])
