@@ -5,7 +5,7 @@ Two forms are shown: the queries as the issue writes them
 (``user_name_normalized = $1 AND deleted_at IS NULL``; ``external_id = $1 AND
 deleted_at IS NULL``), and every SELECT the server's application really sends
 for ``GET /Users?filter=...``, captured from SQLAlchemy and from the asyncpg
-connections of :mod:`identity_store.fastreads` while the application runs in
+connections of :mod:`identity_store.prepared_reads` while the application runs in
 process, so that the plans follow the code as it changes. A fast-read
 statement is explained as the server runs it: prepared, with a generic plan
 and without JIT (the settings of its pool).

@@ -132,7 +132,7 @@ class Breakdown:
             setattr(module, name, timed)
 
     def install(self) -> None:
-        from identity_store import groups, users, views
+        from identity_store import groups, read_models, users
         from scim_server import groups_api, patching, users_api
 
         steps: list[tuple[Any, list[str]]] = [
@@ -140,7 +140,7 @@ class Breakdown:
             (groups_api, ["render"]),
             (users, ["create_user", "replace_user", "get_user", "_insert"]),
             (groups, ["update_group", "resolve_members", "get_group"]),
-            (views, ["user_records"]),
+            (read_models, ["user_records"]),
             (patching, ["apply_simple"]),
         ]
         for module, names in steps:

@@ -1,5 +1,5 @@
 """Append-only audit log and outbox rows, written in the caller's transaction
-(when it commits: :mod:`identity_store.journal`)."""
+(when it commits: :mod:`identity_store.side_rows`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import journal
-from .context import Actor
+from . import side_rows
+from .actor import Actor
 from .models import AuditEntry, OutboxEntry, OutboxStatus, utcnow
 
 _AUDIT = cast(Table, AuditEntry.__table__)
@@ -26,7 +26,7 @@ def record(
 ) -> None:
     """Insert an audit row; it commits or rolls back with the change it
     describes."""
-    journal.add(
+    side_rows.add(
         session,
         _AUDIT,
         {
@@ -53,7 +53,7 @@ def enqueue(
     """Insert an outbox row for a downstream effect of the change in progress
     (SPEC §3 "Outbox": written in the same transaction)."""
     now = utcnow()
-    journal.add(
+    side_rows.add(
         session,
         _OUTBOX,
         {

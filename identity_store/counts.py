@@ -6,7 +6,7 @@ database CPU at 1,000,000 users). Instead every creation and deletion of a
 user or group writes a ``+1`` or ``-1`` row to ``resource_counts`` in its own
 transaction, so the total commits or rolls back with the change, and the
 total is the sum of a type's rows. (The deltas are written when the
-transaction commits, with its other side rows: :mod:`identity_store.journal`.)
+transaction commits, with its other side rows: :mod:`identity_store.side_rows`.)
 
 Deltas, not one counter row per type: concurrent writers would queue on the
 lock of a single row for the length of their transactions. Every
@@ -30,7 +30,7 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from . import journal
+from . import side_rows
 from .models import Group, ResourceCount, User
 
 COMPACT_EVERY = 256
@@ -60,7 +60,7 @@ def change(session: AsyncSession, resource_type: str, delta: int) -> None:
         if row_id % COMPACT_EVERY == 0:
             _fold(sync, resource_type)
 
-    journal.add(session, _TABLE, {"resource_type": resource_type, "delta": delta}, written)
+    side_rows.add(session, _TABLE, {"resource_type": resource_type, "delta": delta}, written)
 
 
 def _fold(session: Session, resource_type: str) -> None:
@@ -74,7 +74,7 @@ async def compact(session: AsyncSession, resource_type: str) -> None:
     pending ones included) into one row."""
 
     def fold(sync: Session) -> None:
-        journal.write_pending(sync)
+        side_rows.write_pending(sync)
         _fold(sync, resource_type)
 
     await session.run_sync(fold)

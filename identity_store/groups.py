@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit, counts
-from .context import Actor
+from .actor import Actor
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
 from .models import Group, GroupMember, MemberType, User, new_id, utcnow

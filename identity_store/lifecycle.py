@@ -12,8 +12,8 @@ from typing import cast
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import journal
-from .context import Actor
+from . import side_rows
+from .actor import Actor
 from .models import Lifecycle, LifecycleTransition, User, UserType, utcnow
 
 
@@ -65,7 +65,7 @@ def transition(
     """Move ``user`` to ``to`` and record it; nothing happens when it is there already."""
     if user.lifecycle == to.value:
         return False
-    journal.add(
+    side_rows.add(
         session,
         _TRANSITIONS,
         {

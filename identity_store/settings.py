@@ -54,7 +54,7 @@ class Settings(BaseSettings):
 
     db_read_pool_size: int = Field(default=16, ge=1)
     """PostgreSQL connections, per process, of the pool that serves the
-    hottest reads (:mod:`identity_store.fastreads`), beside the
+    hottest reads (:mod:`identity_store.prepared_reads`), beside the
     ``db_pool_size`` of everything else."""
 
     db_echo: bool = False

@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
-from . import audit, counts, driver, lifecycle
-from .context import Actor
+from . import audit, counts, lifecycle, row_inserts
+from .actor import Actor
 from .errors import ConflictError, NotFoundError, ValidationError, VersionMismatchError
 from .limits import check_lengths
 from .models import (
@@ -317,14 +317,14 @@ def _values(row: User | UserMultiValue | UserAddress) -> dict[str, Any]:
 
 
 async def _insert(session: AsyncSession, user: User) -> None:
-    """Insert a new user and its entries (:func:`identity_store.driver.insert_rows`).
+    """Insert a new user and its entries (:func:`identity_store.row_inserts.insert_rows`).
 
     The unit of work would first register, then inspect and sort every new
     object (about 1 ms for a user and one e-mail); these rows are never
     changed again in the request, so they are written as they are and
     ``user`` stays a detached object the caller renders from.
     """
-    await driver.insert_rows(session, _TABLES[User], [_values(user)])
+    await row_inserts.insert_rows(session, _TABLES[User], [_values(user)])
     for model, rows in (
         (UserMultiValue, user.multi_values),
         (UserAddress, user.addresses),
@@ -332,7 +332,7 @@ async def _insert(session: AsyncSession, user: User) -> None:
         if rows:
             for row in rows:
                 row.user_id = user.id
-            await driver.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
+            await row_inserts.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
 
 
 def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:

@@ -14,8 +14,8 @@ from identity_store.database import (
     create_reader_factory,
     create_session_factory,
 )
-from identity_store.fastreads import PostgresReads
 from identity_store.migrate import head_revision
+from identity_store.prepared_reads import PreparedReads
 from identity_store.settings import Settings
 
 from . import errors
@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> Starlette:
         engine = create_engine(settings)
         fast = None
         if not settings.is_sqlite:
-            fast = PostgresReads(settings.database_url, settings.db_read_pool_size)
+            fast = PreparedReads(settings.database_url, settings.db_read_pool_size)
             await fast.open()
         app.state.idstore = AppState(
             settings=settings,

@@ -223,7 +223,7 @@ def plan_page(
 
 Fetch = Callable[..., Awaitable[Page[Any]]]
 """The store's list function: ``(session, where, *, order_by, offset, limit,
-after)`` → :class:`~identity_store.paging.Page` (``list_user_views``,
+after)`` → :class:`~identity_store.paging.Page` (``list_user_rows``,
 ``list_groups``)."""
 Render = Callable[[Any, Sequence[Any], ListQuery], Awaitable[list[dict[str, Any]]]]
 """Builds the SCIM documents of rows: ``(session, rows, query)``."""

@@ -16,8 +16,8 @@ from scim2_models import EnterpriseUser
 
 from identity_store.groups import Member
 from identity_store.models import Group, User
+from identity_store.read_models import GroupRef, UserRow
 from identity_store.users import UNSET, UserInput
-from identity_store.views import GroupRef, UserView
 
 from .schemas import (
     CORE_GROUP_SCHEMA,
@@ -117,7 +117,7 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
 
 
 def user_document(
-    user: User | UserView,
+    user: User | UserRow,
     base_url: str,
     *,
     groups: Sequence[GroupRef] = (),

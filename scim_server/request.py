@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.requests import Request
 
-from identity_store.context import Actor
+from identity_store.actor import Actor
 from identity_store.tokens import Principal
 
 from .auth import authenticate, require

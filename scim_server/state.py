@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
-from identity_store.fastreads import PostgresReads
+from identity_store.prepared_reads import PreparedReads
 from identity_store.settings import Settings
 from identity_store.tokens import Principal
 
@@ -53,7 +53,7 @@ class AppState:
     """Sessions for requests that only read (autocommit statements)."""
     head_revision: str | None
     tokens: TokenCache = field(default_factory=lambda: TokenCache(0))
-    fast: PostgresReads | None = None
+    fast: PreparedReads | None = None
     """The hottest reads through asyncpg (PostgreSQL only)."""
 
 

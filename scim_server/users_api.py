@@ -12,13 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
+from identity_store import read_models
 from identity_store import users as store
-from identity_store import views
 from identity_store.errors import NotFoundError
-from identity_store.fastreads import LOOKUP_COLUMNS, PostgresReads
 from identity_store.models import IdpSource, User
 from identity_store.paging import total_of_page
-from identity_store.views import UserRecord, UserView
+from identity_store.prepared_reads import LOOKUP_COLUMNS, PreparedReads
+from identity_store.read_models import UserRecord, UserRow
 
 from . import entra, filters, patching
 from .errors import ScimError
@@ -69,7 +69,7 @@ def documents(records: Sequence[UserRecord], call: Call) -> list[dict[str, Any]]
 
 async def render(
     session: AsyncSession,
-    users: Sequence[User | UserView],
+    users: Sequence[User | UserRow],
     call: Call,
     query: ListQuery | None = None,
     *,
@@ -79,17 +79,17 @@ async def render(
     be returned (``groups=False``: the caller knows there are none, as for a
     new user)."""
     wants_groups = (query or ListQuery()).wants("groups") if groups is None else groups
-    return documents(await views.user_records(session, users, groups=wants_groups), call)
+    return documents(await read_models.user_records(session, users, groups=wants_groups), call)
 
 
 async def read_users(call: Call, ids: Sequence[str], *, groups: bool) -> list[UserRecord]:
     """Live users by id: one prepared statement on PostgreSQL
-    (:mod:`identity_store.fastreads`), SQLAlchemy elsewhere."""
+    (:mod:`identity_store.prepared_reads`), SQLAlchemy elsewhere."""
     if call.state.fast is not None:
         return await call.state.fast.users(ids, groups=groups)
     async with call.state.readers() as session:
-        return await views.user_records(
-            session, await views.user_views(session, ids), groups=groups
+        return await read_models.user_records(
+            session, await read_models.user_rows(session, ids), groups=groups
         )
 
 
@@ -243,7 +243,7 @@ async def delete(request: Request) -> Response:
 
 
 async def _fast_search(
-    call: Call, fast: PostgresReads, query: ListQuery, where: ColumnElement[bool] | None
+    call: Call, fast: PreparedReads, query: ListQuery, where: ColumnElement[bool] | None
 ) -> dict[str, Any] | None:
     """The lists most clients send, as one prepared statement on PostgreSQL:
     pages by id (index or cursor) and first pages of a one-column look-up
@@ -294,7 +294,7 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
         where=where,
         sort_column=filters.user_sort_column,
         cursor_sorts=CURSOR_SORTS,
-        fetch=views.list_user_views,
+        fetch=read_models.list_user_rows,
         render=render_page,
         dump=dump,
         response_context=Context.SEARCH_RESPONSE,

@@ -10,7 +10,7 @@ manager's name (``json_agg`` sub-selects), on a connection of an asyncpg pool
 used only for these autocommit reads: about 0.13 ms of Python.
 
 What it returns is exactly what the SQLAlchemy path returns
-(:class:`UserRecord` of :class:`~identity_store.views.UserView`); the tests
+(:class:`UserRecord` of :class:`~identity_store.read_models.UserRow`); the tests
 compare the two for the same users. Everything else (other filters, sorts,
 writes, SQLite) stays on SQLAlchemy. The SQL is written for PostgreSQL only,
 from the model's column names, never from request input: request values are
@@ -26,15 +26,15 @@ from typing import Any, cast
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
-from . import driver
-from .views import (
+from . import row_inserts
+from .read_models import (
     ADDRESS_COLUMNS,
     USER_COLUMNS,
     VALUE_COLUMNS,
     Entry,
     GroupRef,
     UserRecord,
-    UserView,
+    UserRow,
 )
 
 LOOKUP_COLUMNS = frozenset({"id", "user_name_normalized", "external_id", "idp_reference_id"})
@@ -56,7 +56,7 @@ def _select(users: str, *, groups: bool) -> str:
 
     The entries, groups and manager are read in the outer query, over the
     rows the sub-query chose: planned once for any parameters (generic
-    plans, see :meth:`PostgresReads.open`), a single query would be free to
+    plans, see :meth:`PreparedReads.open`), a single query would be free to
     build them for every user before applying ``LIMIT``."""
     columns = ", ".join(f"u.{_quote(c)}" for c in USER_COLUMNS)
     group_list = (
@@ -118,14 +118,14 @@ async def _init(connection: asyncpg.Connection) -> None:
 
 
 def _record(row: asyncpg.Record) -> UserRecord:
-    view = UserView({c: row[c] for c in USER_COLUMNS})  # JSON decoded by the codec
+    view = UserRow({c: row[c] for c in USER_COLUMNS})  # JSON decoded by the codec
     view.multi_values = [Entry(e) for e in row["_values"] or ()]
     view.addresses = [Entry(a) for a in row["_addresses"] or ()]
     groups = [GroupRef(g["id"], g["display_name"]) for g in row["_groups"] or ()]
     return UserRecord(view, groups, row["_manager"])
 
 
-class PostgresReads:
+class PreparedReads:
     """A small asyncpg pool and the statements above."""
 
     def __init__(self, database_url: str, size: int) -> None:
@@ -160,8 +160,8 @@ class PostgresReads:
             self._pool = None
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        assert self._pool is not None, "PostgresReads.open() was not awaited"
-        with driver.as_sqlalchemy_errors(sql, args):
+        assert self._pool is not None, "PreparedReads.open() was not awaited"
+        with row_inserts.as_sqlalchemy_errors(sql, args):
             async with self._pool.acquire() as connection:
                 return cast(list[asyncpg.Record], await connection.fetch(sql, *args))
 

@@ -62,7 +62,7 @@ async def in_transaction(dbapi_connection: Any) -> asyncpg.Connection:
     started here the way the adapter starts it (under its execution lock),
     unless it already is. This reaches into the adapter
     (``_transaction``, ``_start_transaction``, ``_execute_mutex``):
-    ``tests/test_driver.py`` fails if a SQLAlchemy upgrade changes them.
+    ``tests/test_row_inserts.py`` fails if a SQLAlchemy upgrade changes them.
     """
     async with dbapi_connection._execute_mutex:
         if dbapi_connection._transaction is None:

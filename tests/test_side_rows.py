@@ -10,8 +10,8 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from identity_store import audit, journal
-from identity_store.context import Actor
+from identity_store import audit, side_rows
+from identity_store.actor import Actor
 from identity_store.database import create_session_factory
 from identity_store.models import AuditEntry, OutboxEntry, ResourceCount
 
@@ -24,7 +24,7 @@ async def test_rows_wait_for_the_commit_and_keep_their_values(engine: AsyncEngin
     async with sessions() as session, session.begin():
         audit.record(session, ACTOR, "user.create", "User", "u1", details)
         audit.enqueue(session, "auth0", "upsert", "User", "u1", {"version": 1})
-        assert journal.pending(session) == 2
+        assert side_rows.pending(session) == 2
         async with sessions() as other:  # nothing is written before the commit
             assert await other.scalar(select(func.count()).select_from(AuditEntry)) == 0
     async with sessions() as session:
@@ -39,7 +39,7 @@ async def test_rows_wait_for_the_commit_and_keep_their_values(engine: AsyncEngin
             "upsert",
             {"version": 1},
         )
-        assert journal.pending(session) == 0
+        assert side_rows.pending(session) == 0
 
 
 async def test_a_rollback_drops_them(engine: AsyncEngine) -> None:
@@ -48,7 +48,7 @@ async def test_a_rollback_drops_them(engine: AsyncEngine) -> None:
         await session.begin()
         audit.record(session, ACTOR, "user.create", "User", "u1")
         await session.rollback()
-        assert journal.pending(session) == 0
+        assert side_rows.pending(session) == 0
         # The next transaction of the same session starts clean.
         await session.begin()
         audit.record(session, ACTOR, "user.delete", "User", "u2")
@@ -74,8 +74,8 @@ async def test_a_row_can_ask_for_its_id(engine: AsyncEngine) -> None:
 
     async with sessions() as session, session.begin():
         audit.record(session, ACTOR, "x", "User", "u1")
-        journal.add(session, table, {"resource_type": "User", "delta": 5}, remember("a"))
-        journal.add(session, table, {"resource_type": "Group", "delta": 7}, remember("b"))
+        side_rows.add(session, table, {"resource_type": "User", "delta": 5}, remember("a"))
+        side_rows.add(session, table, {"resource_type": "Group", "delta": 7}, remember("b"))
     async with sessions() as session:
         rows = {
             r.id: (r.resource_type, r.delta) for r in await session.scalars(select(ResourceCount))

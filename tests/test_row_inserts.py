@@ -1,4 +1,4 @@
-"""INSERTs straight to asyncpg (identity_store.driver) write what SQLAlchemy
+"""INSERTs straight to asyncpg (identity_store.row_inserts) write what SQLAlchemy
 writes, inside the session's transaction, and fail as SQLAlchemy fails."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from identity_store import driver
+from identity_store import row_inserts
 from identity_store.database import create_session_factory
 from identity_store.models import User
 
@@ -41,7 +41,7 @@ def _row(user_id: str, name: str) -> dict[str, Any]:
 async def test_rows_read_back_like_sqlalchemy_wrote_them(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
     async with sessions() as session, session.begin():
-        await driver.insert_rows(session, USERS, [_row("u-driver", "Driver")])
+        await row_inserts.insert_rows(session, USERS, [_row("u-driver", "Driver")])
         await session.execute(insert(USERS), _row("u-sqla", "Sqla"))
     async with sessions() as session:
         users = {u.id: u for u in await session.scalars(select(User))}
@@ -57,7 +57,7 @@ async def test_rows_roll_back_with_the_transaction(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
     async with sessions() as session:
         await session.begin()
-        await driver.insert_rows(session, USERS, [_row("u-1", "One"), _row("u-2", "Two")])
+        await row_inserts.insert_rows(session, USERS, [_row("u-1", "One"), _row("u-2", "Two")])
         await session.rollback()
     async with sessions() as session:
         assert list(await session.scalars(select(User.id))) == []
@@ -66,10 +66,10 @@ async def test_rows_roll_back_with_the_transaction(engine: AsyncEngine) -> None:
 async def test_a_constraint_violation_is_sqlalchemy_integrity_error(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
     async with sessions() as session, session.begin():
-        await driver.insert_rows(session, USERS, [_row("u-1", "Same")])
+        await row_inserts.insert_rows(session, USERS, [_row("u-1", "Same")])
     async with sessions() as session:
         await session.begin()
         with pytest.raises(IntegrityError):
             # Another live user with the same name: the partial unique index refuses it.
-            await driver.insert_rows(session, USERS, [_row("u-2", "SAME")])
+            await row_inserts.insert_rows(session, USERS, [_row("u-2", "SAME")])
         await session.rollback()

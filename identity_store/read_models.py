@@ -2,7 +2,7 @@
 
 A read request does not change what it loads, so it needs neither the
 identity map nor change tracking; building plain objects from rows costs a
-fraction of ORM loading. :class:`UserView` has the attributes of
+fraction of ORM loading. :class:`UserRow` has the attributes of
 :class:`~identity_store.models.User` that a representation reads, so the
 same rendering code serves both.
 """
@@ -49,7 +49,7 @@ class Entry:
         raise AttributeError(name)
 
 
-class UserView:
+class UserRow:
     """A user as read: every column, its entries and its addresses."""
 
     __slots__ = ("__dict__",)
@@ -78,13 +78,13 @@ class UserRecord:
     """A user with what its representation reads besides its own row: its
     groups (empty when not asked for) and its manager's ``displayName``."""
 
-    user: UserView | User
+    user: UserRow | User
     groups: list[GroupRef]
     manager_display: str | None
 
 
 async def user_records(
-    session: AsyncSession, users: Sequence[UserView | User], *, groups: bool = True
+    session: AsyncSession, users: Sequence[UserRow | User], *, groups: bool = True
 ) -> list[UserRecord]:
     """Records of ``users``: two more statements at most, for all of them."""
     ids = [u.id for u in users]
@@ -120,15 +120,15 @@ _BY_IDS = (
 """Live users by id with their entries and addresses: one statement."""
 
 
-def _assemble(rows: Sequence[Any]) -> dict[str, UserView]:
-    users: dict[str, UserView] = {}
+def _assemble(rows: Sequence[Any]) -> dict[str, UserRow]:
+    users: dict[str, UserRow] = {}
     seen_values: set[int] = set()
     seen_addresses: set[int] = set()
     for row in rows:
         mapping = row._mapping
         view = users.get(mapping["id"])
         if view is None:
-            view = users[mapping["id"]] = UserView({k: mapping[k] for k in USER_COLUMNS})
+            view = users[mapping["id"]] = UserRow({k: mapping[k] for k in USER_COLUMNS})
         value_id = mapping["v_id"]
         if value_id is not None and value_id not in seen_values:
             seen_values.add(value_id)
@@ -140,7 +140,7 @@ def _assemble(rows: Sequence[Any]) -> dict[str, UserView]:
     return users
 
 
-async def user_views(session: AsyncSession, ids: Sequence[str]) -> list[UserView]:
+async def user_rows(session: AsyncSession, ids: Sequence[str]) -> list[UserRow]:
     """The live users among ``ids``, in the order of ``ids``."""
     if not ids:
         return []
@@ -148,7 +148,7 @@ async def user_views(session: AsyncSession, ids: Sequence[str]) -> list[UserView
     return [found[i] for i in ids if i in found]
 
 
-async def list_user_views(
+async def list_user_rows(
     session: AsyncSession,
     where: ColumnElement[bool] | None,
     *,
@@ -157,7 +157,7 @@ async def list_user_views(
     limit: int = 100,
     after: tuple[Any, ...] | None = None,
     count: bool = True,
-) -> Page[UserView]:
+) -> Page[UserRow]:
     """A page of live users matching ``where``, ordered by ``order_by`` then
     ``id`` (``after``: the keyset of the previous page, RFC 9865).
 
@@ -177,4 +177,4 @@ async def list_user_views(
         after=after,
         count=count,
     )
-    return Page(total=page.total, rows=await user_views(session, page.rows))
+    return Page(total=page.total, rows=await user_rows(session, page.rows))

@@ -1,4 +1,4 @@
-"""The PostgreSQL fast reads (identity_store.fastreads) return exactly what
+"""The PostgreSQL fast reads (identity_store.prepared_reads) return exactly what
 the SQLAlchemy path returns for the same users."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from identity_store import views
-from identity_store.fastreads import LOOKUP_COLUMNS, PostgresReads
-from identity_store.views import UserRecord
+from identity_store import read_models
+from identity_store.prepared_reads import LOOKUP_COLUMNS, PreparedReads
+from identity_store.read_models import UserRecord
 from scim_server.mapping import user_document
 from scim_server.state import AppState
 from tests.scim.helpers import ENTERPRISE, PRODUCT, USER_SCHEMA, create_group, create_user
@@ -78,12 +78,12 @@ async def test_users_by_id_match_the_sqlalchemy_path(
 ) -> None:
     ids = await _rich_users(scim)
     state: AppState = app.state.idstore
-    assert isinstance(state.fast, PostgresReads)
+    assert isinstance(state.fast, PreparedReads)
     for groups in (True, False):
         fast = await state.fast.users(ids, groups=groups)
         async with state.readers() as session:
-            slow = await views.user_records(
-                session, await views.user_views(session, ids), groups=groups
+            slow = await read_models.user_records(
+                session, await read_models.user_rows(session, ids), groups=groups
             )
         assert len(fast) == len(ids) - 2  # the deleted and the unknown id are absent
         assert _docs(fast) == _docs(slow)
@@ -105,7 +105,9 @@ async def test_look_ups_and_pages_match_the_sqlalchemy_path(
     assert state.fast is not None
     live = sorted(ids[:-2])
     async with state.readers() as session:
-        slow_all = await views.user_records(session, await views.user_views(session, live))
+        slow_all = await read_models.user_records(
+            session, await read_models.user_rows(session, live)
+        )
     by_id = {r.user.id: r for r in slow_all}
 
     for column in sorted(LOOKUP_COLUMNS):
@@ -186,7 +188,7 @@ async def test_an_unreachable_database_is_503_not_500(
     SQLAlchemy path does: 503 with ``Retry-After``."""
     from sqlalchemy.exc import OperationalError
 
-    away = PostgresReads("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere", 1)
+    away = PreparedReads("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere", 1)
     await away.open()  # no connection yet: nothing to fail
     try:
         with pytest.raises(OperationalError):

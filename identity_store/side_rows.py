@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_only
 
-from . import driver
+from . import row_inserts
 
-_KEY = "idstore.journal"
+_KEY = "idstore.side_rows"
 
 Returning = Callable[[Session, int], None]
 """Called with the session and the new row's id, before the commit."""
@@ -105,8 +105,8 @@ def _write_postgresql(session: Session, rows: list[_Row]) -> list[int | None]:
     params: list[Any] = []
     returned: list[int] = []
     for n, row in enumerate(rows):
-        insert_sql = driver.insert_sql(row.table, list(row.values), first=len(params) + 1)
-        params += driver.bound(row.table, row.values, dialect)
+        insert_sql = row_inserts.insert_sql(row.table, list(row.values), first=len(params) + 1)
+        params += row_inserts.bound(row.table, row.values, dialect)
         returning = ""
         if row.returning is not None:
             returning = " RETURNING id"
@@ -117,8 +117,10 @@ def _write_postgresql(session: Session, rows: list[_Row]) -> list[int | None]:
     else:
         final = "SELECT NULL::int AS n, NULL::bigint AS id"
     sql = f"WITH {', '.join(parts)} {final}"
-    connection = await_only(driver.in_transaction(session.connection().connection.dbapi_connection))
-    with driver.as_sqlalchemy_errors(sql, params):
+    connection = await_only(
+        row_inserts.in_transaction(session.connection().connection.dbapi_connection)
+    )
+    with row_inserts.as_sqlalchemy_errors(sql, params):
         records = await_only(connection.fetch(sql, *params))
     found = {r["n"]: r["id"] for r in records if r["n"] is not None}
     return [found.get(n) for n in range(len(rows))]
