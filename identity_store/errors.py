@@ -34,3 +34,25 @@ class VersionMismatchError(StoreError):
 
 class ValidationError(StoreError):
     """A value is not acceptable for the store."""
+
+
+class ConcurrentUpdateError(StoreError):
+    """Concurrent writers kept changing the resource; the change was not made."""
+
+
+class UnavailableError(StoreError):
+    """The database cannot be reached now; the change was not made."""
+
+
+class ValueRefusedError(StoreError):
+    """The database refused a value (out of range, too long) the store's own
+    checks let through; the change was not made."""
+
+
+class InvalidCursorError(StoreError):
+    """A pagination cursor this store did not issue, or for another query."""
+
+
+class InvalidSortError(StoreError):
+    """A sort this store cannot apply (unknown or unsortable attribute, or a
+    cursor page sorted by a key cursors do not support)."""

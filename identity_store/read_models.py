@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, bindparam, select
+from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .models import User, UserAddress, UserMultiValue
+from .models import Group, GroupMember, User, UserAddress, UserMultiValue
 from .paging import Page, fetch_page
-from .users import ADDRESS_FIELDS, MULTI_VALUE_FIELDS, display_names, groups_of
+from .user_changes import ADDRESS_FIELDS, MULTI_VALUE_FIELDS
 
 _USERS = User.__table__
 _VALUES = UserMultiValue.__table__
@@ -83,6 +83,37 @@ class UserRecord:
     manager_display: str | None
 
 
+_GROUPS_OF = (
+    select(GroupMember.member_id, Group.id, Group.display_name)
+    .join(Group, Group.id == GroupMember.group_id)
+    .where(GroupMember.member_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Group.display_name_normalized)
+)
+_DISPLAY_NAMES = select(User.id, User.display_name).where(
+    User.id.in_(bindparam("ids", expanding=True)), User.deleted_at.is_(None)
+)
+
+
+async def groups_of(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, list[GroupRef]]:
+    """The groups each user is a direct member of (the SCIM ``groups`` attribute)."""
+    result: dict[str, list[GroupRef]] = {uid: [] for uid in user_ids}
+    if not user_ids:
+        return result
+    rows = await session.execute(_GROUPS_OF, {"ids": list(user_ids)})
+    for member_id, group_id, display_name in rows.all():
+        result[member_id].append(GroupRef(group_id, display_name))
+    return result
+
+
+async def display_names(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, str | None]:
+    """``displayName`` of each live user among ``user_ids`` (for ``manager.displayName``)."""
+    ids = [uid for uid in set(user_ids) if uid]
+    if not ids:
+        return {}
+    rows = await session.execute(_DISPLAY_NAMES, {"ids": ids})
+    return {row[0]: row[1] for row in rows.all()}
+
+
 async def user_records(
     session: AsyncSession, users: Sequence[UserRow | User], *, groups: bool = True
 ) -> list[UserRecord]:
@@ -95,7 +126,7 @@ async def user_records(
     return [
         UserRecord(
             u,
-            [GroupRef(g.id, g.display_name) for g in memberships.get(u.id, ())],
+            memberships.get(u.id, []),
             managers.get(u.manager_id) if u.manager_id else None,
         )
         for u in users
@@ -148,6 +179,11 @@ async def user_rows(session: AsyncSession, ids: Sequence[str]) -> list[UserRow]:
     return [found[i] for i in ids if i in found]
 
 
+def live_user_ids() -> Select[Any]:
+    """The ids of live users (not deleted over SCIM)."""
+    return select(User.id).where(User.deleted_at.is_(None))
+
+
 async def list_user_rows(
     session: AsyncSession,
     where: ColumnElement[bool] | None,
@@ -168,7 +204,7 @@ async def list_user_rows(
     """
     page = await fetch_page(
         session,
-        select(User.id).where(User.deleted_at.is_(None)),
+        live_user_ids(),
         "User",
         where,
         keys=[*order_by, User.id],

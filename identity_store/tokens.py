@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .errors import ConflictError, NotFoundError, ValidationError
 from .models import ApiToken, new_id, utcnow
+from .store import Store
 
 PREFIX = "idst"
 SCOPES = frozenset({"scim:read", "scim:write", "admin"})
@@ -124,3 +125,10 @@ async def authenticate(session: AsyncSession, secret: str) -> Principal | None:
         )
         await session.commit()
     return Principal(token.id, token.name, frozenset(token.scopes), token.user_id, token.idp_source)
+
+
+async def verify_secret(store: Store, secret: str) -> Principal | None:
+    """:func:`authenticate` in a session of its own: the use case a server
+    calls for each request's bearer token."""
+    async with store.reading() as session:
+        return await authenticate(session, secret)

@@ -1,463 +1,230 @@
-"""User use cases: create, read, replace, delete, list (SPEC §3, §4).
+"""User use cases (SPEC §3, §4): each function is a whole use case, with its
+transaction and its optimistic-concurrency retry inside
+(:meth:`~identity_store.store.Store.transaction`).
 
-The HTTP layer hands in plain values in the store's vocabulary (column names,
-child rows as dicts); this module owns uniqueness, lifecycle, versions, the
-audit log and the outbox, all in the caller's transaction.
+Writes take plain inputs in the store's vocabulary (:class:`UserInput`),
+return what is stored (:class:`UserRecord`) and raise store errors
+(:mod:`identity_store.errors`). An update takes a *change*: a function of the
+user's current record that returns its new state (or ``None``: nothing to
+change); it runs inside the transaction, on the row locked for the update,
+so the protocol that interprets a request (a SCIM PATCH or PUT, a management
+API edit) never reads a state another writer is changing.
+
+Reads choose their path here, never in the caller: on PostgreSQL the hottest
+ones (a user by id, ``userName``/``externalId`` look-ups, pages by id) are one
+prepared statement each (:mod:`identity_store.prepared_reads`); everything
+else, and SQLite, goes through SQLAlchemy Core (:mod:`identity_store.read_models`).
+Both return the same records.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import Callable
+from datetime import datetime
 
-from sqlalchemy import Select, Table, bindparam, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
 
-from . import audit, counts, lifecycle, row_inserts
+from . import filtering, user_changes
 from .actor import Actor
-from .errors import ConflictError, NotFoundError, ValidationError, VersionMismatchError
-from .limits import check_lengths
-from .models import (
-    Group,
-    GroupMember,
-    IdpSource,
-    Lifecycle,
-    User,
-    UserAddress,
-    UserMultiValue,
-    UserType,
-    new_id,
-    utcnow,
+from .errors import NotFoundError
+from .models import IdpSource, User
+from .paging import CursorSorts, Page, PageRequest, count_matching, plan_page, total_of_page
+from .prepared_reads import LOOKUP_COLUMNS, PreparedReads
+from .read_models import (
+    GroupRef,
+    UserRecord,
+    UserRow,
+    list_user_rows,
+    live_user_ids,
+    user_records,
+    user_rows,
 )
+from .store import Store, database_errors
+from .user_changes import UNSET, UserInput, normalize
+from .versions import check_version
 
-WRITABLE_COLUMNS = frozenset(
-    {
-        "external_id",
-        "idp_reference_id",
-        "idp_username",
-        "idp_workforce_id",
-        "idp_cloud_username",
-        "idp_source",
-        "display_name",
-        "formatted_name",
-        "given_name",
-        "family_name",
-        "middle_name",
-        "honorific_prefix",
-        "honorific_suffix",
-        "nick_name",
-        "profile_url",
-        "title",
-        "scim_user_type",
-        "preferred_language",
-        "locale",
-        "timezone",
-        "employee_number",
-        "cost_center",
-        "organization",
-        "division",
-        "department",
-        "manager_id",
-        "user_type",
-        "tags",
-        "active",
-        "user_group",
-        "custom_data",
-        "blocked",
-        "expiration_date",
-    }
-)
-"""Columns a client may set. Lifecycle, status, versions, timestamps and the
-Auth0 id are the store's own."""
+__all__ = [
+    "UNSET",
+    "GroupRef",
+    "UserInput",
+    "UserRecord",
+    "UserRow",
+    "create_user",
+    "delete_user",
+    "find_users",
+    "get_user",
+    "normalize",
+    "update_user",
+]
 
-MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
-ADDRESS_FIELDS = (
-    "type",
-    "primary",
-    "formatted",
-    "street_address",
-    "locality",
-    "region",
-    "postal_code",
-    "country",
-)
-NORMALIZED_VALUE_LENGTH = 512
-UNSET: Any = object()
+Change = Callable[[UserRecord], UserInput | None]
+"""A user's new state from its current record; ``None`` when nothing changes."""
 
-
-def normalize(value: str) -> str:
-    """The form case-insensitive comparisons use: NFC, then lower case, then NFC
-    (scim2-models' ``default_comparison_key``, RFC 7643 §2.2)."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
-
-
-def hash_password(password: str) -> str:
-    """scrypt hash of a SCIM ``password`` (RFC 7643 §4.1.1: writeOnly, stored hashed)."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return f"scrypt${salt.hex()}${digest.hex()}"
-
-
-@dataclass(slots=True)
-class UserInput:
-    """The full writable state of a user, as a create or a replace gives it."""
-
-    user_name: str
-    columns: dict[str, Any] = field(default_factory=dict)
-    multi_values: list[dict[str, Any]] = field(default_factory=list)
-    """``{attribute, value, display, type, primary, verified}`` per entry."""
-    addresses: list[dict[str, Any]] = field(default_factory=list)
-    password: Any = UNSET
-    """A new password, ``None`` to clear it, or :data:`UNSET` to keep it."""
-
-
-def live_users() -> Select[User]:
-    """Users not deleted over SCIM."""
-    return select(User).where(User.deleted_at.is_(None))
-
-
-# Statements of the hot paths are built once: building a statement costs more
-# than SQLAlchemy's cached compilation of it.
-_USER_BY_ID = (
-    live_users()
-    .where(User.id == bindparam("user_id"))
-    .options(joinedload(User.multi_values), joinedload(User.addresses))
-)
-_USER_BY_ID_FOR_UPDATE = _USER_BY_ID.with_for_update(of=User)
-_GROUPS_OF = (
-    select(GroupMember.member_id, Group)
-    .join(Group, Group.id == GroupMember.group_id)
-    .where(GroupMember.member_id.in_(bindparam("ids", expanding=True)))
-    .order_by(Group.display_name_normalized)
-)
-_DISPLAY_NAMES = select(User.id, User.display_name).where(
-    User.id.in_(bindparam("ids", expanding=True)), User.deleted_at.is_(None)
-)
-
-
-async def get_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
-    """A live user with its multi-valued attributes, or :class:`NotFoundError`.
-
-    One statement: the few entries of one user come joined to its row. With
-    ``for_update`` the row is locked on PostgreSQL (SQLite locks the database
-    on write anyway).
-    """
-    lock = for_update and session.get_bind().dialect.name == "postgresql"
-    query = _USER_BY_ID_FOR_UPDATE if lock else _USER_BY_ID
-    user = (await session.scalars(query, {"user_id": user_id})).unique().one_or_none()
-    if user is None:
-        raise NotFoundError("User", user_id)
-    return user
-
-
-def check_version(user_version: int, expected: int | None) -> None:
-    """RFC 7644 §3.14: a change based on another version is refused."""
-    if expected is not None and expected != user_version:
-        raise VersionMismatchError(f"the resource is at version {user_version}, not {expected}")
-
-
-async def _ensure_user_name_free(
-    session: AsyncSession, user_name: str, except_id: str | None = None
-) -> None:
-    query = select(User.id).where(
-        User.user_name_normalized == normalize(user_name), User.deleted_at.is_(None)
-    )
-    if except_id is not None:
-        query = query.where(User.id != except_id)
-    if await session.scalar(query.limit(1)) is not None:
-        raise ConflictError("userName", f"userName {user_name!r} is already taken")
-
-
-def _validate(data: UserInput) -> None:
-    if not data.user_name or not data.user_name.strip():
-        raise ValidationError("userName is required and may not be empty")
-    check_lengths(User, {"user_name": data.user_name, **data.columns})
-    for entry in data.multi_values:
-        check_lengths(UserMultiValue, entry, entry.get("attribute"))
-    for address in data.addresses:
-        check_lengths(UserAddress, address, "addresses")
-    unknown = set(data.columns) - WRITABLE_COLUMNS
-    if unknown:
-        raise ValidationError(f"not writable: {', '.join(sorted(unknown))}")
-    user_type = data.columns.get("user_type")
-    if user_type is not None and user_type not in {t.value for t in UserType}:
-        raise ValidationError(f"userType must be one of {[t.value for t in UserType]}")
-    for attribute in {mv["attribute"] for mv in data.multi_values}:
-        primaries = [
-            mv for mv in data.multi_values if mv["attribute"] == attribute and mv.get("primary")
-        ]
-        if len(primaries) > 1:
-            raise ValidationError(f"{attribute} has more than one primary value")
-    if sum(1 for a in data.addresses if a.get("primary")) > 1:
-        raise ValidationError("addresses has more than one primary value")
-
-
-COLUMN_DEFAULTS: dict[str, Any] = {"tags": [], "active": True}
-"""What an attribute a replace does not name becomes (``None`` otherwise)."""
-
-
-def _apply(user: User, data: UserInput) -> None:
-    user.user_name = data.user_name
-    user.user_name_normalized = normalize(data.user_name)
-    for name in WRITABLE_COLUMNS:
-        if name in data.columns:
-            setattr(user, name, data.columns[name])
-        else:
-            default = COLUMN_DEFAULTS.get(name)
-            setattr(user, name, list(default) if isinstance(default, list) else default)
-    if data.password is not UNSET:
-        user.password_hash = hash_password(data.password) if data.password else None
-
-
-def _derive_identifiers(data: UserInput, before: User | None = None) -> None:
-    """The IdP identifiers a client did not give, from the SCIM ones.
-
-    ``idp_reference_id`` defaults to ``externalId`` (Entra: the object id) and
-    ``idp_cloud_username`` to ``userName`` (Entra: the UPN). A value that was
-    derived keeps following its source when the source changes (a UPN
-    rename); a value the client set, or cleared, itself is left as it is.
-    """
-    sources = {
-        "idp_reference_id": data.columns.get("external_id"),
-        "idp_cloud_username": data.user_name,
-    }
-    previous = {
-        "idp_reference_id": before.external_id if before else None,
-        "idp_cloud_username": before.user_name if before else None,
-    }
-    for column, source in sources.items():
-        current = data.columns.get(column)
-        if before is None:
-            if not current:
-                data.columns[column] = source
-            continue
-        kept = getattr(before, column)
-        was_derived = kept is not None and kept == previous[column]
-        if was_derived and current == kept and source != previous[column]:
-            data.columns[column] = source
-
-
-def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
-    rows = []
-    positions: dict[str, int] = {}
-    for entry in data.multi_values:
-        attribute = entry["attribute"]
-        position = positions.get(attribute, 0)
-        positions[attribute] = position + 1
-        value = entry.get("value")
-        rows.append(
-            UserMultiValue(
-                attribute=attribute,
-                position=position,
-                value=value,
-                value_normalized=normalize(value)[:NORMALIZED_VALUE_LENGTH]
-                if isinstance(value, str)
-                else None,
-                display=entry.get("display"),
-                type=entry.get("type"),
-                primary=bool(entry.get("primary")),
-                verified=entry.get("verified"),
-            )
-        )
-    return rows
-
-
-def _multi_value_key(rows: Sequence[UserMultiValue]) -> list[tuple[Any, ...]]:
-    """What distinguishes two lists of entries, so unchanged rows are not rewritten."""
-    return sorted(
-        (r.attribute, r.position, r.value, r.display, r.type, bool(r.primary), r.verified)
-        for r in rows
-    )
-
-
-def _address_key(rows: Sequence[UserAddress]) -> list[tuple[Any, ...]]:
-    return sorted(
-        (r.position, bool(r.primary), *(getattr(r, f) for f in ADDRESS_FIELDS if f != "primary"))
-        for r in rows
-    )
-
-
-def _address_rows(data: UserInput) -> list[UserAddress]:
-    return [
-        UserAddress(
-            position=i,
-            **{k: a.get(k) for k in ADDRESS_FIELDS if k != "primary"},
-            primary=bool(a.get("primary")),
-        )
-        for i, a in enumerate(data.addresses)
-    ]
-
-
-_TABLES = {model: cast(Table, model.__table__) for model in (User, UserMultiValue, UserAddress)}
-_DEFAULTS = {
-    model: {c.key: c.default for c in table.columns if c.default is not None and not c.primary_key}
-    for model, table in _TABLES.items()
+CURSOR_SORTS: CursorSorts = {
+    "id": (None, str),
+    "meta.created": (User.created_at, datetime),
+    "meta.lastmodified": (User.updated_at, datetime),
+    "username": (User.user_name_normalized, str),
 }
-_COLUMN_ORDER = {model: [c.key for c in table.columns] for model, table in _TABLES.items()}
-_COLUMN_KEYS = {model: frozenset(keys) for model, keys in _COLUMN_ORDER.items()}
-
-
-def _values(row: User | UserMultiValue | UserAddress) -> dict[str, Any]:
-    """The column values of a new row, as the ORM would insert them: the
-    attributes that were set, the columns' Python defaults for the others
-    (in the table's column order, so that equal rows make equal statements)."""
-    model = type(row)
-    values = {k: v for k, v in row.__dict__.items() if k in _COLUMN_KEYS[model]}
-    for key, default in _DEFAULTS[model].items():
-        if key not in values:
-            arg = getattr(default, "arg", None)
-            values[key] = arg(None) if callable(arg) else arg
-    return {k: values[k] for k in _COLUMN_ORDER[model] if k in values}
-
-
-async def _insert(session: AsyncSession, user: User) -> None:
-    """Insert a new user and its entries (:func:`identity_store.row_inserts.insert_rows`).
-
-    The unit of work would first register, then inspect and sort every new
-    object (about 1 ms for a user and one e-mail); these rows are never
-    changed again in the request, so they are written as they are and
-    ``user`` stays a detached object the caller renders from.
-    """
-    await row_inserts.insert_rows(session, _TABLES[User], [_values(user)])
-    for model, rows in (
-        (UserMultiValue, user.multi_values),
-        (UserAddress, user.addresses),
-    ):
-        if rows:
-            for row in rows:
-                row.user_id = user.id
-            await row_inserts.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
-
-
-def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:
-    return ConflictError("userName", f"userName {data.user_name!r} is already taken")
 
 
 async def create_user(
-    session: AsyncSession,
-    data: UserInput,
-    actor: Actor,
-    *,
-    required_attributes: Sequence[str],
-    default_idp_source: str = IdpSource.SCIM.value,
-) -> User:
-    """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``."""
-    _derive_identifiers(data)
-    _validate(data)
-    # userName uniqueness is the unique index's to enforce: a taken name
-    # fails the INSERT below (IntegrityError -> ConflictError).
-    user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[], role_ids=[])
-    _apply(user, data)
-    if not user.idp_source:
-        user.idp_source = default_idp_source
-    if not user.user_type:
-        user.user_type = UserType.PERSON.value
-    user.multi_values = _multi_value_rows(data)
-    user.addresses = _address_rows(data)
-    user.created_at = user.updated_at = utcnow()
-    lifecycle.transition(
-        session, user, lifecycle.target_state(user, required_attributes), "created", actor
-    )
-    try:
-        await _insert(session, user)
-    except IntegrityError as exc:
-        raise _flush_conflict(exc, data) from exc
-    counts.change(session, "User", +1)
-    audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
-    audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
-    return user
+    store: Store, data: UserInput, actor: Actor, *, idp_source: str | None = None
+) -> UserRecord:
+    """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``
+    (SPEC §4). ``idp_source`` is where it comes from when ``data`` does not say.
+
+    :raises ConflictError: The ``userName`` is taken.
+    :raises ValidationError: A value is not acceptable.
+    """
+
+    async def work(session: AsyncSession) -> UserRecord:
+        user = await user_changes.insert_user(
+            session,
+            data,
+            actor,
+            required_attributes=store.settings.required_idp_attributes,
+            default_idp_source=idp_source or IdpSource.SCIM.value,
+        )
+        # A new user is in no group yet.
+        return (await user_records(session, [user], groups=False))[0]
+
+    return await store.transaction(work)
 
 
-async def replace_user(
-    session: AsyncSession,
-    user: User,
-    data: UserInput,
+async def update_user(
+    store: Store,
+    user_id: str,
+    change: Change,
     actor: Actor,
     *,
-    required_attributes: Sequence[str],
     expected_version: int | None = None,
-    action: str = "user.replace",
-) -> User:
-    """Replace every writable attribute of ``user`` (loaded by :func:`get_user`)."""
-    check_version(user.version, expected_version)
-    _derive_identifiers(data, user)
-    _validate(data)
-    if normalize(data.user_name) != user.user_name_normalized:
-        await _ensure_user_name_free(session, data.user_name, except_id=user.id)
-    was_suspended = lifecycle.is_suspended(user)
-    _apply(user, data)
-    values = _multi_value_rows(data)
-    if _multi_value_key(values) != _multi_value_key(user.multi_values):
-        user.multi_values = values
-    addresses = _address_rows(data)
-    if _address_key(addresses) != _address_key(user.addresses):
-        user.addresses = addresses
-    user.updated_at = utcnow()
-    cause = "updated"
-    if was_suspended and not lifecycle.is_suspended(user):
-        cause = "reactivated"
-    elif not was_suspended and lifecycle.is_suspended(user):
-        cause = "deactivated" if not user.active else "blocked"
-    lifecycle.transition(
-        session, user, lifecycle.target_state(user, required_attributes), cause, actor
-    )
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise _flush_conflict(exc, data) from exc
-    audit.record(session, actor, action, "User", user.id, {"version": user.version})
-    operation = "block" if lifecycle.is_suspended(user) else "upsert"
-    audit.enqueue(session, "auth0", operation, "User", user.id, {"version": user.version})
-    return user
+    action: str = "user.patch",
+) -> UserRecord:
+    """Change a user: lock it, check ``expected_version``, let ``change`` compute
+    its new state from its current record (without ``groups``, which no
+    change writes), and store that state with its lifecycle transition, audit
+    and outbox rows. A change that returns ``None`` writes nothing.
+
+    :raises NotFoundError: No live user has this id.
+    :raises VersionMismatchError: The user is not at ``expected_version``.
+    :raises ConflictError: The new ``userName`` is taken.
+    :raises ConcurrentUpdateError: Concurrent writers kept winning.
+    """
+
+    async def work(session: AsyncSession) -> UserRecord:
+        user = await user_changes.load_user(session, user_id, for_update=True)
+        check_version(user.version, expected_version)
+        current = (await user_records(session, [user], groups=False))[0]
+        data = change(current)
+        if data is not None:
+            user = await user_changes.write_replacement(
+                session,
+                user,
+                data,
+                actor,
+                required_attributes=store.settings.required_idp_attributes,
+                action=action,
+            )
+        return (await user_records(session, [user]))[0]
+
+    return await store.transaction(work)
 
 
 async def delete_user(
-    session: AsyncSession, user: User, actor: Actor, *, expected_version: int | None = None
+    store: Store, user_id: str, actor: Actor, *, expected_version: int | None = None
 ) -> None:
-    """SCIM DELETE (RFC 7644 §3.6): the id answers 404 from now on; the row is
-    kept ``SUSPENDED`` until the deletion sync makes it ``INACTIVE`` (SPEC §4).
-    Group memberships stay until then, so that the deletion sync removes them
-    and their downstream access in one place."""
-    check_version(user.version, expected_version)
-    user.deleted_at = utcnow()
-    user.active = False
-    user.updated_at = utcnow()
-    lifecycle.transition(
-        session,
-        user,
-        Lifecycle.INACTIVE
-        if user.user_type == UserType.SERVICE_ACCOUNT.value
-        else Lifecycle.SUSPENDED,
-        "deleted",
-        actor,
-    )
-    await session.flush()
-    counts.change(session, "User", -1)
-    audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
-    audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
+    """Delete a user (RFC 7644 §3.6): 404 from now on, ``SUSPENDED`` until the
+    deletion sync (service accounts: ``INACTIVE`` at once), SPEC §4.
+
+    :raises NotFoundError: No live user has this id.
+    :raises VersionMismatchError: The user is not at ``expected_version``.
+    """
+
+    async def work(session: AsyncSession) -> None:
+        user = await user_changes.load_user(session, user_id, for_update=True)
+        check_version(user.version, expected_version)
+        await user_changes.mark_deleted(session, user, actor)
+
+    await store.transaction(work)
 
 
-async def groups_of(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, list[Group]]:
-    """The groups each user is a direct member of (the SCIM ``groups`` attribute)."""
-    result: dict[str, list[Group]] = {uid: [] for uid in user_ids}
-    if not user_ids:
-        return result
-    rows = await session.execute(_GROUPS_OF, {"ids": list(user_ids)})
-    for member_id, group in rows.all():
-        result[member_id].append(group)
-    return result
+async def get_user(store: Store, user_id: str, *, groups: bool = True) -> UserRecord:
+    """A live user by id (``groups=False``: without its groups, one query fewer).
+
+    :raises NotFoundError: No live user has this id.
+    """
+    if store.prepared is not None:
+        with database_errors():
+            found = await store.prepared.users([user_id], groups=groups)
+    else:
+        async with store.reading() as session:
+            found = await user_records(session, await user_rows(session, [user_id]), groups=groups)
+    if not found:
+        raise NotFoundError("User", user_id)
+    return found[0]
 
 
-async def display_names(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, str | None]:
-    """``displayName`` of each live user among ``user_ids`` (for ``manager.displayName``)."""
-    ids = [uid for uid in set(user_ids) if uid]
-    if not ids:
-        return {}
-    rows = await session.execute(_DISPLAY_NAMES, {"ids": ids})
-    return {row[0]: row[1] for row in rows.all()}
+async def find_users(store: Store, request: PageRequest, *, groups: bool) -> Page[UserRecord]:
+    """A page of live users matching ``request.filter``, sorted and paged as
+    it asks, and how many match in all (RFC 7644 §3.4.2; RFC 9865 cursors).
+
+    :raises InvalidCursorError: ``request.cursor`` is not one of ours.
+    :raises InvalidSortError: Cursor pagination by a key cursors do not support.
+    """
+    where = filtering.user_where(request.filter) if request.filter is not None else None
+    if store.prepared is not None:
+        with database_errors():
+            page = await _prepared_page(store, store.prepared, request, where, groups)
+        if page is not None:
+            return page
+    plan = plan_page(request, filtering.sort_name(request.sort), filtering.user_order, CURSOR_SORTS)
+    async with store.reading() as session:
+        found = await list_user_rows(
+            session,
+            where,
+            order_by=plan.order_by,
+            offset=plan.offset,
+            limit=plan.limit,
+            after=plan.after,
+        )
+        rows, next_cursor = plan.trim(found.rows, request)
+        records = await user_records(session, rows, groups=groups)
+    return Page(total=found.total, rows=records, next_cursor=next_cursor)
+
+
+async def _prepared_page(
+    store: Store,
+    prepared: PreparedReads,
+    request: PageRequest,
+    where: ColumnElement[bool] | None,
+    groups: bool,
+) -> Page[UserRecord] | None:
+    """The pages most clients ask for, as one prepared statement: pages by id
+    (index or cursor) and first pages of a one-column look-up (``userName
+    eq``, ``externalId eq``). ``None``: not one of those."""
+    if request.sort is not None or request.count == 0:
+        return None
+    plan = plan_page(request, None, filtering.user_order, CURSOR_SORTS)  # by id
+    after = plan.after[0] if plan.after else None
+    if where is None:
+        found = await prepared.users_after(
+            after, offset=plan.offset, limit=plan.limit, groups=groups
+        )
+    else:
+        equality = filtering.column_equality(where)
+        if equality is None or equality[0] not in LOOKUP_COLUMNS:
+            return None
+        if plan.after is not None or plan.offset != 0:
+            return None
+        found = await prepared.users_where(*equality, limit=plan.limit, groups=groups)
+    total = total_of_page(len(found), plan.offset, plan.limit, plan.after)
+    if total is None:
+        if where is None:
+            total = await prepared.total("User")
+        else:  # a full first page of a look-up: count its matches
+            async with store.reading() as session:
+                total = await count_matching(session, live_user_ids(), where)
+    page, next_cursor = plan.trim([r.user for r in found], request)
+    return Page(total=total, rows=found[: len(page)], next_cursor=next_cursor)

@@ -9,14 +9,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
-from identity_store.database import (
-    create_engine,
-    create_reader_factory,
-    create_session_factory,
-)
-from identity_store.migrate import head_revision
-from identity_store.prepared_reads import PreparedReads
 from identity_store.settings import Settings
+from identity_store.store import Store
 
 from . import errors
 from .discovery import provider
@@ -27,31 +21,19 @@ from .state import AppState, TokenCache
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The whole HTTP application for ``settings``; the engine opens in the lifespan."""
+    """The whole HTTP application for ``settings``; the store opens in the lifespan."""
     scim_provider = provider()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        fast = None
-        if not settings.is_sqlite:
-            fast = PreparedReads(settings.database_url, settings.db_read_pool_size)
-            await fast.open()
+        store = await Store.open(settings)
         app.state.idstore = AppState(
-            settings=settings,
-            engine=engine,
-            sessions=create_session_factory(engine),
-            readers=create_reader_factory(engine),
-            head_revision=head_revision(settings.database_url),
-            tokens=TokenCache(settings.token_cache_seconds),
-            fast=fast,
+            settings=settings, store=store, tokens=TokenCache(settings.token_cache_seconds)
         )
         try:
             yield
         finally:
-            if fast is not None:
-                await fast.close()
-            await engine.dispose()
+            await store.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

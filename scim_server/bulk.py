@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.types import Message, Scope
 
 from .errors import ScimError, error_body
-from .request import begin, read_json
+from .request import authorize, read_json
 from .responses import ScimResponse
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
@@ -107,7 +107,7 @@ async def _dispatch(
 
 
 async def bulk(request: Request) -> Response:
-    call = await begin(request, "scim:write")
+    call = await authorize(request, "scim:write")
     settings = call.state.settings
     body = await read_json(request, settings.max_payload_size)
     if BULK_REQUEST not in (body.get("schemas") or []):

@@ -13,16 +13,20 @@ from typing import Any
 
 import pydantic
 from scim2_models import Error, SCIMException
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from identity_store.errors import (
+    ConcurrentUpdateError,
     ConflictError,
+    InvalidCursorError,
+    InvalidSortError,
     NotFoundError,
     StoreError,
+    UnavailableError,
     ValidationError,
+    ValueRefusedError,
     VersionMismatchError,
 )
 
@@ -31,13 +35,7 @@ from .responses import ScimResponse
 logger = logging.getLogger("idstore.errors")
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
-DATA_ERRORS = frozenset({"22001", "22003", "22007", "22008", "22P02"})
-"""PostgreSQL SQLSTATEs of class 22 (data exception) caused by a value."""
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return str(code) if code else None
+RETRY_AFTER = {"Retry-After": "5"}
 
 
 class ScimError(Exception):
@@ -77,6 +75,31 @@ def _from_validation_error(exc: pydantic.ValidationError) -> tuple[int, str, str
     return int(first.status or 400), detail, first.scim_type or "invalidValue"
 
 
+def _from_store_error(error: StoreError) -> tuple[int, str, str | None, dict[str, str] | None]:
+    """RFC 7644 §3.12 status and ``scimType`` of each store error."""
+    if isinstance(error, NotFoundError):
+        return 404, error.detail, None, None
+    if isinstance(error, ConflictError):
+        return 409, error.detail, "uniqueness", None
+    if isinstance(error, ConcurrentUpdateError):
+        return 409, error.detail, None, None
+    if isinstance(error, VersionMismatchError):
+        return 412, error.detail, None, None
+    if isinstance(error, InvalidCursorError):
+        return 400, error.detail, "invalidCursor", None
+    if isinstance(error, InvalidSortError | ValidationError):
+        return 400, error.detail, "invalidValue", None
+    if isinstance(error, ValueRefusedError):
+        # The client's mistake, though the store's own checks should have
+        # caught it before the database did.
+        logger.warning("database refused a value: %s", error.__cause__)
+        return 400, error.detail, "invalidValue", None
+    if isinstance(error, UnavailableError):
+        logger.warning("database unavailable: %r", error.__cause__)
+        return 503, error.detail, None, RETRY_AFTER
+    return 400, error.detail, None, None
+
+
 def describe(exc: BaseException) -> tuple[int, str, str | None, dict[str, str] | None]:
     """Status, detail, ``scimType`` and extra headers for ``exc``."""
     if isinstance(exc, ScimError):
@@ -87,25 +110,9 @@ def describe(exc: BaseException) -> tuple[int, str, str | None, dict[str, str] |
         status, detail, scim_type = _from_validation_error(exc)
         return status, detail, scim_type, None
     if isinstance(exc, StoreError):
-        if isinstance(exc, NotFoundError):
-            return 404, exc.detail, None, None
-        if isinstance(exc, ConflictError):
-            return 409, exc.detail, "uniqueness", None
-        if isinstance(exc, VersionMismatchError):
-            return 412, exc.detail, None, None
-        if isinstance(exc, ValidationError):
-            return 400, exc.detail, "invalidValue", None
-        return 400, exc.detail, None, None
+        return _from_store_error(exc)
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail), None, dict(exc.headers or {}) or None
-    if isinstance(exc, DBAPIError) and _sqlstate(exc) in DATA_ERRORS:
-        # A value the database refused (too long, out of range): the client's
-        # mistake, though the store's own checks should have caught it first.
-        logger.warning("database refused a value: %s", exc.orig)
-        return 400, "a value is out of range for its attribute", "invalidValue", None
-    if isinstance(exc, OperationalError):
-        logger.exception("database unavailable")
-        return 503, "the store is temporarily unavailable; retry later", None, {"Retry-After": "5"}
     logger.exception("unexpected error", exc_info=exc)
     return 500, "internal server error", None, None
 
@@ -121,14 +128,7 @@ def handlers() -> dict[Any, Any]:
     routing (so the response is all that happens); ``Exception`` goes to
     Starlette's server-error middleware, which answers our generic 500 body
     and re-raises so the server logs the traceback."""
-    known = (
-        ScimError,
-        SCIMException,
-        pydantic.ValidationError,
-        StoreError,
-        HTTPException,
-        DBAPIError,
-    )
+    known = (ScimError, SCIMException, pydantic.ValidationError, StoreError, HTTPException)
     table: dict[Any, Any] = dict.fromkeys(known, handle)
     table[Exception] = handle
     return table

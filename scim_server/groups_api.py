@@ -1,10 +1,15 @@
 """``/Groups`` (RFC 7644 §3.3-§3.6), with membership changes that touch only
-the members a request names."""
+the members a request names.
+
+Each handler authorizes, parses, calls one use case of
+:mod:`identity_store.groups` and serializes what it returns. A PATCH is read
+here into the store's :class:`~identity_store.groups.GroupChanges` (which
+paths and values RFC 7644 and Microsoft Entra ID send); applying it is the
+store's.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from scim2_models import Context, Group, PatchOp, ResponseParameters
@@ -17,27 +22,19 @@ from scim2_models.path.expressions import (
     LogicalOperator,
     ValuePath,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from identity_store import groups as store
-from identity_store.models import Group as GroupRow
+from identity_store import groups
+from identity_store.groups import GroupChanges
 
 from . import entra, filters
 from .errors import ScimError
-from .listing import CursorSorts, ListQuery, parse_list_query, search_resources
+from .listing import ListQuery, list_response, parse_list_query
 from .mapping import etag, group_document
-from .request import Call, begin, if_match_version, if_none_match, in_transaction, read_json
+from .request import AuthorizedRequest, authorize, if_match_version, if_none_match, read_json
 from .responses import NoContent, NotModified, ScimResponse
 from .schemas import PATCH_POLICY, ScimGroup
-
-CURSOR_SORTS: CursorSorts = {
-    "id": (None, str),
-    "meta.created": (GroupRow.created_at, datetime),
-    "meta.lastmodified": (GroupRow.updated_at, datetime),
-    "displayname": (GroupRow.display_name_normalized, str),
-}
 
 
 def dump(
@@ -48,27 +45,13 @@ def dump(
     return ScimGroup.model_validate(doc).model_dump(scim_ctx=ctx, response_parameters=params)
 
 
-def _query(call: Call) -> ListQuery:
+def _query(call: AuthorizedRequest) -> ListQuery:
     settings = call.state.settings
     return parse_list_query(
         call.request.query_params,
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
     )
-
-
-async def render(
-    session: AsyncSession, groups: Sequence[GroupRow], call: Call, query: ListQuery | None = None
-) -> list[dict[str, Any]]:
-    """Documents of ``groups``; members are not even queried when excluded."""
-    query = query or ListQuery()
-    members = (
-        await store.members_of(session, [g.id for g in groups]) if query.wants("members") else {}
-    )
-    return [
-        group_document(g, call.base_url, members.get(g.id) if query.wants("members") else None)
-        for g in groups
-    ]
 
 
 def _response(doc: dict[str, Any], status: int, query: ListQuery | None, ctx: Context) -> Response:
@@ -93,85 +76,51 @@ def validate_group(body: dict[str, Any], ctx: Context) -> Group:
 
 
 async def create(request: Request) -> Response:
-    call = await begin(request, "scim:write")
+    call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
     resource = validate_group(body, Context.RESOURCE_CREATION_REQUEST)
-
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        group = await store.create_group(
-            session,
-            resource.display_name or "",
-            call.actor,
-            external_id=resource.external_id,
-            member_ids=_member_ids(resource),
-        )
-        return (await render(session, [group], call))[0]
-
-    doc = await in_transaction(call, work)
+    record = await groups.create_group(
+        call.store,
+        resource.display_name or "",
+        call.actor,
+        external_id=resource.external_id,
+        member_ids=_member_ids(resource),
+    )
+    doc = group_document(record, call.base_url)
     return _response(doc, 201, None, Context.RESOURCE_CREATION_RESPONSE)
 
 
 async def read(request: Request) -> Response:
-    call = await begin(request, "scim:read")
+    call = await authorize(request, "scim:read")
     query = _query(call)
-    async with call.state.readers() as session:
-        group = await store.get_group(session, str(request.path_params["id"]))
-        if if_none_match(request, group.version):
-            return NotModified(etag(group.version))
-        doc = (await render(session, [group], call, query))[0]
+    record = await groups.get_group(
+        call.store, str(request.path_params["id"]), members=query.wants("members")
+    )
+    if if_none_match(request, record.group.version):
+        return NotModified(etag(record.group.version))
+    doc = group_document(record, call.base_url)
     return _response(doc, 200, query, Context.RESOURCE_QUERY_RESPONSE)
 
 
 async def replace(request: Request) -> Response:
-    call = await begin(request, "scim:write")
+    call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
     resource = validate_group(body, Context.RESOURCE_REPLACEMENT_REQUEST)
-    expected = if_match_version(request)
-    group_id = str(request.path_params["id"])
-
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        group = await store.get_group(session, group_id)
-        group = await store.update_group(
-            session,
-            group,
-            call.actor,
-            display_name=resource.display_name or "",
-            external_id=resource.external_id,
-            replace_members=_member_ids(resource),
-            expected_version=expected,
-            action="group.replace",
-        )
-        return (await render(session, [group], call))[0]
-
-    doc = await in_transaction(call, work)
+    changes = GroupChanges(
+        display_name=resource.display_name or "", external_id=resource.external_id
+    )
+    changes.set_members(_member_ids(resource))
+    record = await groups.change_group(
+        call.store,
+        str(request.path_params["id"]),
+        changes,
+        call.actor,
+        expected_version=if_match_version(request),
+        action="group.replace",
+        members=True,
+    )
+    doc = group_document(record, call.base_url)
     return _response(doc, 200, None, Context.RESOURCE_REPLACEMENT_RESPONSE)
-
-
-class _Changes:
-    """What a PATCH request does to a group, gathered before touching the store."""
-
-    def __init__(self) -> None:
-        self.display_name: str | None = None
-        self.external_id: Any = ...
-        self.add: list[str] = []
-        self.remove: list[str] = []
-        self.replace_members: list[str] | None = None
-        self.remove_all = False
-
-    def add_members(self, ids: list[str]) -> None:
-        if self.replace_members is not None:
-            self.replace_members.extend(ids)
-        else:
-            self.add.extend(ids)
-            self.remove = [i for i in self.remove if i not in set(ids)]
-
-    def remove_members(self, ids: list[str]) -> None:
-        if self.replace_members is not None:
-            drop = set(ids)
-            self.replace_members = [i for i in self.replace_members if i not in drop]
-        else:
-            self.remove.extend(ids)
-            self.add = [i for i in self.add if i not in set(ids)]
 
 
 def _values(value: Any) -> list[str]:
@@ -213,7 +162,7 @@ def _is(path: AttrPath, name: str) -> bool:
     return path.attr.lower() == name.lower() and path.uri in (None, str(Group.__schema__))
 
 
-def _apply_operation(changes: _Changes, op: str, path: Any, value: Any) -> None:
+def _apply_operation(changes: GroupChanges, op: str, path: Any, value: Any) -> None:
     node = path.ast if path is not None else None
     if node is None:
         if op == "remove":
@@ -240,13 +189,11 @@ def _apply_operation(changes: _Changes, op: str, path: Any, value: Any) -> None:
             changes.add_members(_values(value))
         elif op == "remove":
             if value is None:
-                changes.replace_members = []
-                changes.add, changes.remove = [], []
+                changes.set_members([])
             else:  # Microsoft Entra ID: remove with a value list removes those members
                 changes.remove_members(_values(value))
         else:
-            changes.replace_members = _values(value) if value is not None else []
-            changes.add, changes.remove = [], []
+            changes.set_members(_values(value) if value is not None else [])
     elif _is(node, "displayName") and node.sub_attr is None:
         if op == "remove" or not isinstance(value, str):
             raise ScimError(400, "displayName is required and must be a string", "invalidValue")
@@ -277,75 +224,54 @@ class _Attr:
 
 
 async def patch(request: Request) -> Response:
-    call = await begin(request, "scim:write")
+    call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
     operations = PatchOp[ScimGroup].model_validate(
         entra.normalise_patch(body),
         scim_ctx=Context.RESOURCE_PATCH_REQUEST,
         scim_policy=PATCH_POLICY,
     )
-    changes = _Changes()
+    changes = GroupChanges()
     for operation in operations.operations or []:
         _apply_operation(changes, operation.op.value.lower(), operation.path, operation.value)
-    expected = if_match_version(request)
-    group_id = str(request.path_params["id"])
-
-    async def work(session: AsyncSession) -> int:
-        group = await store.get_group(session, group_id)
-        group = await store.update_group(
-            session,
-            group,
-            call.actor,
-            display_name=changes.display_name,
-            external_id=changes.external_id,
-            add=changes.add,
-            remove=changes.remove,
-            replace_members=changes.replace_members,
-            expected_version=expected,
-        )
-        return group.version
-
-    version = await in_transaction(call, work)
+    record = await groups.change_group(
+        call.store,
+        str(request.path_params["id"]),
+        changes,
+        call.actor,
+        expected_version=if_match_version(request),
+    )
     # Microsoft Entra ID expects 204 for a group PATCH (RFC 7644 §3.5.2 allows it).
-    return NoContent(headers={"ETag": etag(version)})
+    return NoContent(headers={"ETag": etag(record.group.version)})
 
 
 async def delete(request: Request) -> Response:
-    call = await begin(request, "scim:write")
-    expected = if_match_version(request)
-    group_id = str(request.path_params["id"])
-
-    async def work(session: AsyncSession) -> None:
-        group = await store.get_group(session, group_id)
-        await store.delete_group(session, group, call.actor, expected_version=expected)
-
-    await in_transaction(call, work)
+    call = await authorize(request, "scim:write")
+    await groups.delete_group(
+        call.store,
+        str(request.path_params["id"]),
+        call.actor,
+        expected_version=if_match_version(request),
+    )
     return NoContent()
 
 
-async def search(call: Call, query: ListQuery) -> dict[str, Any]:
-    """Run a list query; shared by ``GET /Groups`` and ``POST /Groups/.search``."""
+async def find(call: AuthorizedRequest, query: ListQuery) -> dict[str, Any]:
+    """A ``ListResponse`` of groups; ``GET /Groups`` and ``POST /Groups/.search``."""
     max_length = call.state.settings.max_filter_length
-    where = filters.group_filter(query.filter, max_length=max_length) if query.filter else None
-
-    async def render_page(
-        session: AsyncSession, rows: Sequence[Any], query: ListQuery
-    ) -> list[dict[str, Any]]:
-        return await render(session, rows, call, query)
-
-    return await search_resources(
-        call.state.readers,
-        query,
-        where=where,
-        sort_column=filters.group_sort_column,
-        cursor_sorts=CURSOR_SORTS,
-        fetch=store.list_groups,
-        render=render_page,
-        dump=dump,
-        response_context=Context.SEARCH_RESPONSE,
+    request = query.page_request(
+        filter=filters.group_filter(query.filter, max_length=max_length) if query.filter else None,
+        sort=query.sort_by,
     )
+    page = await groups.find_groups(call.store, request, members=query.wants("members"))
+    params = query.response_parameters()
+    resources = [
+        dump(group_document(record, call.base_url), params, Context.SEARCH_RESPONSE)
+        for record in page.rows
+    ]
+    return list_response(resources, page.total, query, page.next_cursor)
 
 
 async def list_(request: Request) -> Response:
-    call = await begin(request, "scim:read")
-    return ScimResponse(await search(call, _query(call)))
+    call = await authorize(request, "scim:read")
+    return ScimResponse(await find(call, _query(call)))

@@ -3,11 +3,8 @@ reachable and migrated to head), SPEC §5 "Operations"."""
 
 from __future__ import annotations
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-
-from identity_store.migrate import current_revision
 
 from .state import app_state
 
@@ -17,22 +14,20 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    state = app_state(request)
-    try:
-        revision = await current_revision(state.engine)
-    except (SQLAlchemyError, OSError) as exc:
+    state = await app_state(request).store.migration_state()
+    if not state.reachable:
         return JSONResponse(
-            {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
+            {"status": "unavailable", "database": "unreachable", "detail": state.problem},
             status_code=503,
         )
-    if revision != state.head_revision:
+    if not state.ready:
         return JSONResponse(
             {
                 "status": "unavailable",
                 "database": "reachable",
-                "migration": revision,
-                "expected": state.head_revision,
+                "migration": state.current,
+                "expected": state.head,
             },
             status_code=503,
         )
-    return JSONResponse({"status": "ok", "database": "reachable", "migration": revision})
+    return JSONResponse({"status": "ok", "database": "reachable", "migration": state.current})

@@ -8,16 +8,13 @@ names); writing turns a resource validated by scim2-models into the store's
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from scim2_models import EnterpriseUser
 
-from identity_store.groups import Member
-from identity_store.models import Group, User
-from identity_store.read_models import GroupRef, UserRow
-from identity_store.users import UNSET, UserInput
+from identity_store.groups import GroupRecord
+from identity_store.users import UNSET, UserInput, UserRecord
 
 from .schemas import (
     CORE_GROUP_SCHEMA,
@@ -116,14 +113,10 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
         target[key] = value
 
 
-def user_document(
-    user: User | UserRow,
-    base_url: str,
-    *,
-    groups: Sequence[GroupRef] = (),
-    manager_display: str | None = None,
-) -> dict[str, Any]:
-    """The SCIM representation of ``user`` (all attributes; the caller trims)."""
+def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
+    """The SCIM representation of a user as read (all attributes; the caller
+    trims): its groups are those of ``record`` (none when they were not read)."""
+    user, groups, manager_display = record.user, record.groups, record.manager_display
     location = f"{base_url}/Users/{user.id}"
     doc: dict[str, Any] = {
         "schemas": [CORE_USER_SCHEMA],
@@ -203,9 +196,10 @@ def user_document(
     return doc
 
 
-def group_document(group: Group, base_url: str, members: Sequence[Member] | None) -> dict[str, Any]:
-    """The SCIM representation of ``group``; ``members`` is ``None`` when they
-    were not loaded (``excludedAttributes=members``)."""
+def group_document(record: GroupRecord, base_url: str) -> dict[str, Any]:
+    """The SCIM representation of a group; without ``members`` when they were
+    not read (``excludedAttributes=members``)."""
+    group, members = record.group, record.members
     doc: dict[str, Any] = {
         "schemas": [CORE_GROUP_SCHEMA],
         "id": group.id,

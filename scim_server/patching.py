@@ -27,7 +27,7 @@ from typing import Any
 from scim2_models import Mutability, PatchOp, PatchOperation
 from scim2_models.path import AttributeBinding
 
-from .schemas import CORE_USER_SCHEMA, ScimUser
+from .schemas import CORE_USER_SCHEMA, PATCH_POLICY, ScimUser
 
 _SCALARS = (str, bool, int)
 _SETS = (PatchOperation.Op.replace_, PatchOperation.Op.add)
@@ -111,3 +111,16 @@ def _value(resource: ScimUser, extension: str | None, binding: AttributeBinding)
         holder = getattr(holder, binding.field_name, None) if holder is not None else None
     name = binding.sub_field_name or binding.field_name
     return getattr(holder, name, None) if holder is not None else None
+
+
+def patched(operations: PatchOp[ScimUser], document: dict[str, Any]) -> ScimUser | None:
+    """The user ``document`` after ``operations`` (RFC 7644 §3.5.2), or
+    ``None`` when they change nothing: :func:`apply_simple` for the shape
+    nearly every provisioning client sends, ``PatchOp.patch`` otherwise."""
+    simple = apply_simple(operations, document)
+    if simple is not None:
+        resource, changed = simple
+    else:
+        resource = ScimUser.model_validate(document)
+        changed = operations.patch(resource, scim_policy=PATCH_POLICY)
+    return resource if changed else None

@@ -4,38 +4,36 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 from starlette.requests import Request
 
 from identity_store.actor import Actor
+from identity_store.store import Store
 from identity_store.tokens import Principal
 
 from .auth import authenticate, require
 from .errors import ScimError
 from .state import AppState, app_state
 
-T = TypeVar("T")
-
 JSON_TYPES = ("application/scim+json", "application/json")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-RETRIES = 3
 
 
 @dataclass(slots=True)
-class Call:
-    """One authenticated SCIM request."""
+class AuthorizedRequest:
+    """A SCIM request whose bearer token was checked for the scope it needs."""
 
     request: Request
     state: AppState
     principal: Principal
     actor: Actor
     base_url: str
+
+    @property
+    def store(self) -> Store:
+        return self.state.store
 
 
 def base_url(request: Request, state: AppState) -> str:
@@ -45,7 +43,7 @@ def base_url(request: Request, state: AppState) -> str:
     return f"{request.url.scheme}://{request.url.netloc}/scim/v2"
 
 
-async def begin(request: Request, scope: str) -> Call:
+async def authorize(request: Request, scope: str) -> AuthorizedRequest:
     """Authenticate the request and check it may use ``scope``."""
     state = app_state(request)
     principal = await authenticate(request)
@@ -55,7 +53,7 @@ async def begin(request: Request, scope: str) -> Call:
         token_id=principal.token_id,
         request_id=request.scope.get("state", {}).get("request_id"),
     )
-    return Call(request, state, principal, actor, base_url(request, state))
+    return AuthorizedRequest(request, state, principal, actor, base_url(request, state))
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
@@ -136,35 +134,3 @@ def if_none_match(request: Request, version: int) -> bool:
         if match is not None and int(match.group(1)) == version:
             return True
     return False
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, StaleDataError):
-        return True
-    if isinstance(exc, DBAPIError):
-        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        return code in {"40001", "40P01"}  # serialization failure, deadlock
-    return False
-
-
-async def in_transaction(call: Call, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in one transaction and commit it; a 2xx means committed.
-
-    A concurrent writer that got there first (stale version, serialization
-    failure, deadlock) makes the whole unit run again from a fresh read, up to
-    three times, so that no update is lost.
-    """
-    for attempt in range(RETRIES):
-        async with call.state.sessions() as session:
-            try:
-                async with session.begin():
-                    return await work(session)
-            except Exception as exc:
-                if _retryable(exc) and attempt < RETRIES - 1:
-                    continue
-                if isinstance(exc, StaleDataError):
-                    raise ScimError(
-                        409, "the resource was changed concurrently; retry the request"
-                    ) from exc
-                raise
-    raise AssertionError("unreachable")

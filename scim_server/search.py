@@ -11,11 +11,11 @@ from starlette.responses import Response
 from . import groups_api, users_api
 from .errors import ScimError
 from .listing import SEARCH_REQUEST_SCHEMA, ListQuery, list_response, parse_list_query
-from .request import Call, begin, read_json
+from .request import AuthorizedRequest, authorize, read_json
 from .responses import ScimResponse
 
 
-async def _search_query(request: Request, call: Call) -> ListQuery:
+async def _search_query(request: Request, call: AuthorizedRequest) -> ListQuery:
     body = await read_json(request, call.state.settings.max_payload_size)
     schemas = body.get("schemas")
     if not isinstance(schemas, list) or SEARCH_REQUEST_SCHEMA not in schemas:
@@ -30,20 +30,20 @@ async def _search_query(request: Request, call: Call) -> ListQuery:
 
 
 async def users(request: Request) -> Response:
-    call = await begin(request, "scim:read")
-    return ScimResponse(await users_api.search(call, await _search_query(request, call)))
+    call = await authorize(request, "scim:read")
+    return ScimResponse(await users_api.find(call, await _search_query(request, call)))
 
 
 async def groups(request: Request) -> Response:
-    call = await begin(request, "scim:read")
-    return ScimResponse(await groups_api.search(call, await _search_query(request, call)))
+    call = await authorize(request, "scim:read")
+    return ScimResponse(await groups_api.find(call, await _search_query(request, call)))
 
 
 async def root(request: Request) -> Response:
     """Search every resource type: Users first, then Groups. A filter naming an
     attribute one type lacks matches nothing of that type (RFC 7644 §3.4.2.1);
     it is an error only when no type knows it."""
-    call = await begin(request, "scim:read")
+    call = await authorize(request, "scim:read")
     query = await _search_query(request, call)
     if query.cursor is not None:
         raise ScimError(
@@ -53,7 +53,7 @@ async def root(request: Request) -> Response:
         raise ScimError(
             400, "sortBy is per resource type; search /Users or /Groups", "invalidValue"
         )
-    searches = [users_api.search, groups_api.search]
+    searches = [users_api.find, groups_api.find]
     counting = ListQuery(filter=query.filter, count=0)
     totals: list[int | None] = []
     errors: list[InvalidFilterException] = []

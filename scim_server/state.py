@@ -1,4 +1,4 @@
-"""What the running application holds: settings, engine, session factory."""
+"""What the running application holds: settings, the open store, the token cache."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
-from identity_store.prepared_reads import PreparedReads
 from identity_store.settings import Settings
+from identity_store.store import Store
 from identity_store.tokens import Principal
 
 
@@ -46,15 +45,8 @@ class TokenCache:
 @dataclass(slots=True)
 class AppState:
     settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    """Sessions for requests that write (one transaction each)."""
-    readers: async_sessionmaker[AsyncSession]
-    """Sessions for requests that only read (autocommit statements)."""
-    head_revision: str | None
+    store: Store
     tokens: TokenCache = field(default_factory=lambda: TokenCache(0))
-    fast: PreparedReads | None = None
-    """The hottest reads through asyncpg (PostgreSQL only)."""
 
 
 def app_state(request: Request) -> AppState:

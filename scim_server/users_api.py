@@ -1,50 +1,33 @@
-"""``/Users`` (RFC 7644 §3.3-§3.6) and ``/Me`` (§3.11)."""
+"""``/Users`` (RFC 7644 §3.3-§3.6) and ``/Me`` (§3.11).
+
+Each handler authorizes, parses, calls one use case of
+:mod:`identity_store.users` and serializes what it returns.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from scim2_models import Context, PatchOp, ResponseParameters
-from sqlalchemy import ColumnElement
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from identity_store import read_models
-from identity_store import users as store
-from identity_store.errors import NotFoundError
-from identity_store.models import IdpSource, User
-from identity_store.paging import total_of_page
-from identity_store.prepared_reads import LOOKUP_COLUMNS, PreparedReads
-from identity_store.read_models import UserRecord, UserRow
+from identity_store import users
+from identity_store.users import UserInput, UserRecord
 
 from . import entra, filters, patching
 from .errors import ScimError
-from .listing import (
-    CursorSorts,
-    ListQuery,
-    list_response,
-    parse_list_query,
-    plan_page,
-    search_resources,
-)
+from .listing import ListQuery, list_response, parse_list_query
 from .mapping import etag, user_document, user_input
-from .request import Call, begin, if_match_version, if_none_match, in_transaction, read_json
+from .request import (
+    AuthorizedRequest,
+    authorize,
+    if_match_version,
+    if_none_match,
+    read_json,
+)
 from .responses import NoContent, NotModified, ScimResponse
 from .schemas import PATCH_POLICY, ScimUser
-
-CURSOR_SORTS: CursorSorts = {
-    "id": (None, str),
-    "meta.created": (User.created_at, datetime),
-    "meta.lastmodified": (User.updated_at, datetime),
-    "username": (User.user_name_normalized, str),
-}
-
-
-WITHOUT_GROUPS = ListQuery(excluded_attributes=["groups"])
-"""Rendering for a state that is patched or replaced: ``groups`` is read-only."""
 
 
 def dump(
@@ -59,40 +42,6 @@ def dump(
     return model.model_dump(scim_ctx=ctx, response_parameters=params)
 
 
-def documents(records: Sequence[UserRecord], call: Call) -> list[dict[str, Any]]:
-    """SCIM documents of users as read."""
-    return [
-        user_document(r.user, call.base_url, groups=r.groups, manager_display=r.manager_display)
-        for r in records
-    ]
-
-
-async def render(
-    session: AsyncSession,
-    users: Sequence[User | UserRow],
-    call: Call,
-    query: ListQuery | None = None,
-    *,
-    groups: bool | None = None,
-) -> list[dict[str, Any]]:
-    """SCIM documents of ``users``, loading ``groups`` only when they are to
-    be returned (``groups=False``: the caller knows there are none, as for a
-    new user)."""
-    wants_groups = (query or ListQuery()).wants("groups") if groups is None else groups
-    return documents(await read_models.user_records(session, users, groups=wants_groups), call)
-
-
-async def read_users(call: Call, ids: Sequence[str], *, groups: bool) -> list[UserRecord]:
-    """Live users by id: one prepared statement on PostgreSQL
-    (:mod:`identity_store.prepared_reads`), SQLAlchemy elsewhere."""
-    if call.state.fast is not None:
-        return await call.state.fast.users(ids, groups=groups)
-    async with call.state.readers() as session:
-        return await read_models.user_records(
-            session, await read_models.user_rows(session, ids), groups=groups
-        )
-
-
 def _resource_response(
     doc: dict[str, Any],
     status: int = 200,
@@ -104,7 +53,7 @@ def _resource_response(
     return ScimResponse(dump(doc, params, ctx), status_code=status, headers=headers)
 
 
-def _query(call: Call) -> ListQuery:
+def _query(call: AuthorizedRequest) -> ListQuery:
     settings = call.state.settings
     return parse_list_query(
         call.request.query_params,
@@ -116,33 +65,12 @@ def _query(call: Call) -> ListQuery:
 def validate_user(body: dict[str, Any], ctx: Context) -> ScimUser:
     """A User resource from a request body, validated by scim2-models under the
     server's policy; errors surface as 400 with the right ``scimType``."""
-    with_schemas = body
     if "schemas" not in body:
         raise ScimError(400, "the request body has no 'schemas'", "invalidSyntax")
-    return ScimUser.model_validate(with_schemas, scim_ctx=ctx)
+    return ScimUser.model_validate(body, scim_ctx=ctx)
 
 
-async def create(request: Request) -> Response:
-    call = await begin(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
-    resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_CREATION_REQUEST)
-    data = user_input(resource)
-
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        user = await store.create_user(
-            session,
-            data,
-            call.actor,
-            required_attributes=call.state.settings.required_idp_attributes,
-            default_idp_source=call.principal.idp_source or IdpSource.SCIM.value,
-        )
-        return (await render(session, [user], call, groups=False))[0]
-
-    doc = await in_transaction(call, work)
-    return _resource_response(doc, 201, ctx=Context.RESOURCE_CREATION_RESPONSE)
-
-
-async def _target_id(call: Call) -> str:
+def _target_id(call: AuthorizedRequest) -> str:
     """The id in the path, or the caller's own user for ``/Me``."""
     user_id = call.request.path_params.get("id")
     if user_id is not None:
@@ -154,153 +82,96 @@ async def _target_id(call: Call) -> str:
     return call.principal.user_id
 
 
+async def create(request: Request) -> Response:
+    call = await authorize(request, "scim:write")
+    body = await read_json(request, call.state.settings.max_payload_size)
+    resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_CREATION_REQUEST)
+    record = await users.create_user(
+        call.store, user_input(resource), call.actor, idp_source=call.principal.idp_source
+    )
+    doc = user_document(record, call.base_url)
+    return _resource_response(doc, 201, ctx=Context.RESOURCE_CREATION_RESPONSE)
+
+
 async def read(request: Request) -> Response:
-    call = await begin(request, "scim:read")
+    call = await authorize(request, "scim:read")
     query = _query(call)
-    user_id = await _target_id(call)
-    found = await read_users(call, [user_id], groups=query.wants("groups"))
-    if not found:
-        raise NotFoundError("User", user_id)
-    if if_none_match(request, found[0].user.version):
-        return NotModified(etag(found[0].user.version))
-    return _resource_response(documents(found, call)[0], query=query)
+    record = await users.get_user(call.store, _target_id(call), groups=query.wants("groups"))
+    if if_none_match(request, record.user.version):
+        return NotModified(etag(record.user.version))
+    return _resource_response(user_document(record, call.base_url), query=query)
 
 
 async def replace(request: Request) -> Response:
-    call = await begin(request, "scim:write")
+    call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
     resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_REPLACEMENT_REQUEST)
-    expected = if_match_version(request)
-    user_id = await _target_id(call)
 
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        user = await store.get_user(session, user_id, for_update=True)
-        store.check_version(user.version, expected)
-        current = ScimUser.model_validate((await render(session, [user], call, WITHOUT_GROUPS))[0])
-        resource.replace(current)  # immutable attributes (RFC 7644 §3.5.1)
-        user = await store.replace_user(
-            session,
-            user,
-            user_input(resource),
-            call.actor,
-            required_attributes=call.state.settings.required_idp_attributes,
-        )
-        return (await render(session, [user], call))[0]
+    def change(current: UserRecord) -> UserInput:
+        stored = ScimUser.model_validate(user_document(current, call.base_url))
+        resource.replace(stored)  # immutable attributes (RFC 7644 §3.5.1)
+        return user_input(resource)
 
-    doc = await in_transaction(call, work)
+    record = await users.update_user(
+        call.store,
+        _target_id(call),
+        change,
+        call.actor,
+        expected_version=if_match_version(request),
+        action="user.replace",
+    )
+    doc = user_document(record, call.base_url)
     return _resource_response(doc, ctx=Context.RESOURCE_REPLACEMENT_RESPONSE)
 
 
 async def patch(request: Request) -> Response:
-    call = await begin(request, "scim:write")
+    call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings.max_payload_size)
     operations = PatchOp[ScimUser].model_validate(
         entra.normalise_patch(body),
         scim_ctx=Context.RESOURCE_PATCH_REQUEST,
         scim_policy=PATCH_POLICY,
     )
-    expected = if_match_version(request)
-    user_id = await _target_id(call)
 
-    async def work(session: AsyncSession) -> dict[str, Any]:
-        user = await store.get_user(session, user_id, for_update=True)
-        store.check_version(user.version, expected)
-        # groups are read-only: the state to patch does not need them.
-        document = (await render(session, [user], call, WITHOUT_GROUPS))[0]
-        simple = patching.apply_simple(operations, document)
-        if simple is not None:
-            resource, changed = simple
-        else:
-            resource = ScimUser.model_validate(document)
-            changed = operations.patch(resource, scim_policy=PATCH_POLICY)
-        if not changed:
-            return (await render(session, [user], call))[0]
-        user = await store.replace_user(
-            session,
-            user,
-            user_input(resource),
-            call.actor,
-            required_attributes=call.state.settings.required_idp_attributes,
-            action="user.patch",
-        )
-        return (await render(session, [user], call))[0]
+    def change(current: UserRecord) -> UserInput | None:
+        resource = patching.patched(operations, user_document(current, call.base_url))
+        return user_input(resource) if resource is not None else None
 
-    doc = await in_transaction(call, work)
+    record = await users.update_user(
+        call.store,
+        _target_id(call),
+        change,
+        call.actor,
+        expected_version=if_match_version(request),
+    )
+    doc = user_document(record, call.base_url)
     return _resource_response(doc, ctx=Context.RESOURCE_PATCH_RESPONSE)
 
 
 async def delete(request: Request) -> Response:
-    call = await begin(request, "scim:write")
-    expected = if_match_version(request)
-    user_id = await _target_id(call)
-
-    async def work(session: AsyncSession) -> None:
-        user = await store.get_user(session, user_id, for_update=True)
-        await store.delete_user(session, user, call.actor, expected_version=expected)
-
-    await in_transaction(call, work)
+    call = await authorize(request, "scim:write")
+    await users.delete_user(
+        call.store, _target_id(call), call.actor, expected_version=if_match_version(request)
+    )
     return NoContent()
 
 
-async def _fast_search(
-    call: Call, fast: PreparedReads, query: ListQuery, where: ColumnElement[bool] | None
-) -> dict[str, Any] | None:
-    """The lists most clients send, as one prepared statement on PostgreSQL:
-    pages by id (index or cursor) and first pages of a one-column look-up
-    (``userName eq``, ``externalId eq``). ``None``: take the general path."""
-    if query.sort_by is not None or query.count == 0:
-        return None
-    plan = plan_page(query, filters.user_sort_column, CURSOR_SORTS)  # by id
-    after = plan.after[0] if plan.after else None
-    groups = query.wants("groups")
-    if where is None:
-        rows = await fast.users_after(after, offset=plan.offset, limit=plan.limit, groups=groups)
-    else:
-        equality = filters.column_equality(where)
-        if equality is None or equality[0] not in LOOKUP_COLUMNS:
-            return None
-        if plan.after is not None or plan.offset != 0:
-            return None
-        rows = await fast.users_where(*equality, limit=plan.limit, groups=groups)
-    total = total_of_page(len(rows), plan.offset, plan.limit, plan.after)
-    if total is None:
-        if where is not None:
-            return None  # a full page of a look-up: the general path counts the matches
-        total = await fast.total("User")
-    page, next_cursor = plan.trim([r.user for r in rows], query)
-    rows = rows[: len(page)]
-    params = query.response_parameters()
-    resources = [dump(doc, params, Context.SEARCH_RESPONSE) for doc in documents(rows, call)]
-    return list_response(resources, total, query, next_cursor)
-
-
-async def search(call: Call, query: ListQuery) -> dict[str, Any]:
-    """Run a list query; shared by ``GET /Users`` and ``POST /Users/.search``."""
+async def find(call: AuthorizedRequest, query: ListQuery) -> dict[str, Any]:
+    """A ``ListResponse`` of users; ``GET /Users`` and ``POST /Users/.search``."""
     max_length = call.state.settings.max_filter_length
-    where = filters.user_filter(query.filter, max_length=max_length) if query.filter else None
-    if call.state.fast is not None:
-        body = await _fast_search(call, call.state.fast, query, where)
-        if body is not None:
-            return body
-
-    async def render_page(
-        session: AsyncSession, rows: Sequence[Any], query: ListQuery
-    ) -> list[dict[str, Any]]:
-        return await render(session, rows, call, query)
-
-    return await search_resources(
-        call.state.readers,
-        query,
-        where=where,
-        sort_column=filters.user_sort_column,
-        cursor_sorts=CURSOR_SORTS,
-        fetch=read_models.list_user_rows,
-        render=render_page,
-        dump=dump,
-        response_context=Context.SEARCH_RESPONSE,
+    request = query.page_request(
+        filter=filters.user_filter(query.filter, max_length=max_length) if query.filter else None,
+        sort=query.sort_by,
     )
+    page = await users.find_users(call.store, request, groups=query.wants("groups"))
+    params = query.response_parameters()
+    resources = [
+        dump(user_document(record, call.base_url), params, Context.SEARCH_RESPONSE)
+        for record in page.rows
+    ]
+    return list_response(resources, page.total, query, page.next_cursor)
 
 
 async def list_(request: Request) -> Response:
-    call = await begin(request, "scim:read")
-    return ScimResponse(await search(call, _query(call)))
+    call = await authorize(request, "scim:read")
+    return ScimResponse(await find(call, _query(call)))

@@ -22,10 +22,7 @@ BASE = "http://testserver/scim/v2"
 
 
 def _docs(records: list[UserRecord]) -> list[dict[str, Any]]:
-    return [
-        user_document(r.user, BASE, groups=r.groups, manager_display=r.manager_display)
-        for r in records
-    ]
+    return [user_document(r, BASE) for r in records]
 
 
 async def _rich_users(scim: httpx.AsyncClient) -> list[str]:
@@ -78,20 +75,20 @@ async def test_users_by_id_match_the_sqlalchemy_path(
 ) -> None:
     ids = await _rich_users(scim)
     state: AppState = app.state.idstore
-    assert isinstance(state.fast, PreparedReads)
+    assert isinstance(state.store.prepared, PreparedReads)
     for groups in (True, False):
-        fast = await state.fast.users(ids, groups=groups)
-        async with state.readers() as session:
+        fast = await state.store.prepared.users(ids, groups=groups)
+        async with state.store.readers() as session:
             slow = await read_models.user_records(
                 session, await read_models.user_rows(session, ids), groups=groups
             )
         assert len(fast) == len(ids) - 2  # the deleted and the unknown id are absent
         assert _docs(fast) == _docs(slow)
     # What a test could get wrong in both paths alike, checked once outright.
-    first = _docs(await state.fast.users([ids[1]]))[0]
+    first = _docs(await state.store.prepared.users([ids[1]]))[0]
     assert [g["display"] for g in first["groups"]] == ["alpha", "Mid", "Zeta"]
     assert first[ENTERPRISE]["manager"]["displayName"] == "The Boss"
-    second = _docs(await state.fast.users([ids[2]]))[0]
+    second = _docs(await state.store.prepared.users([ids[2]]))[0]
     assert "displayName" not in second[ENTERPRISE]["manager"]
     assert [e["value"] for e in first["emails"]] == ["u0@work.example.com", "u0@home.example.com"]
     assert first[PRODUCT]["customData"] == {"k": 0, "nested": {"x": [1, "y"]}}
@@ -102,9 +99,9 @@ async def test_look_ups_and_pages_match_the_sqlalchemy_path(
 ) -> None:
     ids = await _rich_users(scim)
     state: AppState = app.state.idstore
-    assert state.fast is not None
+    assert state.store.prepared is not None
     live = sorted(ids[:-2])
-    async with state.readers() as session:
+    async with state.store.readers() as session:
         slow_all = await read_models.user_records(
             session, await read_models.user_rows(session, live)
         )
@@ -115,24 +112,24 @@ async def test_look_ups_and_pages_match_the_sqlalchemy_path(
             value = getattr(record.user, column)
             if value is None:
                 continue
-            found = await state.fast.users_where(column, value, limit=10)
+            found = await state.store.prepared.users_where(column, value, limit=10)
             assert _docs(found) == _docs([by_id[record.user.id]]), column
-    assert await state.fast.users_where("external_id", "ext-gone", limit=10) == []
+    assert await state.store.prepared.users_where("external_id", "ext-gone", limit=10) == []
     with pytest.raises(ValueError, match="no fast look-up"):
-        await state.fast.users_where("display_name", "x", limit=1)
+        await state.store.prepared.users_where("display_name", "x", limit=1)
 
     walked: list[str] = []
     after: str | None = None
     while True:
-        page = await state.fast.users_after(after, offset=0, limit=2)
+        page = await state.store.prepared.users_after(after, offset=0, limit=2)
         walked += [r.user.id for r in page]
         if len(page) < 2:
             break
         after = page[-1].user.id
     assert walked == live
-    offset_page = await state.fast.users_after(None, offset=2, limit=2)
+    offset_page = await state.store.prepared.users_after(None, offset=2, limit=2)
     assert _docs(offset_page) == _docs([by_id[i] for i in live[2:4]])
-    assert await state.fast.total("User") == len(live)
+    assert await state.store.prepared.total("User") == len(live)
 
 
 async def test_http_lists_take_the_fast_path_with_the_same_answers(
@@ -172,8 +169,8 @@ async def test_the_fast_pool_plans_once_and_never_compiles(app: Starlette) -> No
     and PostgreSQL's cost estimate would otherwise JIT-compile each page
     (measured: 35 ms of a 53 ms page of 100 users)."""
     state: AppState = app.state.idstore
-    assert state.fast is not None
-    pool = state.fast._pool  # the settings of its connections
+    assert state.store.prepared is not None
+    pool = state.store.prepared._pool  # the settings of its connections
     assert pool is not None
     async with pool.acquire() as connection:
         assert await connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
@@ -195,7 +192,7 @@ async def test_an_unreachable_database_is_503_not_500(
             await away.users(["x"])
         user = await create_user(scim, "reachable@example.com")  # token now cached
         state: AppState = app.state.idstore
-        working, state.fast = state.fast, away
+        working, state.store.prepared = state.store.prepared, away
         try:
             for path in (f"/Users/{user['id']}", '/Users?filter=userName eq "x@y.z"'):
                 response = await scim.get(path)
@@ -203,7 +200,7 @@ async def test_an_unreachable_database_is_503_not_500(
                 assert response.headers["retry-after"] == "5"
                 assert response.json()["status"] == "503"
         finally:
-            state.fast = working
+            state.store.prepared = working
         assert (await scim.get(f"/Users/{user['id']}")).status_code == 200
     finally:
         await away.close()

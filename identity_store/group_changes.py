@@ -1,0 +1,364 @@
+"""What a group write does to the rows, in the caller's session, with
+membership changes whose cost does not depend on the size of the group
+(SPEC §3 "Group").
+
+Members are never loaded to change them: adding inserts the named rows
+(ignoring those already there), removing deletes the named rows, and the
+group's version is bumped with one ``UPDATE``. :mod:`identity_store.groups`
+wraps each write in a use case; nothing outside the store calls this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    delete,
+    func,
+    literal,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from . import audit, counts
+from .actor import Actor
+from .errors import ConflictError, NotFoundError, ValidationError
+from .limits import check_lengths
+from .models import Group, GroupMember, MemberType, User, new_id, utcnow
+from .paging import Page, fetch_page
+from .user_changes import normalize
+
+KEEP: Any = object()
+"""An attribute a change leaves as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member as the HTTP layer reads it back: id, kind and display name."""
+
+    id: str
+    type: str
+    display: str | None
+
+
+async def load_group(session: AsyncSession, group_id: str) -> Group:
+    group = await session.get(Group, group_id, populate_existing=True)
+    if group is None:
+        raise NotFoundError("Group", group_id)
+    return group
+
+
+async def _ensure_name_free(
+    session: AsyncSession, display_name: str, except_id: str | None = None
+) -> None:
+    query = select(Group.id).where(Group.display_name_normalized == normalize(display_name))
+    if except_id is not None:
+        query = query.where(Group.id != except_id)
+    if await session.scalar(query.limit(1)) is not None:
+        raise ConflictError("displayName", f"displayName {display_name!r} is already taken")
+
+
+# Statements of membership changes are built once (Entra sends one PATCH of
+# ten members per request): building and compiling one per request cost
+# more than running it.
+_MEMBER_TYPES = union_all(
+    select(User.id, literal(MemberType.USER.value)).where(
+        User.id.in_(bindparam("ids", expanding=True)), User.deleted_at.is_(None)
+    ),
+    select(Group.id, literal(MemberType.GROUP.value)).where(
+        Group.id.in_(bindparam("ids", expanding=True))
+    ),
+)
+_ADD_MEMBERS = {
+    name: dialect_insert(GroupMember).on_conflict_do_nothing(
+        index_elements=[GroupMember.group_id, GroupMember.member_id]
+    )
+    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_REMOVE_MEMBERS = delete(GroupMember).where(
+    GroupMember.group_id == bindparam("group_id"),
+    GroupMember.member_id.in_(bindparam("ids", expanding=True)),
+)
+_BUMP = (
+    update(Group)
+    .where(Group.id == bindparam("group_id"))
+    .values(version=Group.version + 1, updated_at=bindparam("now"))
+    .returning(Group.version)
+    .execution_options(synchronize_session=False)
+)
+
+
+async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> dict[str, str]:
+    """The type (``User`` or ``Group``) of each id; an unknown id is a
+    :class:`ValidationError` naming it."""
+    ids = sorted(set(member_ids))
+    if not ids:
+        return {}
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        rows = await session.execute(_MEMBER_TYPES, {"ids": ids[start : start + 500]})
+        found.update({row[0]: row[1] for row in rows.all()})
+    missing = [i for i in ids if i not in found]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValidationError(f"no such member: {shown}{more}")
+    return found
+
+
+async def _insert_members(session: AsyncSession, group_id: str, types: dict[str, str]) -> None:
+    """Add memberships; one that exists already is left as it is."""
+    if not types:
+        return
+    if group_id in types:
+        raise ValidationError("a group cannot be a member of itself")
+    now = utcnow()
+    rows = [
+        {"group_id": group_id, "member_id": mid, "member_type": kind, "created_at": now}
+        for mid, kind in types.items()
+    ]
+    statement = _ADD_MEMBERS[session.get_bind().dialect.name]
+    for start in range(0, len(rows), 1000):
+        await session.execute(statement, rows[start : start + 1000])
+
+
+async def _bump(session: AsyncSession, group: Group) -> None:
+    """New version and ``lastModified`` with one atomic UPDATE, so concurrent
+    membership changes never overwrite each other's version bump."""
+    now = utcnow()
+    result = await session.execute(_BUMP, {"group_id": group.id, "now": now})
+    # Written by the database: record them as loaded, not as changes to flush.
+    set_committed_value(group, "version", result.scalar_one())
+    set_committed_value(group, "updated_at", now)
+
+
+async def insert_group(
+    session: AsyncSession,
+    display_name: str,
+    actor: Actor,
+    *,
+    external_id: str | None = None,
+    member_ids: Sequence[str] = (),
+) -> Group:
+    if not display_name or not display_name.strip():
+        raise ValidationError("displayName is required and may not be empty")
+    check_lengths(Group, {"display_name": display_name, "external_id": external_id})
+    await _ensure_name_free(session, display_name)
+    now = utcnow()
+    group = Group(
+        id=new_id(),
+        display_name=display_name,
+        display_name_normalized=normalize(display_name),
+        external_id=external_id,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    session.add(group)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise ConflictError(
+            "displayName", f"displayName {display_name!r} is already taken"
+        ) from exc
+    counts.change(session, "Group", +1)
+    types = await resolve_members(session, member_ids)
+    await _insert_members(session, group.id, types)
+    audit.record(
+        session,
+        actor,
+        "group.create",
+        "Group",
+        group.id,
+        {"displayName": display_name, "members": len(types)},
+    )
+    if types:
+        audit.enqueue(
+            session, "rbac", "members_added", "Group", group.id, {"members": sorted(types)}
+        )
+    return group
+
+
+@dataclass(slots=True)
+class GroupChanges:
+    """What one request does to a group, gathered before touching the store:
+    a new ``displayName`` and ``externalId`` (``KEEP``: unchanged), and the
+    members to add and remove, or the whole new member list."""
+
+    display_name: str | None = None
+    external_id: Any = KEEP
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    replace_members: list[str] | None = None
+    """The whole member list (PUT, a ``replace`` of ``members``), or ``None``."""
+
+    def add_members(self, ids: Sequence[str]) -> None:
+        if self.replace_members is not None:
+            self.replace_members.extend(ids)
+        else:
+            added = set(ids)
+            self.add.extend(ids)
+            self.remove = [i for i in self.remove if i not in added]
+
+    def remove_members(self, ids: Sequence[str]) -> None:
+        dropped = set(ids)
+        if self.replace_members is not None:
+            self.replace_members = [i for i in self.replace_members if i not in dropped]
+        else:
+            self.remove.extend(ids)
+            self.add = [i for i in self.add if i not in dropped]
+
+    def set_members(self, ids: Sequence[str]) -> None:
+        self.replace_members = list(ids)
+        self.add, self.remove = [], []
+
+
+async def write_changes(
+    session: AsyncSession, group: Group, changes: GroupChanges, actor: Actor, *, action: str
+) -> Group:
+    """Apply attribute and membership changes; touches only the rows named
+    (``replace_members`` is the exception: it sets the whole list, as PUT and
+    a path-less ``replace`` of ``members`` require)."""
+    display_name, external_id = changes.display_name, changes.external_id
+    add, remove, replace_members = changes.add, changes.remove, changes.replace_members
+    check_lengths(
+        Group,
+        {"display_name": display_name, "external_id": None if external_id is KEEP else external_id},
+    )
+    changed = False
+    if display_name is not None and display_name != group.display_name:
+        if not display_name.strip():
+            raise ValidationError("displayName may not be empty")
+        if normalize(display_name) != group.display_name_normalized:
+            await _ensure_name_free(session, display_name, except_id=group.id)
+        group.display_name = display_name
+        group.display_name_normalized = normalize(display_name)
+        changed = True
+    if external_id is not KEEP and external_id != group.external_id:
+        group.external_id = external_id
+        changed = True
+    if changed:
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            raise ConflictError("displayName", "displayName is already taken") from exc
+
+    removed_ids: list[str] = []
+    added_ids: list[str] = []
+    if replace_members is not None:
+        types = await resolve_members(session, replace_members)
+        current = set(
+            (
+                await session.scalars(
+                    select(GroupMember.member_id).where(GroupMember.group_id == group.id)
+                )
+            ).all()
+        )
+        removed_ids = sorted(current - set(types))
+        added_types = {k: v for k, v in types.items() if k not in current}
+        await _delete_members(session, group.id, removed_ids)
+        await _insert_members(session, group.id, added_types)
+        added_ids = sorted(added_types)
+    else:
+        if remove:
+            removed_ids = sorted(set(remove))
+            await _delete_members(session, group.id, removed_ids)
+        if add:
+            types = await resolve_members(session, add)
+            await _insert_members(session, group.id, types)
+            added_ids = sorted(types)
+    await _bump(session, group)
+    audit.record(
+        session,
+        actor,
+        action,
+        "Group",
+        group.id,
+        {"added": len(added_ids), "removed": len(removed_ids), "renamed": changed},
+    )
+    if added_ids:
+        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added_ids})
+    if removed_ids:
+        audit.enqueue(
+            session, "rbac", "members_removed", "Group", group.id, {"members": removed_ids}
+        )
+    return group
+
+
+async def _delete_members(session: AsyncSession, group_id: str, member_ids: Sequence[str]) -> None:
+    for start in range(0, len(member_ids), 500):
+        await session.execute(
+            _REMOVE_MEMBERS, {"group_id": group_id, "ids": list(member_ids[start : start + 500])}
+        )
+
+
+async def remove_group(session: AsyncSession, group: Group, actor: Actor) -> None:
+    """Delete the group and its memberships; also remove it from parent groups."""
+    await session.execute(delete(GroupMember).where(GroupMember.member_id == group.id))
+    await session.delete(group)
+    await session.flush()
+    counts.change(session, "Group", -1)
+    audit.record(
+        session, actor, "group.delete", "Group", group.id, {"displayName": group.display_name}
+    )
+    audit.enqueue(session, "rbac", "group_deleted", "Group", group.id, {})
+
+
+async def members_of(
+    session: AsyncSession, group_ids: Sequence[str], *, limit: int | None = None
+) -> dict[str, list[Member]]:
+    """Members of each group with their display names, in one query."""
+    result: dict[str, list[Member]] = {gid: [] for gid in group_ids}
+    if not group_ids:
+        return result
+    member_user = select(User.display_name).where(User.id == GroupMember.member_id)
+    member_group = select(Group.display_name).where(Group.id == GroupMember.member_id)
+    display = func.coalesce(member_user.scalar_subquery(), member_group.scalar_subquery())
+    query = (
+        select(GroupMember.group_id, GroupMember.member_id, GroupMember.member_type, display)
+        .where(GroupMember.group_id.in_(group_ids))
+        .order_by(GroupMember.group_id, GroupMember.member_id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    for gid, mid, kind, name in (await session.execute(query)).all():
+        result[gid].append(Member(mid, kind, name))
+    return result
+
+
+def all_groups() -> Select[Group]:
+    return select(Group)
+
+
+async def list_groups(
+    session: AsyncSession,
+    where: ColumnElement[bool] | None,
+    *,
+    order_by: Sequence[ColumnElement[Any]] = (),
+    offset: int = 0,
+    limit: int = 100,
+    after: tuple[Any, ...] | None = None,
+    count: bool = True,
+) -> Page[Group]:
+    return await fetch_page(
+        session,
+        all_groups(),
+        "Group",
+        where,
+        keys=[*order_by, Group.id],
+        offset=offset,
+        limit=limit,
+        after=after,
+        count=count,
+    )

@@ -1,0 +1,168 @@
+"""The open store: its settings, engine, sessions and prepared reads, and the
+one way a use case runs its transaction.
+
+Every use case of the store (:mod:`identity_store.users`,
+:mod:`identity_store.groups`, ...) takes a :class:`Store` as its first
+argument and owns its transaction through :meth:`Store.transaction`; no
+caller (HTTP handler, CLI, job, sync worker) sees a session. Open one per
+process with :meth:`Store.open` and close it with :meth:`Store.close`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from .database import create_engine, create_reader_factory, create_session_factory
+from .errors import ConcurrentUpdateError, StoreError, UnavailableError, ValueRefusedError
+from .migrate import current_revision, head_revision
+from .prepared_reads import PreparedReads
+from .settings import Settings
+
+T = TypeVar("T")
+
+ATTEMPTS = 3
+"""How many times a use case runs when concurrent writers keep getting there first."""
+
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+"""Serialization failure and deadlock: the transaction may simply run again."""
+
+
+DATA_ERRORS = frozenset({"22001", "22003", "22007", "22008", "22P02"})
+"""PostgreSQL SQLSTATEs of class 22 (data exception) caused by a value."""
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return str(code) if code else None
+
+
+def database_error(exc: BaseException) -> StoreError | None:
+    """The store error a database failure means for the caller: a value the
+    database refused (:class:`ValueRefusedError`) or a database that cannot
+    be reached (:class:`UnavailableError`); ``None`` for anything else."""
+    if isinstance(exc, DBAPIError) and _sqlstate(exc) in DATA_ERRORS:
+        return ValueRefusedError("a value is out of range for its attribute")
+    if isinstance(exc, OperationalError):
+        return UnavailableError("the store is temporarily unavailable; retry later")
+    return None
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Raise database failures as the store errors they mean (:func:`database_error`)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        mapped = database_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return code in RETRYABLE_SQLSTATES
+    return False
+
+
+@dataclass(slots=True)
+class MigrationState:
+    """Where the database's migration history stands against the code's head."""
+
+    reachable: bool
+    current: str | None
+    head: str | None
+    problem: str | None = None
+    """The exception's class name when the database could not be reached."""
+
+    @property
+    def ready(self) -> bool:
+        return self.reachable and self.current == self.head
+
+
+@dataclass(slots=True)
+class Store:
+    """An open identity store."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    """Sessions of use cases that write (one transaction each)."""
+    readers: async_sessionmaker[AsyncSession]
+    """Sessions of reads (each statement in autocommit)."""
+    prepared: PreparedReads | None
+    """The hottest user reads as prepared asyncpg statements (PostgreSQL only)."""
+    head: str | None
+    """The migration the code expects (Alembic's head)."""
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Store:
+        """Engine and pools for ``settings``. Nothing connects yet, so a
+        server starts (and reports not ready) while its database is away."""
+        engine = create_engine(settings)
+        prepared = None
+        if not settings.is_sqlite:
+            prepared = PreparedReads(settings.database_url, settings.db_read_pool_size)
+            await prepared.open()
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            readers=create_reader_factory(engine),
+            prepared=prepared,
+            head=head_revision(settings.database_url),
+        )
+
+    async def close(self) -> None:
+        if self.prepared is not None:
+            await self.prepared.close()
+        await self.engine.dispose()
+
+    async def transaction(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction and commit it: when this returns,
+        the change and its side rows (audit, outbox, lifecycle) are committed.
+
+        A concurrent writer that got there first (stale version,
+        serialization failure, deadlock) makes the whole unit run again from
+        a fresh read, up to :data:`ATTEMPTS` times, so that no update is lost;
+        after that the caller gets :class:`ConcurrentUpdateError`.
+        """
+        for attempt in range(ATTEMPTS):
+            try:
+                with database_errors():
+                    async with self.sessions() as session, session.begin():
+                        return await work(session)
+            except (StaleDataError, DBAPIError) as exc:
+                if _retryable(exc) and attempt < ATTEMPTS - 1:
+                    continue
+                if isinstance(exc, StaleDataError):
+                    raise ConcurrentUpdateError(
+                        "the resource was changed concurrently; retry the request"
+                    ) from exc
+                raise
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only (no transaction, nothing to commit)."""
+        with database_errors():
+            async with self.readers() as session:
+                yield session
+
+    async def migration_state(self) -> MigrationState:
+        """Whether the database answers and holds the code's head migration."""
+        try:
+            current = await current_revision(self.engine)
+        except (SQLAlchemyError, OSError) as exc:
+            return MigrationState(False, None, self.head, type(exc).__name__)
+        return MigrationState(True, current, self.head)

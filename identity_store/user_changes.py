@@ -1,0 +1,422 @@
+"""What a user write does to the rows: the writable state of a user
+(:class:`UserInput`), its validation, the identifiers derived from it, and
+the statements of a create, a replace and a delete, in the caller's session.
+
+:mod:`identity_store.users` wraps each of these in a use case (transaction,
+retry, version check); nothing outside the store calls this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, bindparam, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
+
+from . import audit, counts, lifecycle, row_inserts
+from .actor import Actor
+from .errors import ConflictError, NotFoundError, ValidationError
+from .limits import check_lengths
+from .models import (
+    IdpSource,
+    Lifecycle,
+    User,
+    UserAddress,
+    UserMultiValue,
+    UserType,
+    new_id,
+    utcnow,
+)
+
+WRITABLE_COLUMNS = frozenset(
+    {
+        "external_id",
+        "idp_reference_id",
+        "idp_username",
+        "idp_workforce_id",
+        "idp_cloud_username",
+        "idp_source",
+        "display_name",
+        "formatted_name",
+        "given_name",
+        "family_name",
+        "middle_name",
+        "honorific_prefix",
+        "honorific_suffix",
+        "nick_name",
+        "profile_url",
+        "title",
+        "scim_user_type",
+        "preferred_language",
+        "locale",
+        "timezone",
+        "employee_number",
+        "cost_center",
+        "organization",
+        "division",
+        "department",
+        "manager_id",
+        "user_type",
+        "tags",
+        "active",
+        "user_group",
+        "custom_data",
+        "blocked",
+        "expiration_date",
+    }
+)
+"""Columns a client may set. Lifecycle, status, versions, timestamps and the
+Auth0 id are the store's own."""
+
+MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
+ADDRESS_FIELDS = (
+    "type",
+    "primary",
+    "formatted",
+    "street_address",
+    "locality",
+    "region",
+    "postal_code",
+    "country",
+)
+NORMALIZED_VALUE_LENGTH = 512
+UNSET: Any = object()
+
+
+def normalize(value: str) -> str:
+    """The form case-insensitive comparisons use: NFC, then lower case, then NFC
+    (scim2-models' ``default_comparison_key``, RFC 7643 §2.2)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
+
+
+def hash_password(password: str) -> str:
+    """scrypt hash of a SCIM ``password`` (RFC 7643 §4.1.1: writeOnly, stored hashed)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+@dataclass(slots=True)
+class UserInput:
+    """The full writable state of a user, as a create or a replace gives it."""
+
+    user_name: str
+    columns: dict[str, Any] = field(default_factory=dict)
+    multi_values: list[dict[str, Any]] = field(default_factory=list)
+    """``{attribute, value, display, type, primary, verified}`` per entry."""
+    addresses: list[dict[str, Any]] = field(default_factory=list)
+    password: Any = UNSET
+    """A new password, ``None`` to clear it, or :data:`UNSET` to keep it."""
+
+
+def live_users() -> Select[User]:
+    """Users not deleted over SCIM."""
+    return select(User).where(User.deleted_at.is_(None))
+
+
+# Statements of the hot paths are built once: building a statement costs more
+# than SQLAlchemy's cached compilation of it.
+_USER_BY_ID = (
+    live_users()
+    .where(User.id == bindparam("user_id"))
+    .options(joinedload(User.multi_values), joinedload(User.addresses))
+)
+_USER_BY_ID_FOR_UPDATE = _USER_BY_ID.with_for_update(of=User)
+
+
+async def load_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
+    """A live user with its multi-valued attributes, or :class:`NotFoundError`.
+
+    One statement: the few entries of one user come joined to its row. With
+    ``for_update`` the row is locked on PostgreSQL (SQLite locks the database
+    on write anyway).
+    """
+    lock = for_update and session.get_bind().dialect.name == "postgresql"
+    query = _USER_BY_ID_FOR_UPDATE if lock else _USER_BY_ID
+    user = (await session.scalars(query, {"user_id": user_id})).unique().one_or_none()
+    if user is None:
+        raise NotFoundError("User", user_id)
+    return user
+
+
+async def _ensure_user_name_free(
+    session: AsyncSession, user_name: str, except_id: str | None = None
+) -> None:
+    query = select(User.id).where(
+        User.user_name_normalized == normalize(user_name), User.deleted_at.is_(None)
+    )
+    if except_id is not None:
+        query = query.where(User.id != except_id)
+    if await session.scalar(query.limit(1)) is not None:
+        raise ConflictError("userName", f"userName {user_name!r} is already taken")
+
+
+def _validate(data: UserInput) -> None:
+    if not data.user_name or not data.user_name.strip():
+        raise ValidationError("userName is required and may not be empty")
+    check_lengths(User, {"user_name": data.user_name, **data.columns})
+    for entry in data.multi_values:
+        check_lengths(UserMultiValue, entry, entry.get("attribute"))
+    for address in data.addresses:
+        check_lengths(UserAddress, address, "addresses")
+    unknown = set(data.columns) - WRITABLE_COLUMNS
+    if unknown:
+        raise ValidationError(f"not writable: {', '.join(sorted(unknown))}")
+    user_type = data.columns.get("user_type")
+    if user_type is not None and user_type not in {t.value for t in UserType}:
+        raise ValidationError(f"userType must be one of {[t.value for t in UserType]}")
+    for attribute in {mv["attribute"] for mv in data.multi_values}:
+        primaries = [
+            mv for mv in data.multi_values if mv["attribute"] == attribute and mv.get("primary")
+        ]
+        if len(primaries) > 1:
+            raise ValidationError(f"{attribute} has more than one primary value")
+    if sum(1 for a in data.addresses if a.get("primary")) > 1:
+        raise ValidationError("addresses has more than one primary value")
+
+
+COLUMN_DEFAULTS: dict[str, Any] = {"tags": [], "active": True}
+"""What an attribute a replace does not name becomes (``None`` otherwise)."""
+
+
+def _apply(user: User, data: UserInput) -> None:
+    user.user_name = data.user_name
+    user.user_name_normalized = normalize(data.user_name)
+    for name in WRITABLE_COLUMNS:
+        if name in data.columns:
+            setattr(user, name, data.columns[name])
+        else:
+            default = COLUMN_DEFAULTS.get(name)
+            setattr(user, name, list(default) if isinstance(default, list) else default)
+    if data.password is not UNSET:
+        user.password_hash = hash_password(data.password) if data.password else None
+
+
+def _derive_identifiers(data: UserInput, before: User | None = None) -> None:
+    """The IdP identifiers a client did not give, from the SCIM ones.
+
+    ``idp_reference_id`` defaults to ``externalId`` (Entra: the object id) and
+    ``idp_cloud_username`` to ``userName`` (Entra: the UPN). A value that was
+    derived keeps following its source when the source changes (a UPN
+    rename); a value the client set, or cleared, itself is left as it is.
+    """
+    sources = {
+        "idp_reference_id": data.columns.get("external_id"),
+        "idp_cloud_username": data.user_name,
+    }
+    previous = {
+        "idp_reference_id": before.external_id if before else None,
+        "idp_cloud_username": before.user_name if before else None,
+    }
+    for column, source in sources.items():
+        current = data.columns.get(column)
+        if before is None:
+            if not current:
+                data.columns[column] = source
+            continue
+        kept = getattr(before, column)
+        was_derived = kept is not None and kept == previous[column]
+        if was_derived and current == kept and source != previous[column]:
+            data.columns[column] = source
+
+
+def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
+    rows = []
+    positions: dict[str, int] = {}
+    for entry in data.multi_values:
+        attribute = entry["attribute"]
+        position = positions.get(attribute, 0)
+        positions[attribute] = position + 1
+        value = entry.get("value")
+        rows.append(
+            UserMultiValue(
+                attribute=attribute,
+                position=position,
+                value=value,
+                value_normalized=normalize(value)[:NORMALIZED_VALUE_LENGTH]
+                if isinstance(value, str)
+                else None,
+                display=entry.get("display"),
+                type=entry.get("type"),
+                primary=bool(entry.get("primary")),
+                verified=entry.get("verified"),
+            )
+        )
+    return rows
+
+
+def _multi_value_key(rows: Sequence[UserMultiValue]) -> list[tuple[Any, ...]]:
+    """What distinguishes two lists of entries, so unchanged rows are not rewritten."""
+    return sorted(
+        (r.attribute, r.position, r.value, r.display, r.type, bool(r.primary), r.verified)
+        for r in rows
+    )
+
+
+def _address_key(rows: Sequence[UserAddress]) -> list[tuple[Any, ...]]:
+    return sorted(
+        (r.position, bool(r.primary), *(getattr(r, f) for f in ADDRESS_FIELDS if f != "primary"))
+        for r in rows
+    )
+
+
+def _address_rows(data: UserInput) -> list[UserAddress]:
+    return [
+        UserAddress(
+            position=i,
+            **{k: a.get(k) for k in ADDRESS_FIELDS if k != "primary"},
+            primary=bool(a.get("primary")),
+        )
+        for i, a in enumerate(data.addresses)
+    ]
+
+
+_TABLES = {model: cast(Table, model.__table__) for model in (User, UserMultiValue, UserAddress)}
+_DEFAULTS = {
+    model: {c.key: c.default for c in table.columns if c.default is not None and not c.primary_key}
+    for model, table in _TABLES.items()
+}
+_COLUMN_ORDER = {model: [c.key for c in table.columns] for model, table in _TABLES.items()}
+_COLUMN_KEYS = {model: frozenset(keys) for model, keys in _COLUMN_ORDER.items()}
+
+
+def _values(row: User | UserMultiValue | UserAddress) -> dict[str, Any]:
+    """The column values of a new row, as the ORM would insert them: the
+    attributes that were set, the columns' Python defaults for the others
+    (in the table's column order, so that equal rows make equal statements)."""
+    model = type(row)
+    values = {k: v for k, v in row.__dict__.items() if k in _COLUMN_KEYS[model]}
+    for key, default in _DEFAULTS[model].items():
+        if key not in values:
+            arg = getattr(default, "arg", None)
+            values[key] = arg(None) if callable(arg) else arg
+    return {k: values[k] for k in _COLUMN_ORDER[model] if k in values}
+
+
+async def _insert(session: AsyncSession, user: User) -> None:
+    """Insert a new user and its entries (:func:`identity_store.row_inserts.insert_rows`).
+
+    The unit of work would first register, then inspect and sort every new
+    object (about 1 ms for a user and one e-mail); these rows are never
+    changed again in the request, so they are written as they are and
+    ``user`` stays a detached object the caller renders from.
+    """
+    await row_inserts.insert_rows(session, _TABLES[User], [_values(user)])
+    for model, rows in (
+        (UserMultiValue, user.multi_values),
+        (UserAddress, user.addresses),
+    ):
+        if rows:
+            for row in rows:
+                row.user_id = user.id
+            await row_inserts.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
+
+
+def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:
+    return ConflictError("userName", f"userName {data.user_name!r} is already taken")
+
+
+async def insert_user(
+    session: AsyncSession,
+    data: UserInput,
+    actor: Actor,
+    *,
+    required_attributes: Sequence[str],
+    default_idp_source: str = IdpSource.SCIM.value,
+) -> User:
+    """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``."""
+    _derive_identifiers(data)
+    _validate(data)
+    # userName uniqueness is the unique index's to enforce: a taken name
+    # fails the INSERT below (IntegrityError -> ConflictError).
+    user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[], role_ids=[])
+    _apply(user, data)
+    if not user.idp_source:
+        user.idp_source = default_idp_source
+    if not user.user_type:
+        user.user_type = UserType.PERSON.value
+    user.multi_values = _multi_value_rows(data)
+    user.addresses = _address_rows(data)
+    user.created_at = user.updated_at = utcnow()
+    lifecycle.transition(
+        session, user, lifecycle.target_state(user, required_attributes), "created", actor
+    )
+    try:
+        await _insert(session, user)
+    except IntegrityError as exc:
+        raise _flush_conflict(exc, data) from exc
+    counts.change(session, "User", +1)
+    audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
+    audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
+    return user
+
+
+async def write_replacement(
+    session: AsyncSession,
+    user: User,
+    data: UserInput,
+    actor: Actor,
+    *,
+    required_attributes: Sequence[str],
+    action: str,
+) -> User:
+    """Replace every writable attribute of ``user`` (loaded by :func:`load_user`)."""
+    _derive_identifiers(data, user)
+    _validate(data)
+    if normalize(data.user_name) != user.user_name_normalized:
+        await _ensure_user_name_free(session, data.user_name, except_id=user.id)
+    was_suspended = lifecycle.is_suspended(user)
+    _apply(user, data)
+    values = _multi_value_rows(data)
+    if _multi_value_key(values) != _multi_value_key(user.multi_values):
+        user.multi_values = values
+    addresses = _address_rows(data)
+    if _address_key(addresses) != _address_key(user.addresses):
+        user.addresses = addresses
+    user.updated_at = utcnow()
+    cause = "updated"
+    if was_suspended and not lifecycle.is_suspended(user):
+        cause = "reactivated"
+    elif not was_suspended and lifecycle.is_suspended(user):
+        cause = "deactivated" if not user.active else "blocked"
+    lifecycle.transition(
+        session, user, lifecycle.target_state(user, required_attributes), cause, actor
+    )
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise _flush_conflict(exc, data) from exc
+    audit.record(session, actor, action, "User", user.id, {"version": user.version})
+    operation = "block" if lifecycle.is_suspended(user) else "upsert"
+    audit.enqueue(session, "auth0", operation, "User", user.id, {"version": user.version})
+    return user
+
+
+async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
+    """SCIM DELETE (RFC 7644 §3.6): the id answers 404 from now on; the row is
+    kept ``SUSPENDED`` until the deletion sync makes it ``INACTIVE`` (SPEC §4).
+    Group memberships stay until then, so that the deletion sync removes them
+    and their downstream access in one place."""
+    user.deleted_at = utcnow()
+    user.active = False
+    user.updated_at = utcnow()
+    lifecycle.transition(
+        session,
+        user,
+        Lifecycle.INACTIVE
+        if user.user_type == UserType.SERVICE_ACCOUNT.value
+        else Lifecycle.SUSPENDED,
+        "deleted",
+        actor,
+    )
+    await session.flush()
+    counts.change(session, "User", -1)
+    audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
+    audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
