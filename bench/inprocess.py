@@ -132,14 +132,14 @@ class Breakdown:
             setattr(module, name, timed)
 
     def install(self) -> None:
-        from identity_store import groups, read_models, users
-        from scim_server import groups_api, patching, users_api
+        from identity_store import group_changes, read_models, user_changes
+        from scim_server import mapping, patching, users_api
 
         steps: list[tuple[Any, list[str]]] = [
-            (users_api, ["validate_user", "render", "documents", "read_users", "_fast_search"]),
-            (groups_api, ["render"]),
-            (users, ["create_user", "replace_user", "get_user", "_insert"]),
-            (groups, ["update_group", "resolve_members", "get_group"]),
+            (users_api, ["validate_user", "dump"]),
+            (mapping, ["user_document", "group_document", "user_input"]),
+            (user_changes, ["insert_user", "write_replacement", "load_user", "_insert"]),
+            (group_changes, ["write_changes", "resolve_members", "load_group"]),
             (read_models, ["user_records"]),
             (patching, ["apply_simple"]),
         ]

@@ -79,7 +79,7 @@ def deep_cursor(port: int, token: str, data: Dataset, page: int, budget_s: float
     """
     expected_first = data.user_id((page - 1) * PAGE)
     try:
-        from scim_server.listing import encode_cursor
+        from identity_store.paging import encode_cursor
 
         cursor = encode_cursor([data.user_id((page - 1) * PAGE - 1)])
         status, body = http_get(
