@@ -128,18 +128,22 @@ _USER_BY_ID = (
     .where(User.id == bindparam("user_id"))
     .options(joinedload(User.multi_values), joinedload(User.addresses))
 )
-_USER_BY_ID_FOR_UPDATE = _USER_BY_ID.with_for_update(of=User)
+_LOCK_USER = select(User.id).where(User.id == bindparam("user_id")).with_for_update()
 
 
 async def load_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
     """A live user with its multi-valued attributes, or :class:`NotFoundError`.
 
-    One statement: the few entries of one user come joined to its row. With
-    ``for_update`` the row is locked on PostgreSQL (SQLite locks the database
-    on write anyway).
+    The few entries of one user come joined to its row. With ``for_update``
+    the row is locked first, on PostgreSQL (SQLite locks the database on
+    write anyway), by a statement of its own: a statement that waited for
+    the lock sees the locked row as the other writer committed it, but the
+    rows it joins as they were when it started, so entries another writer
+    replaced meanwhile would be loaded, and replaced, a second time.
     """
-    lock = for_update and session.get_bind().dialect.name == "postgresql"
-    query = _USER_BY_ID_FOR_UPDATE if lock else _USER_BY_ID
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        await session.execute(_LOCK_USER, {"user_id": user_id})
+    query = _USER_BY_ID
     user = (await session.scalars(query, {"user_id": user_id})).unique().one_or_none()
     if user is None:
         raise NotFoundError("User", user_id)
