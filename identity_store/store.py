@@ -64,6 +64,10 @@ def database_errors() -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from exc
+    except (OSError, TimeoutError) as exc:
+        # A connection the driver could not even open (refused, unreachable
+        # host, timeout) surfaces as the socket's error, not a DBAPI one.
+        raise UnavailableError("the store is temporarily unavailable; retry later") from exc
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -141,6 +145,12 @@ class Store:
             try:
                 with database_errors():
                     async with self.sessions() as session, session.begin():
+                        if self.settings.is_sqlite:
+                            # Take SQLite's write lock now, not at the first
+                            # write: a unit that read first would otherwise
+                            # read what a concurrent writer is replacing.
+                            connection = await session.connection()
+                            await connection.exec_driver_sql("BEGIN IMMEDIATE")
                         return await work(session)
             except (StaleDataError, DBAPIError) as exc:
                 if _retryable(exc) and attempt < ATTEMPTS - 1:
