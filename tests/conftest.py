@@ -246,3 +246,15 @@ async def scim(app: Starlette, tokens_by_scope: dict[str, str]) -> AsyncIterator
         },
     ) as client:
         yield client
+
+
+@pytest.fixture
+async def store(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The open store of this backend's database, as the server and workers open it."""
+    from identity_store.store import Store
+
+    opened = await Store.open(settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
