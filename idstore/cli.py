@@ -72,7 +72,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 flush=True,
             )
     uvicorn.run(
-        "scim_server.main:app_factory",
+        "idstore.asgi:app_factory",
         factory=True,
         host=host,
         port=port,
