@@ -4,6 +4,7 @@
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY idstore ./idstore
 COPY scim_server ./scim_server
 COPY identity_store ./identity_store
 COPY identity_sync ./identity_sync

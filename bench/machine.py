@@ -31,6 +31,7 @@ def git_state() -> dict[str, Any]:
                 "status",
                 "--porcelain",
                 "--",
+                "idstore",
                 "scim_server",
                 "identity_store",
                 "identity_sync",

@@ -148,7 +148,7 @@ def show(result: PhaseResult) -> None:
 def server_argv(port: int, workers: int) -> list[str]:
     """``idstore serve --no-migrate`` as installed next to this interpreter."""
     script = Path(sys.executable).with_name("idstore")
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "scim_server.cli"]
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "idstore"]
     return [*head, "serve", "--no-migrate", "--port", str(port), "--workers", str(workers)]
 
 

@@ -4,6 +4,14 @@ A secret looks like ``idst_<token id>_<43 random url-safe chars>``. Only its
 SHA-256 is stored: the secret carries 256 bits of randomness, so a slow
 password hash would add latency to every request and no security. The id part
 finds the row; the hash is compared with :func:`hmac.compare_digest`.
+
+Two kinds of function live here. Those taking a session work inside the
+caller's transaction: :func:`authenticate` on the request path,
+:func:`create_token` for whoever already holds a session. Those taking
+:class:`~identity_store.settings.Settings` are the use cases of the
+``idstore`` command (:func:`issue_token`, :func:`list_tokens`,
+:func:`revoke_token`, :func:`ensure_dev_token`): each opens a connection of its
+own, runs one transaction, commits it and closes the connection.
 """
 
 from __future__ import annotations
@@ -11,21 +19,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .database import create_engine, create_session_factory
 from .errors import ConflictError, NotFoundError, ValidationError
 from .models import ApiToken, new_id, utcnow
+from .settings import Settings
 from .store import Store
 
 PREFIX = "idst"
 SCOPES = frozenset({"scim:read", "scim:write", "admin"})
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 """``last_used_at`` is written at most this often per token, not on every request."""
+DEV_TOKEN_NAME = "dev"
+DEV_TOKEN_SCOPES = ("scim:write", "admin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +57,35 @@ class Principal:
         if "admin" in self.scopes or scope in self.scopes:
             return True
         return scope == "scim:read" and "scim:write" in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What may be shown of a stored token: everything but its secret's hash."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    user_id: str | None
+    idp_source: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, token: ApiToken) -> TokenInfo:
+        return cls(
+            id=token.id,
+            name=token.name,
+            scopes=tuple(token.scopes),
+            user_id=token.user_id,
+            idp_source=token.idp_source,
+            created_at=token.created_at,
+            last_used_at=token.last_used_at,
+            expires_at=token.expires_at,
+            revoked_at=token.revoked_at,
+        )
 
 
 def hash_secret(secret: str) -> str:
@@ -89,22 +132,86 @@ async def create_token(
     return token, secret
 
 
-async def list_tokens(session: AsyncSession, *, include_revoked: bool = False) -> list[ApiToken]:
+@asynccontextmanager
+async def _transaction(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session in one transaction on a connection of its own, for a one-shot
+    command: committed when the block ends, rolled back when it raises."""
+    engine = create_engine(settings, null_pool=True)
+    try:
+        async with create_session_factory(engine)() as session, session.begin():
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def issue_token(
+    settings: Settings,
+    name: str,
+    scopes: list[str],
+    *,
+    user_id: str | None = None,
+    expires_in: timedelta | None = None,
+    idp_source: str | None = None,
+) -> str:
+    """Store a new token (``idstore token create``) and return its secret,
+    which is shown this once. ``expires_in`` counts from now; ``None`` never
+    expires."""
+    expires_at = utcnow() + expires_in if expires_in is not None else None
+    async with _transaction(settings) as session:
+        _, secret = await create_token(
+            session, name, scopes, user_id=user_id, expires_at=expires_at, idp_source=idp_source
+        )
+    return secret
+
+
+async def list_tokens(settings: Settings, *, include_revoked: bool = False) -> list[TokenInfo]:
+    """The tokens in the order they were created (``idstore token list``);
+    revoked ones only when ``include_revoked``."""
     query = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
     if not include_revoked:
         query = query.where(ApiToken.revoked_at.is_(None))
-    return list((await session.scalars(query)).all())
+    async with _transaction(settings) as session:
+        return [TokenInfo.of(token) for token in await session.scalars(query)]
 
 
-async def revoke_token(session: AsyncSession, name_or_id: str) -> ApiToken:
-    token = await session.scalar(
-        select(ApiToken).where((ApiToken.name == name_or_id) | (ApiToken.id == name_or_id))
-    )
-    if token is None:
-        raise NotFoundError("token", name_or_id)
-    if token.revoked_at is None:
-        token.revoked_at = utcnow()
-    return token
+async def revoke_token(settings: Settings, name_or_id: str) -> TokenInfo:
+    """Revoke the token of that name or id (``idstore token revoke``). Revoking
+    a revoked token keeps its first revocation time."""
+    async with _transaction(settings) as session:
+        token = await session.scalar(
+            select(ApiToken).where((ApiToken.name == name_or_id) | (ApiToken.id == name_or_id))
+        )
+        if token is None:
+            raise NotFoundError("token", name_or_id)
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+        return TokenInfo.of(token)
+
+
+async def ensure_dev_token(settings: Settings) -> str | None:
+    """While no token but the ``dev`` one is usable, (re)issue the ``dev``
+    token and return its secret; once other tokens exist, do nothing and
+    return ``None``.
+
+    Only hashes are stored, so an existing dev token cannot be shown again:
+    when the ``dev`` token is the only one, it is rotated so that every
+    ``idstore serve`` on the SQLite default prints one that works. Once an
+    admin has issued tokens of their own, nothing is created.
+    """
+    async with _transaction(settings) as session:
+        others = await session.scalar(
+            select(func.count())
+            .select_from(ApiToken)
+            .where(ApiToken.revoked_at.is_(None), ApiToken.name != DEV_TOKEN_NAME)
+        )
+        if others:
+            return None
+        existing = await session.scalar(select(ApiToken).where(ApiToken.name == DEV_TOKEN_NAME))
+        if existing is not None:
+            await session.delete(existing)
+            await session.flush()
+        _, secret = await create_token(session, DEV_TOKEN_NAME, list(DEV_TOKEN_SCOPES))
+    return secret
 
 
 async def authenticate(session: AsyncSession, secret: str) -> Principal | None:

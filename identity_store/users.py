@@ -104,7 +104,8 @@ async def update_user(
 ) -> UserRecord:
     """Change a user: lock it, check ``expected_version``, let ``change`` compute
     its new state from its current record (without ``groups``, which no
-    change writes), and store that state with its lifecycle transition, audit
+    change writes; the record is the locked row itself, valid during the
+    call only), and store that state with its lifecycle transition, audit
     and outbox rows. A change that returns ``None`` writes nothing.
 
     :raises NotFoundError: No live user has this id.

@@ -7,6 +7,8 @@
   of the store only its public API: the use cases, the open store, the
   errors and the plain types they take and return.
 - SQLAlchemy is the store's business alone.
+- ``idstore`` is the composition root: it may import every layer, and no
+  layer imports it. It wires; it runs no SQL and touches no model.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ FORBIDDEN = {
     },
     "identity_sync": {"scim_server", "idstore", "starlette", "scim2_models"},
     "scim_server": {"identity_sync", "idstore", "sqlalchemy", "asyncpg"},
+    "idstore": {"sqlalchemy", "asyncpg"},
 }
 """Top-level packages each layer may not import."""
 
@@ -48,6 +51,10 @@ STORE_PUBLIC = frozenset(
 """The store's public API: what the server (and later the sync) may import."""
 
 PUBLIC_API_USERS = ("scim_server",)
+
+COMPOSITION_ROOT_FORBIDDEN = ("sqlalchemy", "identity_store.models")
+"""What ``idstore/`` must not import, as dotted prefixes: SQL belongs in the
+store's functions, and so do its models."""
 
 
 def _modules(path: Path) -> set[str]:
@@ -106,6 +113,20 @@ def test_sqlalchemy_is_imported_only_by_the_store(repo_root: Path) -> None:
         if _imports(path) & {"sqlalchemy", "asyncpg"}
     ]
     assert offenders == []
+
+
+def test_the_composition_root_runs_no_sql_and_touches_no_model(repo_root: Path) -> None:
+    """``idstore/`` imports neither SQLAlchemy nor ``identity_store.models``: the
+    commands call the store's functions."""
+    paths = sorted((repo_root / "idstore").rglob("*.py"))
+    assert {path.name for path in paths} >= {"__init__.py", "__main__.py", "asgi.py", "cli.py"}
+    violations = [
+        f"{path.relative_to(repo_root)} imports {module}"
+        for path in paths
+        for module in sorted(_modules(path))
+        if any(module == bad or module.startswith(f"{bad}.") for bad in COMPOSITION_ROOT_FORBIDDEN)
+    ]
+    assert violations == []
 
 
 @pytest.mark.parametrize(

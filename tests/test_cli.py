@@ -17,7 +17,7 @@ from identity_store import tokens
 from identity_store.database import create_session_factory
 from identity_store.settings import Settings
 
-IDSTORE = [sys.executable, "-m", "scim_server.cli"]
+IDSTORE = [sys.executable, "-m", "idstore"]
 
 
 def _run(args: list[str], url: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -31,6 +31,23 @@ def _run(args: list[str], url: str, cwd: Path | None = None) -> subprocess.Compl
         cwd=cwd,
         check=False,
     )
+
+
+@pytest.mark.parametrize("module", ["idstore", "idstore.cli"])
+def test_the_command_runs_as_python_dash_m_of_the_package_and_of_its_cli_module(
+    module: str,
+) -> None:
+    """``python -m idstore`` and ``python -m idstore.cli`` are both the ``idstore`` command."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: idstore ")
+    assert "{serve,migrate,token}" in result.stdout
 
 
 async def test_token_commands_issue_list_and_revoke(settings: Settings, engine: Any) -> None:

@@ -35,9 +35,7 @@ def _input(user_name: str, **columns: Any) -> UserInput:
     return UserInput(
         user_name=user_name,
         columns=columns,
-        multi_values=[
-            {"attribute": "emails", "value": user_name, "type": "work", "primary": True}
-        ],
+        multi_values=[{"attribute": "emails", "value": user_name, "type": "work", "primary": True}],
     )
 
 

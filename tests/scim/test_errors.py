@@ -114,7 +114,6 @@ async def test_a_revoked_token_is_refused_once_the_cache_expires(
     """Verified tokens are cached for IDSTORE_TOKEN_CACHE_SECONDS; a revocation
     is seen when the entry expires (0 here: at once)."""
     from identity_store import tokens
-    from identity_store.database import create_session_factory
     from identity_store.settings import Settings
     from scim_server.app import create_app
 
@@ -128,9 +127,7 @@ async def test_a_revoked_token_is_refused_once_the_cache_expires(
         ) as client,
     ):
         assert (await client.get("/Users", headers=headers)).status_code == 200
-        async with create_session_factory(engine)() as session:  # type: ignore[arg-type]
-            await tokens.revoke_token(session, "test-scim:read")
-            await session.commit()
+        await tokens.revoke_token(settings, "test-scim:read")
         assert_error(await client.get("/Users", headers=headers), 401)
 
 
@@ -139,7 +136,6 @@ async def test_a_verified_token_is_not_looked_up_again_within_the_cache_time(
 ) -> None:
     """Within IDSTORE_TOKEN_CACHE_SECONDS the server trusts what it verified."""
     from identity_store import tokens
-    from identity_store.database import create_session_factory
     from identity_store.settings import Settings
     from scim_server.app import create_app
 
@@ -153,9 +149,7 @@ async def test_a_verified_token_is_not_looked_up_again_within_the_cache_time(
         ) as client,
     ):
         assert (await client.get("/Users", headers=headers)).status_code == 200
-        async with create_session_factory(engine)() as session:  # type: ignore[arg-type]
-            await tokens.revoke_token(session, "test-scim:read")
-            await session.commit()
+        await tokens.revoke_token(settings, "test-scim:read")
         assert (await client.get("/Users", headers=headers)).status_code == 200
         other = {"Authorization": f"Bearer {tokens_by_scope['scim:read']}x"}
         assert_error(await client.get("/Users", headers=other), 401)

@@ -1,10 +1,9 @@
-"""Entry point for ``uvicorn --factory scim_server.main:app_factory``."""
+"""Entry point for ``uvicorn --factory idstore.asgi:app_factory``."""
 
 from starlette.applications import Starlette
 
 from identity_store.settings import Settings
-
-from .app import create_app
+from scim_server.app import create_app
 
 
 def app_factory() -> Starlette:

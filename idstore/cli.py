@@ -14,48 +14,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import uvicorn
-from sqlalchemy import func, select
 
 from identity_store import migrate, tokens
-from identity_store.database import create_engine, create_session_factory
 from identity_store.errors import StoreError
-from identity_store.models import ApiToken, utcnow
 from identity_store.settings import Settings
-
-DEV_TOKEN_NAME = "dev"
 
 
 def _print_err(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-async def _ensure_dev_token(settings: Settings) -> str | None:
-    """On the SQLite default with no usable token, (re)issue the ``dev`` token.
-
-    Only hashes are stored, so an existing dev token cannot be shown again:
-    when the ``dev`` token is the only one, it is rotated so that every
-    ``idstore serve`` prints one that works. Once an admin has issued tokens of
-    their own, nothing is created.
-    """
-    engine = create_engine(settings, null_pool=True)
-    try:
-        async with create_session_factory(engine)() as session:
-            others = await session.scalar(
-                select(func.count())
-                .select_from(ApiToken)
-                .where(ApiToken.revoked_at.is_(None), ApiToken.name != DEV_TOKEN_NAME)
-            )
-            if others:
-                return None
-            existing = await session.scalar(select(ApiToken).where(ApiToken.name == DEV_TOKEN_NAME))
-            if existing is not None:
-                await session.delete(existing)
-                await session.flush()
-            _, secret = await tokens.create_token(session, DEV_TOKEN_NAME, ["scim:write", "admin"])
-            await session.commit()
-            return secret
-    finally:
-        await engine.dispose()
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -64,7 +30,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if settings.is_sqlite and not args.no_migrate:
         migrate.upgrade(settings)
     if settings.is_sqlite and settings.dev_token:
-        secret = asyncio.run(_ensure_dev_token(settings))
+        secret = asyncio.run(tokens.ensure_dev_token(settings))
         if secret:
             print(f"Development token (scim:write, admin): {secret}")
             print(
@@ -72,7 +38,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 flush=True,
             )
     uvicorn.run(
-        "scim_server.main:app_factory",
+        "idstore.asgi:app_factory",
         factory=True,
         host=host,
         port=port,
@@ -89,80 +55,51 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _token_create(args: argparse.Namespace, settings: Settings) -> str:
-    scopes = [s.strip() for value in args.scope for s in value.split(",") if s.strip()]
-    expires_at = utcnow() + timedelta(days=args.expires_in_days) if args.expires_in_days else None
-    engine = create_engine(settings, null_pool=True)
-    try:
-        async with create_session_factory(engine)() as session:
-            _, secret = await tokens.create_token(
-                session,
-                args.name,
-                scopes,
-                user_id=args.user_id,
-                expires_at=expires_at,
-                idp_source=args.idp_source,
-            )
-            await session.commit()
-            return secret
-    finally:
-        await engine.dispose()
-
-
-async def _token_list(args: argparse.Namespace, settings: Settings) -> list[dict[str, object]]:
-    engine = create_engine(settings, null_pool=True)
-    try:
-        async with create_session_factory(engine)() as session:
-            rows = await tokens.list_tokens(session, include_revoked=args.all)
-            return [
-                {
-                    "id": t.id,
-                    "name": t.name,
-                    "scopes": t.scopes,
-                    "user_id": t.user_id,
-                    "idp_source": t.idp_source,
-                    "created_at": t.created_at.isoformat(),
-                    "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-                    "expires_at": t.expires_at.isoformat() if t.expires_at else None,
-                    "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
-                }
-                for t in rows
-            ]
-    finally:
-        await engine.dispose()
-
-
-async def _token_revoke(args: argparse.Namespace, settings: Settings) -> str:
-    engine = create_engine(settings, null_pool=True)
-    try:
-        async with create_session_factory(engine)() as session:
-            token = await tokens.revoke_token(session, args.name)
-            await session.commit()
-            return token.name
-    finally:
-        await engine.dispose()
+def _token_json(token: tokens.TokenInfo) -> dict[str, object]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "scopes": list(token.scopes),
+        "user_id": token.user_id,
+        "idp_source": token.idp_source,
+        "created_at": token.created_at.isoformat(),
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+    }
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     if args.token_command == "create":
+        scopes = [s.strip() for value in args.scope for s in value.split(",") if s.strip()]
+        secret = asyncio.run(
+            tokens.issue_token(
+                settings,
+                args.name,
+                scopes,
+                user_id=args.user_id,
+                expires_in=timedelta(days=args.expires_in_days) if args.expires_in_days else None,
+                idp_source=args.idp_source,
+            )
+        )
         # The secret alone on stdout, so that scripts can capture it.
-        print(asyncio.run(_token_create(args, settings)))
+        print(secret)
         _print_err(f"token {args.name!r} created; the secret is shown only once")
     elif args.token_command == "list":
-        rows = asyncio.run(_token_list(args, settings))
+        listed = asyncio.run(tokens.list_tokens(settings, include_revoked=args.all))
         if args.json:
-            print(json.dumps(rows, indent=2))
+            print(json.dumps([_token_json(token) for token in listed], indent=2))
         else:
-            for row in rows:
-                revoked = f"  revoked {row['revoked_at']}" if row["revoked_at"] else ""
-                scopes = ",".join(row["scopes"])  # type: ignore[arg-type]
+            for token in listed:
+                last_used = token.last_used_at.isoformat() if token.last_used_at else "never"
+                revoked = f"  revoked {token.revoked_at.isoformat()}" if token.revoked_at else ""
                 print(
-                    f"{row['id']}  {row['name']:<24} {scopes:<28} "
-                    f"last used {row['last_used_at'] or 'never'}{revoked}"
+                    f"{token.id}  {token.name:<24} {','.join(token.scopes):<28} "
+                    f"last used {last_used}{revoked}"
                 )
     else:
-        name = asyncio.run(_token_revoke(args, settings))
-        _print_err(f"token {name!r} revoked")
+        revoked_token = asyncio.run(tokens.revoke_token(settings, args.name))
+        _print_err(f"token {revoked_token.name!r} revoked")
     return 0
 
 
