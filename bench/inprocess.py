@@ -133,7 +133,7 @@ class Breakdown:
 
     def install(self) -> None:
         from identity_store import group_changes, read_models, user_changes
-        from scim_server import mapping, patching, users_api
+        from scim_server import mapping, user_patch, users_api
 
         steps: list[tuple[Any, list[str]]] = [
             (users_api, ["validate_user", "dump"]),
@@ -141,7 +141,7 @@ class Breakdown:
             (user_changes, ["insert_user", "write_replacement", "load_user", "_insert"]),
             (group_changes, ["write_changes", "resolve_members", "load_group"]),
             (read_models, ["user_records"]),
-            (patching, ["apply_simple"]),
+            (user_patch, ["apply_simple"]),
         ]
         for module, names in steps:
             for name in names:

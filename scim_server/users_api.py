@@ -15,7 +15,7 @@ from starlette.responses import Response
 from identity_store import users
 from identity_store.users import UserInput, UserRecord
 
-from . import entra, filters, patching
+from . import entra, filters, user_patch
 from .errors import ScimError
 from .listing import ListQuery, list_response, parse_list_query
 from .mapping import etag, user_document, user_input
@@ -134,7 +134,7 @@ async def patch(request: Request) -> Response:
     )
 
     def change(current: UserRecord) -> UserInput | None:
-        resource = patching.patched(operations, user_document(current, call.base_url))
+        resource = user_patch.patched(operations, user_document(current, call.base_url))
         return user_input(resource) if resource is not None else None
 
     record = await users.update_user(

@@ -1,4 +1,4 @@
-"""The simple-PATCH path (scim_server.patching) ends where scim2-models'
+"""The simple-PATCH path (scim_server.user_patch) ends where scim2-models'
 ``PatchOp.patch`` ends, and leaves every other request to it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from scim2_models import Context, PatchOp
 
-from scim_server import entra, patching
+from scim_server import entra, user_patch
 from scim_server.discovery import provider
 from scim_server.schemas import PATCH_POLICY, ScimUser
 
@@ -84,7 +84,7 @@ def _operations(operations: list[dict[str, Any]]) -> PatchOp[ScimUser]:
 def test_simple_requests_end_where_patchop_ends(operations: list[dict[str, Any]]) -> None:
     with provider():
         before = copy.deepcopy(CURRENT)
-        simple = patching.apply_simple(_operations(operations), CURRENT)
+        simple = user_patch.apply_simple(_operations(operations), CURRENT)
         assert before == CURRENT  # the current document is not touched
         assert simple is not None
         fast, fast_changed = simple
@@ -97,7 +97,7 @@ def test_simple_requests_end_where_patchop_ends(operations: list[dict[str, Any]]
 @pytest.mark.parametrize("operations", GENERAL)
 def test_other_requests_are_left_to_patchop(operations: list[dict[str, Any]]) -> None:
     with provider():
-        assert patching.apply_simple(_operations(operations), CURRENT) is None
+        assert user_patch.apply_simple(_operations(operations), CURRENT) is None
 
 
 def test_an_invalid_value_is_refused_like_the_general_path() -> None:
@@ -106,4 +106,4 @@ def test_an_invalid_value_is_refused_like_the_general_path() -> None:
     from pydantic import ValidationError
 
     with provider(), pytest.raises(ValidationError):
-        patching.apply_simple(_operations([_op("Replace", "active", "maybe")]), CURRENT)
+        user_patch.apply_simple(_operations([_op("Replace", "active", "maybe")]), CURRENT)
