@@ -1,0 +1,170 @@
+"""The group use cases of the store, called without HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from identity_store import groups, users
+from identity_store.actor import Actor
+from identity_store.errors import (
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+    VersionMismatchError,
+)
+from identity_store.groups import KEEP, GroupChanges
+from identity_store.models import GroupMember, OutboxEntry
+from identity_store.paging import PageRequest
+from identity_store.store import Store
+from identity_store.users import UserInput
+
+ACTOR = Actor(name="test")
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        # one row per rule of GroupChanges
+        ([("add", ["a", "b"])], (["a", "b"], [], None)),
+        ([("remove", ["a"])], ([], ["a"], None)),
+        ([("add", ["a"]), ("remove", ["a"])], ([], ["a"], None)),  # a later remove wins
+        ([("remove", ["a"]), ("add", ["a"])], (["a"], [], None)),  # a later add wins
+        ([("add", ["a"]), ("set", ["b"])], ([], [], ["b"])),  # a replace forgets both lists
+        ([("set", ["b"]), ("add", ["c"])], ([], [], ["b", "c"])),  # add after set extends it
+        ([("set", ["b", "c"]), ("remove", ["b"])], ([], [], ["c"])),  # remove after set
+        ([("set", [])], ([], [], [])),  # remove all members
+    ],
+)
+def test_group_changes_fold_operations_in_order(
+    steps: list[tuple[str, list[str]]], expected: tuple[list[str], list[str], Any]
+) -> None:
+    """Operations of one request fold into what to add, remove or set, in their order."""
+    changes = GroupChanges()
+    for kind, ids in steps:
+        {"add": changes.add_members, "remove": changes.remove_members, "set": changes.set_members}[
+            kind
+        ](ids)
+    assert (changes.add, changes.remove, changes.replace_members) == expected
+    assert (changes.display_name, changes.external_id) == (None, KEEP)
+
+
+async def _user(store: Store, name: str) -> str:
+    return (await users.create_user(store, UserInput(user_name=name), ACTOR)).user.id
+
+
+async def _members(store: Store, group_id: str) -> list[str]:
+    record = await groups.get_group(store, group_id)
+    assert record.members is not None
+    return sorted(m.id for m in record.members)
+
+
+async def test_create_group_with_members_reads_them_back(store: Store) -> None:
+    """Members are typed (User or Group) and displayed; the outbox hears of them."""
+    alice = await _user(store, "alice")
+    inner = await groups.create_group(store, "Inner", ACTOR)
+    outer = await groups.create_group(
+        store, "Outer", ACTOR, external_id="ext-1", member_ids=[alice, inner.group.id]
+    )
+    assert outer.group.external_id == "ext-1"
+    assert outer.members is not None
+    assert sorted((m.type, m.display) for m in outer.members) == [
+        ("Group", "Inner"),
+        ("User", None),
+    ]
+    async with store.reading() as session:
+        rows = await session.scalar(
+            select(func.count())
+            .select_from(OutboxEntry)
+            .where(OutboxEntry.aggregate_id == outer.group.id)
+        )
+    assert rows == 1
+
+
+async def test_a_taken_display_name_or_unknown_member_is_refused(store: Store) -> None:
+    """displayName is unique case-insensitively; a member id naming nothing is
+    a validation error and the group is not created."""
+    await groups.create_group(store, "Admins", ACTOR)
+    with pytest.raises(ConflictError):
+        await groups.create_group(store, "ADMINS", ACTOR)
+    with pytest.raises(ValidationError, match="no such member"):
+        await groups.create_group(store, "Other", ACTOR, member_ids=["01NOSUCHMEMBER000000000000"])
+    page = await groups.find_groups(store, PageRequest(), members=False)
+    assert [r.group.display_name for r in page.rows] == ["Admins"]
+
+
+async def test_change_group_adds_removes_and_renames(store: Store) -> None:
+    """One change touches only the members it names, moves the version on,
+    and reads members back only when asked."""
+    ids = [await _user(store, f"u{i}") for i in range(3)]
+    created = await groups.create_group(store, "Team", ACTOR, member_ids=ids[:2])
+    changes = GroupChanges(display_name="Crew")
+    changes.add_members([ids[2]])
+    changes.remove_members([ids[0]])
+    changed = await groups.change_group(store, created.group.id, changes, ACTOR, expected_version=1)
+    assert (changed.group.display_name, changed.members) == ("Crew", None)
+    assert changed.group.version > created.group.version
+    assert (await groups.get_group(store, created.group.id)).group.version == changed.group.version
+    assert await _members(store, created.group.id) == sorted(ids[1:])
+
+
+async def test_change_and_delete_check_the_version(store: Store) -> None:
+    """A change or a delete based on another version is refused and changes nothing."""
+    created = await groups.create_group(store, "Versioned", ACTOR)
+    with pytest.raises(VersionMismatchError):
+        await groups.change_group(
+            store, created.group.id, GroupChanges(display_name="X"), ACTOR, expected_version=5
+        )
+    with pytest.raises(VersionMismatchError):
+        await groups.delete_group(store, created.group.id, ACTOR, expected_version=5)
+    assert (await groups.get_group(store, created.group.id)).group.display_name == "Versioned"
+
+
+async def test_concurrent_member_additions_to_one_group_all_land(store: Store) -> None:
+    """Eight concurrent changes each adding one member: all eight are members,
+    and each change got a version of its own."""
+    ids = [await _user(store, f"c{i}") for i in range(8)]
+    created = await groups.create_group(store, "Busy", ACTOR)
+
+    async def add(member: str) -> int:
+        changes = GroupChanges()
+        changes.add_members([member])
+        return (await groups.change_group(store, created.group.id, changes, ACTOR)).group.version
+
+    versions = await asyncio.gather(*(add(i) for i in ids))
+    assert sorted(versions) == list(range(2, 10))
+    assert await _members(store, created.group.id) == sorted(ids)
+
+
+async def test_delete_group_removes_its_memberships_everywhere(store: Store) -> None:
+    """A deleted group is gone, with its own members and its place in parents."""
+    member = await _user(store, "m")
+    child = await groups.create_group(store, "Child", ACTOR, member_ids=[member])
+    parent = await groups.create_group(store, "Parent", ACTOR, member_ids=[child.group.id])
+    await groups.delete_group(store, child.group.id, ACTOR)
+    with pytest.raises(NotFoundError):
+        await groups.get_group(store, child.group.id)
+    assert await _members(store, parent.group.id) == []
+    async with store.reading() as session:
+        left = await session.scalar(select(func.count()).select_from(GroupMember))
+    assert left == 0
+
+
+async def test_find_groups_pages_by_display_name_cursor(store: Store) -> None:
+    """Cursor pages sorted by id visit every group once; members are read only
+    when asked for."""
+    for name in ("b", "a", "c"):
+        await groups.create_group(store, name, ACTOR)
+    first = await groups.find_groups(store, PageRequest(count=2, cursor=""), members=True)
+    assert (first.total, len(first.rows)) == (3, 2)
+    assert first.next_cursor
+    assert all(r.members == [] for r in first.rows)
+    rest = await groups.find_groups(
+        store, PageRequest(count=2, cursor=first.next_cursor), members=False
+    )
+    assert (len(rest.rows), rest.next_cursor, rest.rows[0].members) == (1, None, None)
+    names = {r.group.display_name for r in [*first.rows, *rest.rows]}
+    assert names == {"a", "b", "c"}
