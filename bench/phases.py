@@ -90,7 +90,7 @@ def deep_cursor(port: int, token: str, data: Dataset, page: int, budget_s: float
             return {
                 "page": page,
                 "cursor": cursor,
-                "how": "made with scim_server.listing.encode_cursor",
+                "how": "made with identity_store.paging.encode_cursor",
             }
     except Exception as exc:  # fall back to walking
         say(f"  (made-up cursor refused: {type(exc).__name__}: {exc}; walking instead)")
