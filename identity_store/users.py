@@ -35,6 +35,7 @@ from .models import (
     new_id,
     utcnow,
 )
+from .models.user import NORMALIZED_VALUE_LENGTH
 
 WRITABLE_COLUMNS = frozenset(
     {
@@ -87,7 +88,6 @@ ADDRESS_FIELDS = (
     "postal_code",
     "country",
 )
-NORMALIZED_VALUE_LENGTH = 512
 UNSET: Any = object()
 
 

@@ -120,6 +120,7 @@ from identity_store.models import (
     UserAddress,
     UserMultiValue,
 )
+from identity_store.models.user import NORMALIZED_VALUE_LENGTH
 
 from .mapping import ADDRESS_COLUMNS
 from .schemas import (
@@ -135,9 +136,6 @@ __all__ = ["MAX_TERMS", "group_filter", "group_sort_column", "user_filter", "use
 
 MAX_TERMS = 50
 """How many comparisons and presence tests one filter may hold."""
-
-_NORMALIZED_VALUE_LENGTH = 512
-"""``user_multi_values.value_normalized`` keeps this many characters."""
 
 _LIKE_ESCAPE = "/"
 
@@ -418,7 +416,7 @@ def _user_attributes() -> dict[str, _Attribute]:
         attributes[core(f"{attribute.value}.value")] = _Value(
             _column("value"),
             normalized=_column("value_normalized"),
-            normalized_length=_NORMALIZED_VALUE_LENGTH,
+            normalized_length=NORMALIZED_VALUE_LENGTH,
             rows=rows,
         )
         for sub in ("display", "type", "primary"):
