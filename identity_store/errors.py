@@ -34,3 +34,12 @@ class VersionMismatchError(StoreError):
 
 class ValidationError(StoreError):
     """A value is not acceptable for the store."""
+
+
+class InvalidFilterError(StoreError):
+    """A filter names an attribute, or compares a value, the store cannot
+    filter on (``password``, ``$ref``, a complex attribute as a whole...)."""
+
+
+class InvalidSortError(StoreError):
+    """``sortBy`` names an attribute the store cannot sort by."""

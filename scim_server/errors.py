@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 from identity_store.errors import (
     ConflictError,
+    InvalidFilterError,
+    InvalidSortError,
     NotFoundError,
     StoreError,
     ValidationError,
@@ -94,6 +96,12 @@ def describe(exc: BaseException) -> tuple[int, str, str | None, dict[str, str] |
         if isinstance(exc, VersionMismatchError):
             return 412, exc.detail, None, None
         if isinstance(exc, ValidationError):
+            return 400, exc.detail, "invalidValue", None
+        if isinstance(exc, InvalidFilterError):
+            return 400, exc.detail, "invalidFilter", None
+        if isinstance(exc, InvalidSortError):
+            # Not a filter: RFC 7644 §3.12 has invalidValue for a value "not
+            # compatible with the operation or attribute type".
             return 400, exc.detail, "invalidValue", None
         return 400, exc.detail, None, None
     if isinstance(exc, HTTPException):
