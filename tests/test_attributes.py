@@ -1,0 +1,181 @@
+"""The attribute table (identity_store.attributes) against the models on both
+sides of it: the SQL tables it names and the SCIM schemas scim2-models declares."""
+
+from __future__ import annotations
+
+import typing
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from scim2_models import EnterpriseUser, ScimFilter
+from scim2_models import Group as CoreGroup
+from scim2_models import User as CoreUser
+
+from identity_store.attributes import (
+    CORE_GROUP_SCHEMA,
+    CORE_USER_SCHEMA,
+    ENTERPRISE_USER_SCHEMA,
+    GROUP_ATTRIBUTES,
+    PRODUCT_USER_SCHEMA,
+    USER_ATTRIBUTES,
+    Attribute,
+    AttributeTable,
+    Rows,
+)
+from identity_store.models import (
+    Group,
+    GroupMember,
+    MultiValuedAttribute,
+    User,
+    UserAddress,
+    UserMultiValue,
+)
+from scim_server.schemas import IdentityStoreUser, ScimGroup, ScimUser
+
+NOT_ATTRIBUTES = {
+    "password_hash": "a hash of the write-only password, never its value",
+    "lifecycle_changed_at": "lifecycle history, not a SCIM attribute",
+    "role_ids": "RBAC roles, not SCIM roles",
+    "providers": "social identities of the management API",
+    "last_logged_in_at": "management API",
+    "deleted_at": "a deleted user is not served over SCIM",
+}
+"""Columns of ``users`` no SCIM attribute reads, and why."""
+
+ROWS_TABLES: dict[Rows, Any] = {
+    Rows.ENTRIES: UserMultiValue,
+    Rows.ADDRESSES: UserAddress,
+    Rows.GROUPS: GroupMember,
+    Rows.MEMBERS: GroupMember,
+}
+
+TABLES = [
+    pytest.param(USER_ATTRIBUTES, User, id="User"),
+    pytest.param(GROUP_ATTRIBUTES, Group, id="Group"),
+]
+
+
+def _columns(model: Any) -> set[str]:
+    return {c.key for c in model.__table__.columns}
+
+
+def test_every_column_of_users_is_read_by_an_attribute_or_said_not_to_be() -> None:
+    """A new column of ``users`` fails this test until it gets an attribute
+    (or a reason here not to)."""
+    assert _columns(User) - USER_ATTRIBUTES.columns(returned=False) == set(NOT_ATTRIBUTES)
+
+
+def test_every_column_of_groups_is_read_by_an_attribute() -> None:
+    assert _columns(Group) == GROUP_ATTRIBUTES.columns(returned=False)
+
+
+@pytest.mark.parametrize(("table", "model"), TABLES)
+def test_every_column_the_table_names_exists(table: AttributeTable, model: Any) -> None:
+    """Columns of the resource's own table, of its entries' rows, and comparison keys."""
+    for attribute in table.values():
+        where = model if attribute.own_column else ROWS_TABLES.get(attribute.rows)  # type: ignore[arg-type]
+        for column in (attribute.column, attribute.normalized):
+            if column is not None:
+                assert where is not None, attribute.name
+                assert column in _columns(where), attribute.name
+
+
+@pytest.mark.parametrize(("table", "model"), TABLES)
+def test_each_attribute_says_where_its_value_comes_from_at_most_once(
+    table: AttributeTable, model: Any
+) -> None:
+    for attribute in table.values():
+        sources = [attribute.column, attribute.derived, attribute.constant]
+        assert sum(s is not None for s in sources) <= 1, attribute.name
+        if attribute.normalized is not None:  # the comparison key of a stored value
+            assert attribute.column is not None, attribute.name
+
+
+def test_the_entries_of_user_multi_values_are_the_multi_valued_attributes() -> None:
+    """``user_multi_values.attribute`` holds the SCIM name of the head attribute."""
+    heads = [
+        a.path for a in USER_ATTRIBUTES.values() if a.rows is Rows.ENTRIES and "." not in a.path
+    ]
+    assert heads == [m.value for m in MultiValuedAttribute]
+
+
+# -- The table and scim2-models --------------------------------------------------------
+
+
+def test_the_schema_urns_are_the_ones_scim2_models_declares() -> None:
+    assert str(CoreUser.__schema__) == CORE_USER_SCHEMA
+    assert str(CoreGroup.__schema__) == CORE_GROUP_SCHEMA
+    assert str(EnterpriseUser.__schema__) == ENTERPRISE_USER_SCHEMA
+    assert str(IdentityStoreUser.__schema__) == PRODUCT_USER_SCHEMA
+
+
+COMMON = ["id", "externalId", "schemas", "meta"]
+"""RFC 7643 §3.1 common attributes, which no schema document lists."""
+
+
+def _declared(models: list[Any], core: str) -> list[str]:
+    """Full names of every attribute and sub-attribute the models declare."""
+    names = [f"{core}:{name}" for name in COMMON]
+    names += [
+        f"{core}:meta.{sub}"
+        for sub in ("resourceType", "created", "lastModified", "location", "version")
+    ]
+    for model in models:
+        document = model.to_schema()
+        for attribute in document.attributes:
+            full = f"{document.id}:{attribute.name}"
+            names.append(full)
+            names += [f"{full}.{sub.name}" for sub in attribute.sub_attributes or []]
+    return names
+
+
+DECLARED = {
+    "User": _declared([CoreUser, EnterpriseUser, IdentityStoreUser], CORE_USER_SCHEMA),
+    "Group": _declared([CoreGroup], CORE_GROUP_SCHEMA),
+}
+
+
+@pytest.mark.parametrize(
+    ("table", "resource"), [(USER_ATTRIBUTES, "User"), (GROUP_ATTRIBUTES, "Group")]
+)
+def test_the_table_lists_every_declared_attribute_and_nothing_else(
+    table: AttributeTable, resource: str
+) -> None:
+    assert sorted(table) == sorted(DECLARED[resource])
+
+
+def _kind(annotation: Any) -> type | None:
+    """What scim2-models' Python type of an attribute compares as in the store."""
+    if typing.get_origin(annotation) is dict:
+        return dict
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return None
+    for kind in (bool, datetime, bytes):
+        if isinstance(annotation, type) and issubclass(annotation, kind):
+            return kind
+    return str
+
+
+ALL = [
+    *((ScimFilter[ScimUser], a) for a in USER_ATTRIBUTES.values()),
+    *((ScimFilter[ScimGroup], a) for a in GROUP_ATTRIBUTES.values()),
+]
+
+
+@pytest.mark.parametrize(
+    ("filter_type", "attribute"), ALL, ids=[f"{a.name.rpartition(':')[2]}" for _, a in ALL]
+)
+def test_type_and_case_exactness_are_the_ones_scim2_models_declares(
+    filter_type: Any, attribute: Attribute
+) -> None:
+    """The store translates by the table what the SCIM layer checked with scim2-models."""
+    scim_filter = filter_type(f"{attribute.name} pr")
+    binding = scim_filter.resolve(scim_filter.ast.attr_path, strict=True)
+    assert binding.urn == attribute.name
+    assert _kind(binding.target_type) is attribute.type
+    assert binding.case_exact is attribute.case_exact
+    if attribute.refused is None:
+        # A multi-valued attribute and its sub-attributes name the rows of its entries.
+        assert binding.is_multivalued is (attribute.rows is not None)
