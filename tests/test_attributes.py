@@ -32,6 +32,7 @@ from identity_store.models import (
     UserAddress,
     UserMultiValue,
 )
+from scim_server import mapping
 from scim_server.schemas import IdentityStoreUser, ScimGroup, ScimUser
 
 NOT_ATTRIBUTES = {
@@ -179,3 +180,76 @@ def test_type_and_case_exactness_are_the_ones_scim2_models_declares(
     if attribute.refused is None:
         # A multi-valued attribute and its sub-attributes name the rows of its entries.
         assert binding.is_multivalued is (attribute.rows is not None)
+
+
+# -- The maps derived from the table ---------------------------------------------------
+
+MAPPING_BEFORE_THE_TABLE: dict[str, dict[str, str]] = {
+    "MULTI_VALUED": {
+        "emails": "emails",
+        "phoneNumbers": "phone_numbers",
+        "ims": "ims",
+        "photos": "photos",
+        "entitlements": "entitlements",
+        "roles": "roles",
+        "x509Certificates": "x509_certificates",
+    },
+    "NAME_COLUMNS": {
+        "formatted": "formatted_name",
+        "familyName": "family_name",
+        "givenName": "given_name",
+        "middleName": "middle_name",
+        "honorificPrefix": "honorific_prefix",
+        "honorificSuffix": "honorific_suffix",
+    },
+    "CORE_COLUMNS": {
+        "displayName": "display_name",
+        "nickName": "nick_name",
+        "profileUrl": "profile_url",
+        "title": "title",
+        "userType": "scim_user_type",
+        "preferredLanguage": "preferred_language",
+        "locale": "locale",
+        "timezone": "timezone",
+        "externalId": "external_id",
+    },
+    "ENTERPRISE_COLUMNS": {
+        "employeeNumber": "employee_number",
+        "costCenter": "cost_center",
+        "organization": "organization",
+        "division": "division",
+        "department": "department",
+    },
+    "PRODUCT_COLUMNS": {
+        "idpReferenceId": "idp_reference_id",
+        "idpUsername": "idp_username",
+        "idpWorkforceId": "idp_workforce_id",
+        "idpCloudUsername": "idp_cloud_username",
+        "idpSource": "idp_source",
+        "userType": "user_type",
+        "userGroup": "user_group",
+        "customData": "custom_data",
+        "expirationDate": "expiration_date",
+        "blocked": "blocked",
+    },
+    "PRODUCT_READ_ONLY": {"lifecycle": "lifecycle", "authUserId": "auth_user_id"},
+    "ADDRESS_COLUMNS": {
+        "formatted": "formatted",
+        "streetAddress": "street_address",
+        "locality": "locality",
+        "region": "region",
+        "postalCode": "postal_code",
+        "country": "country",
+        "type": "type",
+        "primary": "primary",
+    },
+}
+"""scim_server.mapping's maps as they were written out before the table (by
+hand, in this order, which is the order documents list their keys in)."""
+
+
+@pytest.mark.parametrize(("name", "expected"), MAPPING_BEFORE_THE_TABLE.items())
+def test_the_maps_mapping_derives_are_the_ones_it_wrote_out(
+    name: str, expected: dict[str, str]
+) -> None:
+    assert list(getattr(mapping, name).items()) == list(expected.items())
