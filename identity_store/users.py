@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from . import audit, counts, driver, lifecycle
+from .attributes import USER_ATTRIBUTES
 from .context import Actor
 from .errors import ConflictError, NotFoundError, ValidationError, VersionMismatchError
 from .limits import check_lengths
@@ -38,44 +39,14 @@ from .models import (
 from .models.user import NORMALIZED_VALUE_LENGTH
 
 WRITABLE_COLUMNS = frozenset(
-    {
-        "external_id",
-        "idp_reference_id",
-        "idp_username",
-        "idp_workforce_id",
-        "idp_cloud_username",
-        "idp_source",
-        "display_name",
-        "formatted_name",
-        "given_name",
-        "family_name",
-        "middle_name",
-        "honorific_prefix",
-        "honorific_suffix",
-        "nick_name",
-        "profile_url",
-        "title",
-        "scim_user_type",
-        "preferred_language",
-        "locale",
-        "timezone",
-        "employee_number",
-        "cost_center",
-        "organization",
-        "division",
-        "department",
-        "manager_id",
-        "user_type",
-        "tags",
-        "active",
-        "user_group",
-        "custom_data",
-        "blocked",
-        "expiration_date",
-    }
+    a.own_column
+    for a in USER_ATTRIBUTES.values()
+    if a.writable and a.own_column is not None and a.normalized is None
 )
-"""Columns a client may set. Lifecycle, status, versions, timestamps and the
-Auth0 id are the store's own."""
+"""Columns of ``users`` a client sets as they are (identity_store.attributes).
+Not ``user_name``, written with its comparison key by :func:`_apply`, nor
+``password_hash``; lifecycle, status, versions, timestamps and the Auth0 id
+are the store's own."""
 
 MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
 ADDRESS_FIELDS = (

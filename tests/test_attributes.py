@@ -13,6 +13,7 @@ from scim2_models import EnterpriseUser, ScimFilter
 from scim2_models import Group as CoreGroup
 from scim2_models import User as CoreUser
 
+from identity_store import users
 from identity_store.attributes import (
     CORE_GROUP_SCHEMA,
     CORE_USER_SCHEMA,
@@ -253,3 +254,45 @@ def test_the_maps_mapping_derives_are_the_ones_it_wrote_out(
     name: str, expected: dict[str, str]
 ) -> None:
     assert list(getattr(mapping, name).items()) == list(expected.items())
+
+
+WRITABLE_BEFORE_THE_TABLE = {
+    *("external_id", "idp_reference_id", "idp_username", "idp_workforce_id"),
+    *("idp_cloud_username", "idp_source", "display_name", "formatted_name", "given_name"),
+    *("family_name", "middle_name", "honorific_prefix", "honorific_suffix", "nick_name"),
+    *("profile_url", "title", "scim_user_type", "preferred_language", "locale", "timezone"),
+    *("employee_number", "cost_center", "organization", "division", "department"),
+    *("manager_id", "user_type", "tags", "active", "user_group", "custom_data", "blocked"),
+    "expiration_date",
+}
+"""identity_store.users.WRITABLE_COLUMNS as it was written out before the table."""
+
+
+def test_the_writable_columns_are_the_ones_users_wrote_out() -> None:
+    assert users.WRITABLE_COLUMNS == WRITABLE_BEFORE_THE_TABLE
+
+
+WRITTEN_APART = {
+    f"{CORE_USER_SCHEMA}:userName": "UserInput.user_name, with its comparison key",
+    f"{CORE_USER_SCHEMA}:password": "UserInput.password, hashed",
+}
+
+
+@pytest.mark.parametrize(
+    "attribute", [a for a in USER_ATTRIBUTES.values() if a.writable], ids=lambda a: a.path
+)
+def test_every_writable_user_attribute_maps_to_a_column_the_store_writes(
+    attribute: Attribute,
+) -> None:
+    """A value a client sends is kept: in a writable column of ``users``, in a
+    column of its entries' rows, or through the input's own field."""
+    if attribute.name in WRITTEN_APART:
+        return
+    if attribute.type is None:  # complex: its sub-attributes hold the values
+        assert USER_ATTRIBUTES.sub_attributes(attribute.name) or attribute.rows, attribute.name
+    elif attribute.rows is Rows.ENTRIES:
+        assert attribute.column in users.MULTI_VALUE_FIELDS
+    elif attribute.rows is Rows.ADDRESSES:
+        assert attribute.column in users.ADDRESS_FIELDS
+    else:
+        assert attribute.own_column in users.WRITABLE_COLUMNS
