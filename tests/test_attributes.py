@@ -13,7 +13,7 @@ from scim2_models import EnterpriseUser, ScimFilter
 from scim2_models import Group as CoreGroup
 from scim2_models import User as CoreUser
 
-from identity_store import users
+from identity_store import users, views
 from identity_store.attributes import (
     CORE_GROUP_SCHEMA,
     CORE_USER_SCHEMA,
@@ -296,3 +296,10 @@ def test_every_writable_user_attribute_maps_to_a_column_the_store_writes(
         assert attribute.column in users.ADDRESS_FIELDS
     else:
         assert attribute.own_column in users.WRITABLE_COLUMNS
+
+
+def test_a_user_view_reads_every_column_but_those_no_returned_attribute_reads() -> None:
+    """Not the password's hash (``password`` is returned never), nor the columns
+    that are no attribute at all."""
+    assert set(views.USER_COLUMNS) == _columns(User) - set(NOT_ATTRIBUTES)
+    assert "user_name_normalized" in views.USER_COLUMNS  # a cursor sorts by it
