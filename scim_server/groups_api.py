@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from identity_store import groups as store
+from identity_store.filtering import group_order, group_where
 from identity_store.models import Group as GroupRow
 
 from . import entra, filters
@@ -326,7 +327,11 @@ async def delete(request: Request) -> Response:
 async def search(call: Call, query: ListQuery) -> dict[str, Any]:
     """Run a list query; shared by ``GET /Groups`` and ``POST /Groups/.search``."""
     max_length = call.state.settings.max_filter_length
-    where = filters.group_filter(query.filter, max_length=max_length) if query.filter else None
+    where = (
+        group_where(filters.group_filter(query.filter, max_length=max_length))
+        if query.filter
+        else None
+    )
 
     async def render_page(
         session: AsyncSession, rows: Sequence[Any], query: ListQuery
@@ -337,7 +342,7 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
         call.state.readers,
         query,
         where=where,
-        sort_column=filters.group_sort_column,
+        sort_column=lambda attribute: group_order(filters.group_sort_key(attribute)),
         cursor_sorts=CURSOR_SORTS,
         fetch=store.list_groups,
         render=render_page,

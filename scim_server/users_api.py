@@ -16,6 +16,7 @@ from identity_store import users as store
 from identity_store import views
 from identity_store.errors import NotFoundError
 from identity_store.fastreads import LOOKUP_COLUMNS, PostgresReads
+from identity_store.filtering import column_equality, user_order, user_where
 from identity_store.models import IdpSource, User
 from identity_store.paging import total_of_page
 from identity_store.views import UserRecord, UserView
@@ -250,13 +251,13 @@ async def _fast_search(
     (``userName eq``, ``externalId eq``). ``None``: take the general path."""
     if query.sort_by is not None or query.count == 0:
         return None
-    plan = plan_page(query, filters.user_sort_column, CURSOR_SORTS)  # by id
+    plan = plan_page(query, lambda a: user_order(filters.user_sort_key(a)), CURSOR_SORTS)  # by id
     after = plan.after[0] if plan.after else None
     groups = query.wants("groups")
     if where is None:
         rows = await fast.users_after(after, offset=plan.offset, limit=plan.limit, groups=groups)
     else:
-        equality = filters.column_equality(where)
+        equality = column_equality(where)
         if equality is None or equality[0] not in LOOKUP_COLUMNS:
             return None
         if plan.after is not None or plan.offset != 0:
@@ -277,7 +278,11 @@ async def _fast_search(
 async def search(call: Call, query: ListQuery) -> dict[str, Any]:
     """Run a list query; shared by ``GET /Users`` and ``POST /Users/.search``."""
     max_length = call.state.settings.max_filter_length
-    where = filters.user_filter(query.filter, max_length=max_length) if query.filter else None
+    where = (
+        user_where(filters.user_filter(query.filter, max_length=max_length))
+        if query.filter
+        else None
+    )
     if call.state.fast is not None:
         body = await _fast_search(call, call.state.fast, query, where)
         if body is not None:
@@ -292,7 +297,7 @@ async def search(call: Call, query: ListQuery) -> dict[str, Any]:
         call.state.readers,
         query,
         where=where,
-        sort_column=filters.user_sort_column,
+        sort_column=lambda attribute: user_order(filters.user_sort_key(attribute)),
         cursor_sorts=CURSOR_SORTS,
         fetch=views.list_user_views,
         render=render_page,

@@ -44,6 +44,28 @@ def test_layers_import_only_downwards(repo_root: Path) -> None:
     assert violations == []
 
 
+def _modules(path: Path) -> set[str]:
+    """Every module ``path`` imports absolutely, by its full name."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_filters_cross_the_layer_line_as_a_store_neutral_tree(repo_root: Path) -> None:
+    """scim_server/filters.py reads SCIM filters without SQL or the store's models;
+    the store's filter tree imports nothing but the standard library."""
+    scim_side = _modules(repo_root / "scim_server" / "filters.py")
+    assert not {m for m in scim_side if m.split(".")[0] == "sqlalchemy"}
+    assert not {m for m in scim_side if m.startswith("identity_store.models")}
+    tree = _modules(repo_root / "identity_store" / "filtering" / "terms.py")
+    assert tree <= {"__future__", "dataclasses", "typing"}
+
+
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     """The import walk finds absolute imports, including nested ``from`` imports."""
     module = tmp_path / "m.py"
