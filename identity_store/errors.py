@@ -53,6 +53,11 @@ class InvalidCursorError(StoreError):
     """A pagination cursor this store did not issue, or for another query."""
 
 
+class InvalidFilterError(StoreError):
+    """A filter names an attribute, or compares a value, the store cannot
+    filter on (``password``, ``$ref``, a complex attribute as a whole...)."""
+
+
 class InvalidSortError(StoreError):
-    """A sort this store cannot apply (unknown or unsortable attribute, or a
-    cursor page sorted by a key cursors do not support)."""
+    """A sort this store cannot apply: ``sortBy`` names an attribute it cannot
+    sort by, or a cursor page is sorted by a key cursors do not support."""

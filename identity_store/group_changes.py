@@ -33,11 +33,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit, counts
 from .actor import Actor
+from .comparison import normalize
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
 from .models import Group, GroupMember, MemberType, User, new_id, utcnow
 from .paging import Page, fetch_page
-from .user_changes import normalize
 
 KEEP: Any = object()
 """An attribute a change leaves as it is."""

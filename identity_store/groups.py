@@ -144,9 +144,7 @@ async def find_groups(store: Store, request: PageRequest, *, members: bool) -> P
     :raises InvalidSortError: Cursor pagination by a key cursors do not support.
     """
     where = filtering.group_where(request.filter) if request.filter is not None else None
-    plan = plan_page(
-        request, filtering.sort_name(request.sort), filtering.group_order, CURSOR_SORTS
-    )
+    plan = plan_page(request, filtering.group_order, CURSOR_SORTS)
     async with store.reading() as session:
         found = await group_changes.list_groups(
             session,

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +17,9 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from . import counts
 from .errors import InvalidCursorError, InvalidSortError
+
+if TYPE_CHECKING:
+    from .filtering.terms import Filter, SortKey
 
 Row = TypeVar("Row")
 
@@ -35,9 +38,9 @@ class Page(Generic[Row]):
 class PageRequest:
     """Which page of a list a caller asks for."""
 
-    filter: Any = None
-    """What the rows must match (a filter of :mod:`identity_store.filtering`), or ``None``."""
-    sort: Any = None
+    filter: Filter | None = None
+    """What the rows must match (:mod:`identity_store.filtering`), or ``None``."""
+    sort: SortKey | None = None
     """The sort key (:mod:`identity_store.filtering`), or ``None``: by id."""
     descending: bool = False
     start_index: int = 1
@@ -112,14 +115,13 @@ class PagePlan:
 
 def plan_page(
     request: PageRequest,
-    sort_name: str | None,
-    order: Callable[[Any], ColumnElement[Any]],
+    order: Callable[[SortKey], ColumnElement[Any]],
     cursor_sorts: CursorSorts,
 ) -> PagePlan:
     """Index pagination sorts by any attribute (``order`` of the request's
     sort key), missing values last when ascending and first when descending
     (RFC 7644 §3.4.2.3); cursor pagination sorts ascending by one of
-    ``cursor_sorts`` (``sort_name``: the name of the request's sort key)."""
+    ``cursor_sorts`` (keyed by the sort attribute's name within its schema)."""
     if request.cursor is None:
         order_by: list[ColumnElement[Any]] = []
         if request.sort is not None:
@@ -128,6 +130,7 @@ def plan_page(
                 column.desc().nulls_first() if request.descending else column.asc().nulls_last()
             ]
         return PagePlan(order_by=order_by, offset=request.start_index - 1, limit=request.count)
+    sort_name = request.sort.attribute.rpartition(":")[2] if request.sort else None
     key = (sort_name or "id").lower()
     if key not in cursor_sorts or request.descending:
         raise InvalidSortError(

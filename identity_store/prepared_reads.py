@@ -47,7 +47,10 @@ def _object(alias: str, columns: Sequence[str]) -> str:
 
 
 def _quote(column: str) -> str:
-    return f'"{column}"' if column in {"primary", "position", "type", "value"} else column
+    """Every column name quoted, so that none depends on a list of the words
+    PostgreSQL reserves (``primary``, ``position``...); the names are the
+    model's, all lower case."""
+    return f'"{column}"'
 
 
 def _select(users: str, *, groups: bool) -> str:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .attributes import USER_ATTRIBUTES
 from .models import Group, GroupMember, User, UserAddress, UserMultiValue
 from .paging import Page, fetch_page
 from .user_changes import ADDRESS_FIELDS, MULTI_VALUE_FIELDS
@@ -23,13 +24,9 @@ from .user_changes import ADDRESS_FIELDS, MULTI_VALUE_FIELDS
 _USERS = User.__table__
 _VALUES = UserMultiValue.__table__
 _ADDRESSES = UserAddress.__table__
-_NOT_RENDERED = {
-    "password_hash",
-    "lifecycle_changed_at",
-    "role_ids",
-    "providers",
-    "last_logged_in_at",
-}
+_NOT_RENDERED = {c.key for c in _USERS.columns} - USER_ATTRIBUTES.columns(returned=True)
+"""Columns no returned attribute reads (identity_store.attributes): the
+password's hash, management and RBAC fields, ``deleted_at``."""
 USER_COLUMNS = [c.key for c in _USERS.columns if c.key not in _NOT_RENDERED]
 """Every column a SCIM representation (or a cursor) reads; the others, JSON
 among them, are not fetched nor decoded."""

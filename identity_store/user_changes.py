@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -22,6 +21,8 @@ from sqlalchemy.orm import joinedload
 
 from . import audit, counts, lifecycle, row_inserts
 from .actor import Actor
+from .attributes import USER_ATTRIBUTES
+from .comparison import normalize
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
 from .models import (
@@ -34,46 +35,17 @@ from .models import (
     new_id,
     utcnow,
 )
+from .models.user import NORMALIZED_VALUE_LENGTH
 
 WRITABLE_COLUMNS = frozenset(
-    {
-        "external_id",
-        "idp_reference_id",
-        "idp_username",
-        "idp_workforce_id",
-        "idp_cloud_username",
-        "idp_source",
-        "display_name",
-        "formatted_name",
-        "given_name",
-        "family_name",
-        "middle_name",
-        "honorific_prefix",
-        "honorific_suffix",
-        "nick_name",
-        "profile_url",
-        "title",
-        "scim_user_type",
-        "preferred_language",
-        "locale",
-        "timezone",
-        "employee_number",
-        "cost_center",
-        "organization",
-        "division",
-        "department",
-        "manager_id",
-        "user_type",
-        "tags",
-        "active",
-        "user_group",
-        "custom_data",
-        "blocked",
-        "expiration_date",
-    }
+    a.own_column
+    for a in USER_ATTRIBUTES.values()
+    if a.writable and a.own_column is not None and a.normalized is None
 )
-"""Columns a client may set. Lifecycle, status, versions, timestamps and the
-Auth0 id are the store's own."""
+"""Columns of ``users`` a client sets as they are (identity_store.attributes).
+Not ``user_name``, written with its comparison key by :func:`_apply`, nor
+``password_hash``; lifecycle, status, versions, timestamps and the Auth0 id
+are the store's own."""
 
 MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
 ADDRESS_FIELDS = (
@@ -86,14 +58,7 @@ ADDRESS_FIELDS = (
     "postal_code",
     "country",
 )
-NORMALIZED_VALUE_LENGTH = 512
 UNSET: Any = object()
-
-
-def normalize(value: str) -> str:
-    """The form case-insensitive comparisons use: NFC, then lower case, then NFC
-    (scim2-models' ``default_comparison_key``, RFC 7643 §2.2)."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
 
 
 def hash_password(password: str) -> str:

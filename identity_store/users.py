@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import filtering, user_changes
 from .actor import Actor
+from .comparison import normalize
 from .errors import NotFoundError
 from .models import IdpSource, User
 from .paging import CursorSorts, Page, PageRequest, count_matching, plan_page, total_of_page
@@ -41,7 +42,7 @@ from .read_models import (
     user_rows,
 )
 from .store import Store, database_errors
-from .user_changes import UNSET, UserInput, normalize
+from .user_changes import UNSET, UserInput
 from .versions import check_version
 
 __all__ = [
@@ -180,7 +181,7 @@ async def find_users(store: Store, request: PageRequest, *, groups: bool) -> Pag
             page = await _prepared_page(store, store.prepared, request, where, groups)
         if page is not None:
             return page
-    plan = plan_page(request, filtering.sort_name(request.sort), filtering.user_order, CURSOR_SORTS)
+    plan = plan_page(request, filtering.user_order, CURSOR_SORTS)
     async with store.reading() as session:
         found = await list_user_rows(
             session,
@@ -207,7 +208,7 @@ async def _prepared_page(
     eq``, ``externalId eq``). ``None``: not one of those."""
     if request.sort is not None or request.count == 0:
         return None
-    plan = plan_page(request, None, filtering.user_order, CURSOR_SORTS)  # by id
+    plan = plan_page(request, filtering.user_order, CURSOR_SORTS)  # by id
     after = plan.after[0] if plan.after else None
     if where is None:
         found = await prepared.users_after(

@@ -21,6 +21,7 @@ from identity_store.errors import (
     ConcurrentUpdateError,
     ConflictError,
     InvalidCursorError,
+    InvalidFilterError,
     InvalidSortError,
     NotFoundError,
     StoreError,
@@ -87,7 +88,13 @@ def _from_store_error(error: StoreError) -> tuple[int, str, str | None, dict[str
         return 412, error.detail, None, None
     if isinstance(error, InvalidCursorError):
         return 400, error.detail, "invalidCursor", None
-    if isinstance(error, InvalidSortError | ValidationError):
+    if isinstance(error, InvalidFilterError):
+        return 400, error.detail, "invalidFilter", None
+    if isinstance(error, InvalidSortError):
+        # Not a filter: RFC 7644 §3.12 has invalidValue for a value "not
+        # compatible with the operation or attribute type".
+        return 400, error.detail, "invalidValue", None
+    if isinstance(error, ValidationError):
         return 400, error.detail, "invalidValue", None
     if isinstance(error, ValueRefusedError):
         # The client's mistake, though the store's own checks should have

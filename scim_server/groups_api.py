@@ -150,7 +150,7 @@ async def find(call: AuthorizedRequest, query: ListQuery) -> dict[str, Any]:
     max_length = call.state.settings.max_filter_length
     request = query.page_request(
         filter=filters.group_filter(query.filter, max_length=max_length) if query.filter else None,
-        sort=query.sort_by,
+        sort=filters.group_sort_key(query.sort_by) if query.sort_by else None,
     )
     page = await groups.find_groups(call.store, request, members=query.wants("members"))
     params = query.response_parameters()

@@ -8,11 +8,13 @@ names); writing turns a resource validated by scim2-models into the store's
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from scim2_models import EnterpriseUser
 
+from identity_store.attributes import USER_ATTRIBUTES, Attribute, Rows
 from identity_store.groups import GroupRecord
 from identity_store.users import UNSET, UserInput, UserRecord
 
@@ -25,71 +27,55 @@ from .schemas import (
     ScimUser,
 )
 
-MULTI_VALUED = {
-    "emails": "emails",
-    "phoneNumbers": "phone_numbers",
-    "ims": "ims",
-    "photos": "photos",
-    "entitlements": "entitlements",
-    "roles": "roles",
-    "x509Certificates": "x509_certificates",
-}
-"""SCIM attribute name → scim2-models field name, for ``user_multi_values``."""
-
-NAME_COLUMNS = {
-    "formatted": "formatted_name",
-    "familyName": "family_name",
-    "givenName": "given_name",
-    "middleName": "middle_name",
-    "honorificPrefix": "honorific_prefix",
-    "honorificSuffix": "honorific_suffix",
-}
-CORE_COLUMNS = {
-    "displayName": "display_name",
-    "nickName": "nick_name",
-    "profileUrl": "profile_url",
-    "title": "title",
-    "userType": "scim_user_type",
-    "preferredLanguage": "preferred_language",
-    "locale": "locale",
-    "timezone": "timezone",
-    "externalId": "external_id",
-}
-ENTERPRISE_COLUMNS = {
-    "employeeNumber": "employee_number",
-    "costCenter": "cost_center",
-    "organization": "organization",
-    "division": "division",
-    "department": "department",
-}
-PRODUCT_COLUMNS = {
-    "idpReferenceId": "idp_reference_id",
-    "idpUsername": "idp_username",
-    "idpWorkforceId": "idp_workforce_id",
-    "idpCloudUsername": "idp_cloud_username",
-    "idpSource": "idp_source",
-    "userType": "user_type",
-    "userGroup": "user_group",
-    "customData": "custom_data",
-    "expirationDate": "expiration_date",
-    "blocked": "blocked",
-}
-PRODUCT_READ_ONLY = {"lifecycle": "lifecycle", "authUserId": "auth_user_id"}
-ADDRESS_COLUMNS = {
-    "formatted": "formatted",
-    "streetAddress": "street_address",
-    "locality": "locality",
-    "region": "region",
-    "postalCode": "postal_code",
-    "country": "country",
-    "type": "type",
-    "primary": "primary",
-}
-
 
 def _snake(name: str) -> str:
     """The scim2-models field name of a SCIM attribute name (``givenName`` → ``given_name``)."""
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def _top_level(schema: str) -> list[Attribute]:
+    return [a for a in USER_ATTRIBUTES.values() if a.schema == schema and "." not in a.path]
+
+
+def _columns(attributes: Iterable[Attribute], *, sub: bool = False) -> dict[str, str]:
+    """SCIM name (of the sub-attribute, with ``sub``) → column."""
+    return {
+        (a.path.partition(".")[2] if sub else a.path): a.column
+        for a in attributes
+        if a.column is not None
+    }
+
+
+# How this module renders and reads documents, as views of the store's attribute
+# table (identity_store.attributes); tests/test_attributes.py holds what they are.
+
+MULTI_VALUED = {
+    a.path: _snake(a.path) for a in _top_level(CORE_USER_SCHEMA) if a.rows is Rows.ENTRIES
+}
+"""SCIM attribute name → scim2-models field name, for ``user_multi_values``."""
+
+NAME_COLUMNS = _columns(USER_ATTRIBUTES.sub_attributes(f"{CORE_USER_SCHEMA}:name"), sub=True)
+CORE_COLUMNS = _columns(
+    a
+    for a in _top_level(CORE_USER_SCHEMA)
+    if a.writable and a.own_column and a.type is str and a.normalized is None
+)
+"""Core strings rendered and written as they are; not ``userName``, written with
+its comparison key, nor ``active``, a boolean."""
+ENTERPRISE_COLUMNS = _columns(a for a in _top_level(ENTERPRISE_USER_SCHEMA) if a.own_column)
+PRODUCT_COLUMNS = _columns(
+    a for a in _top_level(PRODUCT_USER_SCHEMA) if a.writable and a.rows is None
+)
+"""The product's attributes rendered and written as they are; not ``tags``, a list."""
+PRODUCT_READ_ONLY = _columns(
+    a
+    for a in _top_level(PRODUCT_USER_SCHEMA)
+    if not a.writable and a.rows is None and a.type is not None
+)
+"""The store's own product attributes; not ``status``, a list of complex steps."""
+ADDRESS_COLUMNS = _columns(
+    USER_ATTRIBUTES.sub_attributes(f"{CORE_USER_SCHEMA}:addresses"), sub=True
+)
 
 
 # (SCIM name, scim2-models field, column), computed once rather than per request.

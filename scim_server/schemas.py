@@ -24,10 +24,11 @@ from scim2_models import (
     User,
 )
 
-PRODUCT_USER_SCHEMA = "urn:idstore:params:scim:schemas:extension:idstore:2.0:User"
-ENTERPRISE_USER_SCHEMA = str(EnterpriseUser.__schema__)
-CORE_USER_SCHEMA = str(User.__schema__)
-CORE_GROUP_SCHEMA = str(Group.__schema__)
+# The URNs are the store's: its attribute table is keyed by them. Re-exported.
+from identity_store.attributes import CORE_GROUP_SCHEMA as CORE_GROUP_SCHEMA
+from identity_store.attributes import CORE_USER_SCHEMA as CORE_USER_SCHEMA
+from identity_store.attributes import ENTERPRISE_USER_SCHEMA as ENTERPRISE_USER_SCHEMA
+from identity_store.attributes import PRODUCT_USER_SCHEMA as PRODUCT_USER_SCHEMA
 
 
 class ProductUserType(StrEnum):

@@ -8,6 +8,8 @@ from scim2_models import InvalidFilterException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from identity_store.errors import InvalidFilterError
+
 from . import groups_api, users_api
 from .errors import ScimError
 from .listing import SEARCH_REQUEST_SCHEMA, ListQuery, list_response, parse_list_query
@@ -56,11 +58,13 @@ async def root(request: Request) -> Response:
     searches = [users_api.find, groups_api.find]
     counting = ListQuery(filter=query.filter, count=0)
     totals: list[int | None] = []
-    errors: list[InvalidFilterException] = []
+    errors: list[InvalidFilterException | InvalidFilterError] = []
     for search in searches:
         try:
             totals.append(int((await search(call, counting))["totalResults"]))
-        except InvalidFilterException as exc:
+        except (InvalidFilterException, InvalidFilterError) as exc:
+            # The SCIM layer's refusal (an unknown attribute) or the store's
+            # (one it cannot filter on): either way, this type matches nothing.
             totals.append(None)
             errors.append(exc)
     if len(errors) == len(searches):

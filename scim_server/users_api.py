@@ -161,7 +161,7 @@ async def find(call: AuthorizedRequest, query: ListQuery) -> dict[str, Any]:
     max_length = call.state.settings.max_filter_length
     request = query.page_request(
         filter=filters.user_filter(query.filter, max_length=max_length) if query.filter else None,
-        sort=query.sort_by,
+        sort=filters.user_sort_key(query.sort_by) if query.sort_by else None,
     )
     page = await users.find_users(call.store, request, groups=query.wants("groups"))
     params = query.response_parameters()

@@ -40,6 +40,8 @@ STORE_PUBLIC = frozenset(
         "identity_store.actor",
         "identity_store.attributes",
         "identity_store.errors",
+        "identity_store.filtering",
+        "identity_store.filtering.terms",
         "identity_store.groups",
         "identity_store.paging",
         "identity_store.settings",
@@ -127,6 +129,16 @@ def test_the_composition_root_runs_no_sql_and_touches_no_model(repo_root: Path) 
         if any(module == bad or module.startswith(f"{bad}.") for bad in COMPOSITION_ROOT_FORBIDDEN)
     ]
     assert violations == []
+
+
+def test_filters_cross_the_layer_line_as_a_store_neutral_tree(repo_root: Path) -> None:
+    """scim_server/filters.py reads SCIM filters without SQL or the store's models;
+    the store's filter tree imports nothing but the standard library."""
+    scim_side = _modules(repo_root / "scim_server" / "filters.py")
+    assert not {m for m in scim_side if m.split(".")[0] == "sqlalchemy"}
+    assert not {m for m in scim_side if m.startswith("identity_store.models")}
+    tree = _modules(repo_root / "identity_store" / "filtering" / "terms.py")
+    assert tree <= {"__future__", "dataclasses", "typing"}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """SCIM filters and sortBy (RFC 7644 §3.4.2.2, §3.4.2.3) run as SQL, on both databases.
 
+Each filter is read by the SCIM layer (scim_server.filters) into the store's
+tree, which the store translates (identity_store.filtering), as a request does.
 A small fixed population is seeded through the ORM; each filter of the tables
 below must select exactly the expected users or groups. The same expectations
 are checked against scim2-models' in-memory ``ScimFilter.match``, the reference
@@ -35,6 +37,8 @@ from scim2_models import User as CoreUser
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from identity_store.errors import InvalidFilterError, InvalidSortError
+from identity_store.filtering import group_order, group_where, user_order, user_where
 from identity_store.models import (
     Group,
     GroupMember,
@@ -45,12 +49,13 @@ from identity_store.models import (
     UserMultiValue,
     UserType,
 )
+from scim_server.errors import describe
 from scim_server.filters import (
     MAX_TERMS,
     group_filter,
-    group_sort_column,
+    group_sort_key,
     user_filter,
-    user_sort_column,
+    user_sort_key,
 )
 from scim_server.schemas import (
     CORE_GROUP_SCHEMA,
@@ -253,13 +258,36 @@ def _keys(ids: Any, population: dict[str, Any]) -> set[str]:
     return set(_keys_in_order(ids, population))
 
 
+def _user_where(expression: str, *, max_length: int = 4096) -> Any:
+    """The WHERE clause of a user filter: read by the SCIM layer, translated by the store."""
+    return user_where(user_filter(expression, max_length=max_length))
+
+
+def _group_where(expression: str) -> Any:
+    return group_where(group_filter(expression))
+
+
+def _user_order(attribute: str) -> Any:
+    return user_order(user_sort_key(attribute))
+
+
+def _group_order(attribute: str) -> Any:
+    return group_order(group_sort_key(attribute))
+
+
+def _answer(exc: BaseException) -> tuple[int, str | None]:
+    """The status and scimType the server answers ``exc`` with (scim_server.errors)."""
+    status, _, scim_type, _ = describe(exc)
+    return status, scim_type
+
+
 async def _users_matching(session: AsyncSession, expression: str) -> set[str]:
-    query = select(User.id).where(User.deleted_at.is_(None), user_filter(expression))
+    query = select(User.id).where(User.deleted_at.is_(None), _user_where(expression))
     return _keys(await session.scalars(query), USERS)
 
 
 async def _groups_matching(session: AsyncSession, expression: str) -> set[str]:
-    return _keys(await session.scalars(select(Group.id).where(group_filter(expression))), GROUPS)
+    return _keys(await session.scalars(select(Group.id).where(_group_where(expression))), GROUPS)
 
 
 EVERYONE = set(USERS)
@@ -585,17 +613,17 @@ async def test_group_filter_selects_exactly_the_expected_groups(
 @pytest.mark.parametrize("expression", INVALID_USER_FILTERS)
 def test_invalid_user_filter_is_an_invalid_filter_error(expression: str) -> None:
     """A malformed, unknown, ill-typed, refused or oversized user filter raises invalidFilter."""
-    with pytest.raises(InvalidFilterException) as raised:
-        user_filter(expression)
-    assert raised.value.scim_type == "invalidFilter"
-    assert raised.value.status == 400
+    with pytest.raises((InvalidFilterException, InvalidFilterError)) as raised:
+        _user_where(expression)
+    assert _answer(raised.value) == (400, "invalidFilter")
 
 
 @pytest.mark.parametrize("expression", INVALID_GROUP_FILTERS)
 def test_invalid_group_filter_is_an_invalid_filter_error(expression: str) -> None:
     """A group filter naming what groups do not have raises invalidFilter."""
-    with pytest.raises(InvalidFilterException):
-        group_filter(expression)
+    with pytest.raises((InvalidFilterException, InvalidFilterError)) as raised:
+        _group_where(expression)
+    assert _answer(raised.value) == (400, "invalidFilter")
 
 
 def test_max_length_is_the_callers_to_choose() -> None:
@@ -800,12 +828,14 @@ def _probes(name: str, type_: str, is_complex: bool) -> list[str]:
 async def test_every_declared_attribute_is_mapped_or_refused(
     session: AsyncSession, resource: str, name: str, type_: str, is_complex: bool
 ) -> None:
-    """Every attribute the models declare either runs as SQL or is refused with invalidFilter."""
-    translate, entity = (user_filter, User) if resource == "User" else (group_filter, Group)
+    """Every attribute the models declare either runs as SQL or is refused with
+    invalidFilter, by the store, which says why."""
+    translate, entity = (_user_where, User) if resource == "User" else (_group_where, Group)
     for probe in _probes(name, type_, is_complex):
         if name in REFUSED:
-            with pytest.raises(InvalidFilterException):
+            with pytest.raises(InvalidFilterError) as raised:
                 translate(probe)
+            assert _answer(raised.value) == (400, "invalidFilter")
         else:
             await session.scalars(select(entity.id).where(translate(probe)))
 
@@ -814,7 +844,7 @@ async def test_every_declared_attribute_is_mapped_or_refused(
 
 
 async def _sorted_users(session: AsyncSession, attribute: str, *, descending: bool) -> list[str]:
-    column = user_sort_column(attribute)
+    column = _user_order(attribute)
     order = column.desc().nulls_first() if descending else column.asc().nulls_last()
     ids = await session.scalars(select(User.id).order_by(order, User.id))
     return _keys_in_order(ids, USERS)
@@ -845,11 +875,11 @@ async def test_sort_column_orders_users_as_rfc_7644_says(
     assert await _sorted_users(session, attribute, descending=descending) == expected
 
 
-async def test_group_sort_column_orders_groups_by_display_name(session: AsyncSession) -> None:
+async def test_group_sort_orders_groups_by_display_name(session: AsyncSession) -> None:
     """Groups sort by displayName in any case, non-ASCII after ASCII."""
     await _seed(session)
     ids = await session.scalars(
-        select(Group.id).order_by(group_sort_column("displayname").asc().nulls_last())
+        select(Group.id).order_by(_group_order("displayname").asc().nulls_last())
     )
     assert _keys_in_order(ids, GROUPS) == ["admins", "empty", "engineering", "equipe"]
 
@@ -873,15 +903,16 @@ async def test_group_sort_column_orders_groups_by_display_name(session: AsyncSes
 )
 def test_unsortable_attribute_is_an_invalid_value_error(attribute: str) -> None:
     """sortBy naming nothing sortable raises invalidValue (RFC 7644 §3.12)."""
-    with pytest.raises(InvalidValueException) as raised:
-        user_sort_column(attribute)
-    assert raised.value.scim_type == "invalidValue"
+    with pytest.raises((InvalidValueException, InvalidSortError)) as raised:
+        _user_order(attribute)
+    assert _answer(raised.value) == (400, "invalidValue")
 
 
 def test_group_sort_refuses_members() -> None:
     """Groups cannot be sorted by their members."""
-    with pytest.raises(InvalidValueException):
-        group_sort_column("members")
+    with pytest.raises(InvalidSortError) as raised:
+        _group_order("members")
+    assert _answer(raised.value) == (400, "invalidValue")
 
 
 # -- Differential check against scim2-models -----------------------------------------
@@ -962,7 +993,7 @@ async def test_filters_leave_deleted_users_to_the_caller(session: AsyncSession) 
     assert bob is not None
     bob.deleted_at = _at("2024-01-01T00:00:00")
     await session.commit()
-    found = await session.scalars(select(User.id).where(user_filter('userName eq "bob"')))
+    found = await session.scalars(select(User.id).where(_user_where('userName eq "bob"')))
     assert list(found) == [_id("bob")]
 
 

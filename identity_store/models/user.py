@@ -13,6 +13,9 @@ from .enums import Lifecycle
 
 NAME = String(255)
 LONG = String(1024)
+NORMALIZED_VALUE_LENGTH = 512
+"""How many characters ``user_multi_values.value_normalized`` keeps of a value's
+comparison key: a longer value is compared through ``lower(value)``."""
 
 
 class User(Base):
@@ -172,8 +175,9 @@ class UserMultiValue(Base):
     attribute: Mapped[str] = mapped_column(String(32))
     position: Mapped[int] = mapped_column(Integer, default=0)
     value: Mapped[str | None] = mapped_column(Text)
-    value_normalized: Mapped[str | None] = mapped_column(String(512))
-    """``value`` as comparisons use it (NFC, lower case), truncated to 512 chars."""
+    value_normalized: Mapped[str | None] = mapped_column(String(NORMALIZED_VALUE_LENGTH))
+    """``value`` as comparisons use it (NFC, lower case), truncated to
+    :data:`NORMALIZED_VALUE_LENGTH` characters."""
     display: Mapped[str | None] = mapped_column(NAME)
     type: Mapped[str | None] = mapped_column(String(64))
     primary: Mapped[bool] = mapped_column(Boolean, default=False)

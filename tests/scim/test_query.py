@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from .helpers import SEARCH_SCHEMA, assert_error, create_group, create_user
+from .helpers import PRODUCT, SEARCH_SCHEMA, assert_error, create_group, create_user
 
 
 async def _ids(response: httpx.Response) -> list[str]:
@@ -38,6 +38,25 @@ async def test_invalid_filters_are_400_invalid_filter(scim: httpx.AsyncClient) -
     assert_error(
         await scim.get("/Groups", params={"filter": 'userName eq "x"'}), 400, "invalidFilter"
     )
+
+
+async def test_what_the_store_cannot_filter_or_sort_by_is_400_with_its_reason(
+    scim: httpx.AsyncClient,
+) -> None:
+    """The store's refusals are RFC 7644 §3.12 errors: invalidFilter for a filter
+    (at /.search too, when no resource type can run it), invalidValue for sortBy."""
+    response = await scim.get("/Users", params={"filter": 'password eq "x"'})
+    assert_error(response, 400, "invalidFilter")
+    reason = "'password' cannot be filtered: only a salted hash of it is stored"
+    assert response.json()["detail"] == reason
+    response = await scim.post(
+        "/.search", json={"schemas": [SEARCH_SCHEMA], "filter": "customData pr"}
+    )
+    assert_error(response, 400, "invalidFilter")
+    assert response.json()["detail"] == "'customData' is a free JSON object and cannot be filtered"
+    response = await scim.get("/Users", params={"sortBy": "tags"})
+    assert_error(response, 400, "invalidValue")
+    assert response.json()["detail"] == f"sortBy: '{PRODUCT}:tags' cannot be sorted by"
 
 
 async def test_index_pagination_and_sorting(scim: httpx.AsyncClient) -> None:
