@@ -527,7 +527,7 @@ def column_equality(where: ColumnElement[bool]) -> tuple[str, Any] | None:
     Read off the translation rather than the filter, so that the translation
     alone decides what a filter means (normalised column, case, the NOT NULL
     guard); a caller may then run the look-up as a prebuilt statement
-    (:mod:`identity_store.fastreads`).
+    (:mod:`identity_store.prepared_reads`).
     """
     terms: list[Any] = [where]
     if isinstance(where, BooleanClauseList) and where.operator is operators.and_:
