@@ -10,7 +10,7 @@ may write it and whether it is returned.
 
 Everything that maps SCIM names to columns derives from these tables: the
 documents scim_server.mapping renders and reads, the columns a client may set
-(:data:`identity_store.users.WRITABLE_COLUMNS`), the columns a representation
+(:data:`identity_store.user_changes.WRITABLE_COLUMNS`), the columns a representation
 reads (:data:`identity_store.read_models.USER_COLUMNS`) and the filter translation
 (:mod:`identity_store.filtering`). A new column is added here once.
 
