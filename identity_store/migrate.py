@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -13,29 +12,29 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .settings import Settings
 
+SCRIPT_LOCATION = "identity_store:migrations"
+"""The migration scripts, as a package resource: found wherever the package
+is installed (a wheel, an editable install, a source checkout), whatever the
+working directory."""
 
-class MigrationsNotFoundError(RuntimeError):
-    """``alembic.ini`` could not be found."""
+FILE_TEMPLATE = "%(year)d_%(month).2d_%(day).2d_%(rev)s_%(slug)s"
+"""Names of new revision files (date-prefixed), as in ``alembic.ini``."""
 
 
 def alembic_config(database_url: str) -> Config:
     """The project's Alembic configuration, pointed at ``database_url``.
 
-    ``alembic.ini`` is looked for in the working directory, then beside the
-    packages (a source checkout or an editable install).
+    It is built here rather than read from ``alembic.ini``, which exists only
+    at the top of a source checkout for the ``alembic`` command; both name the
+    same scripts.
     """
-    candidates = [
-        Path.cwd() / "alembic.ini",
-        Path(__file__).resolve().parent.parent / "alembic.ini",
-    ]
-    for path in candidates:
-        if path.is_file():
-            config = Config(str(path))
-            config.attributes["database_url"] = database_url
-            return config
-    raise MigrationsNotFoundError(
-        "alembic.ini not found in the working directory or beside the packages"
-    )
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    # ConfigParser interpolates "%": double it to store the template as is.
+    config.set_main_option("file_template", FILE_TEMPLATE.replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    config.attributes["database_url"] = database_url
+    return config
 
 
 def head_revision(database_url: str) -> str | None:

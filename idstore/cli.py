@@ -156,9 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         _print_err(f"idstore: {exc.detail}")
         return 2
-    except migrate.MigrationsNotFoundError as exc:
-        _print_err(f"idstore: {exc}")
-        return 2
     return result
 
 
