@@ -6,12 +6,18 @@ import asyncio
 from collections.abc import Sequence
 from enum import StrEnum
 
+import sqlalchemy
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
+from .database import create_engine
+from .errors import DatabaseConnectionError
 from .settings import Settings
 
 SCRIPT_LOCATION = "identity_store:migrations"
@@ -87,8 +93,55 @@ def schema_position(scripts: ScriptDirectory, database_heads: Sequence[str]) -> 
     return SchemaPosition.AHEAD if heads and heads <= contained else SchemaPosition.BEHIND
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of what the driver said, without its exception class."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(cause).strip() or type(cause).__name__
+    # asyncpg errors adapted by SQLAlchemy read "<class '...'>: message".
+    if text.startswith("<class "):
+        text = text.split(": ", 1)[-1]
+    return text.splitlines()[0]
+
+
+async def check_connection(settings: Settings) -> None:
+    """Open one connection to the configured database and close it again.
+
+    :raises DatabaseConnectionError: the database does not exist, its server
+        does not answer, or it refuses the credentials.
+    """
+    url = make_url(settings.database_url)
+    try:
+        if settings.is_sqlite:
+            # Through the standard library's sqlite3: aiosqlite, failing to
+            # open a file, leaves its thread a callback for the closed event
+            # loop, which prints a traceback at exit.
+            sync_engine = sqlalchemy.create_engine(url.set(drivername="sqlite"), poolclass=NullPool)
+            try:
+                sync_engine.connect().close()
+            finally:
+                sync_engine.dispose()
+        else:
+            engine = create_engine(settings, null_pool=True)
+            try:
+                async with engine.connect():
+                    pass
+            finally:
+                await engine.dispose()
+    except (SQLAlchemyError, OSError) as exc:
+        where = url.render_as_string(hide_password=True)
+        raise DatabaseConnectionError(
+            f"cannot connect to the database {where}: {_reason(exc)}"
+        ) from exc
+
+
 def upgrade(settings: Settings, revision: str = "head") -> None:
-    """Migrate the configured database to ``revision`` (blocking)."""
+    """Migrate the configured database to ``revision`` (blocking).
+
+    It connects once first, so that a database it cannot reach raises
+    :class:`DatabaseConnectionError` (one line) rather than failing deep
+    inside Alembic; an error while migrating is raised as it is.
+    """
+    asyncio.run(check_connection(settings))
     command.upgrade(alembic_config(settings.database_url), revision)
 
 
