@@ -91,8 +91,10 @@ class Settings(BaseSettings):
     revoked token keeps working at most this long. 0 disables the cache."""
 
     dev_token: bool = True
-    """On the embedded SQLite default, ``idstore serve`` creates and prints a
-    development token when none exists. Never done on PostgreSQL."""
+    """On the embedded SQLite default, ``idstore serve`` prints a development
+    token while no other token exists. Its secret is kept beside the database
+    file (``<database>.dev-token``, mode 0600), so the same token works across
+    restarts. Never done on PostgreSQL."""
 
     auth0_client_secret: SecretStr | None = None
     """Secret of the Auth0 machine-to-machine application (sync module)."""

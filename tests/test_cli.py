@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -179,3 +180,55 @@ def test_migrate_says_in_one_line_why_it_cannot_connect(
     assert lines[0].startswith("idstore: cannot connect to the database "), lines[0]
     assert reason in lines[0]
     assert "s3cret-pw" not in result.stderr
+
+
+def _serve_once(cwd: Path) -> str:
+    """Start ``idstore serve`` on the SQLite default in ``cwd``, check that its
+    dev token lists users, stop it, and return the token it printed."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["PORT"] = str(port)
+    process = subprocess.Popen(
+        [*IDSTORE, "serve"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert banner.startswith("Development token"), banner
+        secret = banner.rsplit(" ", 1)[1].strip()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                users = httpx.get(
+                    f"http://127.0.0.1:{port}/scim/v2/Users",
+                    headers={"Authorization": f"Bearer {secret}"},
+                    timeout=2,
+                )
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail("server did not start within 30 s")
+                time.sleep(0.2)
+        assert users.status_code == 200, users.text
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        if process.stdout is not None:
+            process.stdout.close()
+    return secret
+
+
+def test_the_dev_token_printed_by_serve_survives_a_restart(tmp_path: Path) -> None:
+    """The token a user copied from ``make run`` still works after a restart:
+    the second start prints the same one, kept beside the database (0600)."""
+    first = _serve_once(tmp_path)
+    second = _serve_once(tmp_path)
+    assert second == first
+    kept = tmp_path / "idstore.db.dev-token"
+    assert kept.read_text().strip() == first
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
