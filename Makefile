@@ -6,18 +6,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint migrate clean
+.PHONY: run test lint migrate clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# Dependencies come from the lock files (exact versions, `make lock`);
+# pyproject.toml keeps the ranges the package accepts.
+$(VENV)/.installed-run: pyproject.toml requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements.txt -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements-dev.txt -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
 ## Serve on HOST:PORT (default 127.0.0.1:8000) on the SQLite default; prints a dev token.
@@ -37,6 +39,16 @@ lint: $(VENV)/.installed-dev
 ## Apply migrations to DATABASE_URL (default: the SQLite file).
 migrate: $(VENV)/.installed-run
 	$(BIN)/idstore migrate
+
+## Refresh the lock files: the newest versions pyproject.toml's ranges allow,
+## for every platform, Python 3.11 (uv pip compile). Commit both files.
+UV_VERSION ?= 0.13.9
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version 3.11 \
+	--custom-compile-command "make lock"
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV_COMPILE) --upgrade --extra dev -o requirements-dev.txt
+	$(UV_COMPILE) -c requirements-dev.txt -o requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

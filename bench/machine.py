@@ -35,7 +35,6 @@ def git_state() -> dict[str, Any]:
                 "scim_server",
                 "identity_store",
                 "identity_sync",
-                "migrations",
             ],
             cwd=ROOT,
             capture_output=True,

@@ -50,7 +50,7 @@ def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine
     elif not settings.is_sqlite:
         kwargs.update(
             pool_size=settings.db_pool_size,
-            max_overflow=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
             # No pre-ping: it costs a round trip on every checkout. A connection
             # that died is discarded when its first use fails (that request
             # answers 503 with Retry-After); recycling bounds their age.

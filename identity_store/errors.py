@@ -44,6 +44,12 @@ class UnavailableError(StoreError):
     """The database cannot be reached now; the change was not made."""
 
 
+class DatabaseConnectionError(UnavailableError):
+    """No connection to the database could be opened: it does not exist, its
+    server does not answer, or it refused the credentials. ``detail`` is one
+    line naming the database (without its password) and the reason."""
+
+
 class ValueRefusedError(StoreError):
     """The database refused a value (out of range, too long) the store's own
     checks let through; the change was not made."""

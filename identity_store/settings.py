@@ -46,13 +46,21 @@ class Settings(BaseSettings):
     """Public base URL (``https://idstore.example.com``) used in ``meta.location``
     and ``$ref``; when unset, the URL of each request is used."""
 
-    db_pool_size: int = Field(default=32, ge=1)
-    """Connections kept open per process (PostgreSQL only). Keep it above the
-    number of requests a process serves at once: a request beyond it opens a
-    connection that is closed again afterwards, which costs more than the
-    request itself."""
+    db_pool_size: int = Field(default=10, ge=1)
+    """Connections kept open per process (PostgreSQL only) for everything but
+    the hottest reads. A request beyond them takes one of ``db_max_overflow``,
+    then waits for a free connection.
 
-    db_read_pool_size: int = Field(default=16, ge=1)
+    Every process may open ``db_pool_size + db_max_overflow +
+    db_read_pool_size`` connections (20 by default); size them so that
+    ``replicas x that + other clients <= max_connections - reserved``
+    (docs/operations.md, "Connection budget")."""
+
+    db_max_overflow: int = Field(default=5, ge=0)
+    """Connections opened beyond ``db_pool_size`` under a burst, closed again
+    when returned (PostgreSQL only)."""
+
+    db_read_pool_size: int = Field(default=5, ge=1)
     """PostgreSQL connections, per process, of the pool that serves the
     hottest reads (:mod:`identity_store.prepared_reads`), beside the
     ``db_pool_size`` of everything else."""
@@ -91,8 +99,10 @@ class Settings(BaseSettings):
     revoked token keeps working at most this long. 0 disables the cache."""
 
     dev_token: bool = True
-    """On the embedded SQLite default, ``idstore serve`` creates and prints a
-    development token when none exists. Never done on PostgreSQL."""
+    """On the embedded SQLite default, ``idstore serve`` prints a development
+    token while no other token exists. Its secret is kept beside the database
+    file (``<database>.dev-token``, mode 0600), so the same token works across
+    restarts. Never done on PostgreSQL."""
 
     auth0_client_secret: SecretStr | None = None
     """Secret of the Auth0 machine-to-machine application (sync module)."""

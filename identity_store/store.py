@@ -15,13 +15,14 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from .database import create_engine, create_reader_factory, create_session_factory
 from .errors import ConcurrentUpdateError, StoreError, UnavailableError, ValueRefusedError
-from .migrate import current_revision, head_revision
+from .migrate import SchemaPosition, current_heads, schema_position, script_directory
 from .prepared_reads import PreparedReads
 from .settings import Settings
 
@@ -85,13 +86,19 @@ class MigrationState:
 
     reachable: bool
     current: str | None
+    """The database's revision (its heads joined by commas on a branched
+    history); ``None`` when it was never migrated or could not be reached."""
     head: str | None
+    position: SchemaPosition | None = None
+    """At, ahead of or behind the code's head; ``None`` when unreachable."""
     problem: str | None = None
     """The exception's class name when the database could not be reached."""
 
     @property
     def ready(self) -> bool:
-        return self.reachable and self.current == self.head
+        """The database answers and its history contains the code's head: at
+        head, or ahead of it during a rolling upgrade (docs/operations.md)."""
+        return self.reachable and self.position in (SchemaPosition.AT_HEAD, SchemaPosition.AHEAD)
 
 
 @dataclass(slots=True)
@@ -108,12 +115,15 @@ class Store:
     """The hottest user reads as prepared asyncpg statements (PostgreSQL only)."""
     head: str | None
     """The migration the code expects (Alembic's head)."""
+    scripts: ScriptDirectory
+    """The migration scripts this code ships, to place the database's history."""
 
     @classmethod
     async def open(cls, settings: Settings) -> Store:
         """Engine and pools for ``settings``. Nothing connects yet, so a
         server starts (and reports not ready) while its database is away."""
         engine = create_engine(settings)
+        scripts = script_directory()
         prepared = None
         if not settings.is_sqlite:
             prepared = PreparedReads(settings.database_url, settings.db_read_pool_size)
@@ -124,7 +134,8 @@ class Store:
             sessions=create_session_factory(engine),
             readers=create_reader_factory(engine),
             prepared=prepared,
-            head=head_revision(settings.database_url),
+            head=scripts.get_current_head(),
+            scripts=scripts,
         )
 
     async def close(self) -> None:
@@ -170,9 +181,14 @@ class Store:
                 yield session
 
     async def migration_state(self) -> MigrationState:
-        """Whether the database answers and holds the code's head migration."""
+        """Whether the database answers and its history contains the code's head."""
         try:
-            current = await current_revision(self.engine)
+            heads = await current_heads(self.engine)
         except (SQLAlchemyError, OSError) as exc:
-            return MigrationState(False, None, self.head, type(exc).__name__)
-        return MigrationState(True, current, self.head)
+            return MigrationState(False, None, self.head, problem=type(exc).__name__)
+        return MigrationState(
+            True,
+            ",".join(heads) or None,
+            self.head,
+            position=schema_position(self.scripts, heads),
+        )

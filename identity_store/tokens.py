@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -188,16 +191,66 @@ async def revoke_token(settings: Settings, name_or_id: str) -> TokenInfo:
         return TokenInfo.of(token)
 
 
+DEV_TOKEN_FILE_SUFFIX = ".dev-token"
+
+
+def dev_token_file(settings: Settings) -> Path | None:
+    """Where the dev token's secret is kept: beside the SQLite database file
+    (``idstore.db.dev-token``); ``None`` on PostgreSQL and in-memory SQLite."""
+    if not settings.is_sqlite:
+        return None
+    database = make_url(settings.database_url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    return path.with_name(path.name + DEV_TOKEN_FILE_SUFFIX)
+
+
+def _read_kept_secret(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _keep_secret(path: Path, secret: str) -> None:
+    """Write ``secret`` to ``path``, readable by its owner only (0600), replacing
+    the file at once so that no reader sees half a secret."""
+    partial = path.with_name(path.name + ".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(secret + "\n")
+    os.replace(partial, path)
+
+
+def _still_valid(token: ApiToken, secret: str) -> bool:
+    now = utcnow()
+    return (
+        token.revoked_at is None
+        and (token.expires_at is None or token.expires_at > now)
+        and hmac.compare_digest(token.secret_hash, hash_secret(secret))
+    )
+
+
 async def ensure_dev_token(settings: Settings) -> str | None:
-    """While no token but the ``dev`` one is usable, (re)issue the ``dev``
-    token and return its secret; once other tokens exist, do nothing and
+    """While no token but the ``dev`` one is usable, return the ``dev`` token's
+    secret, issuing it when needed; once other tokens exist, do nothing and
     return ``None``.
 
-    Only hashes are stored, so an existing dev token cannot be shown again:
-    when the ``dev`` token is the only one, it is rotated so that every
-    ``idstore serve`` on the SQLite default prints one that works. Once an
-    admin has issued tokens of their own, nothing is created.
+    Only hashes are stored in the database, so the secret is kept in
+    :func:`dev_token_file` (mode 0600) beside the SQLite file, and given
+    again while its hash is still the ``dev`` row's: the token a user copied
+    keeps working across restarts. When the file is missing, or its secret no
+    longer matches (revoked, expired, another database), the ``dev`` token is
+    replaced and the file rewritten. Without a file (PostgreSQL, in-memory
+    SQLite) it is replaced on every call. Once an admin has issued tokens of
+    their own, nothing is created.
     """
+    path = dev_token_file(settings)
+    kept = _read_kept_secret(path)
     async with _transaction(settings) as session:
         others = await session.scalar(
             select(func.count())
@@ -207,10 +260,14 @@ async def ensure_dev_token(settings: Settings) -> str | None:
         if others:
             return None
         existing = await session.scalar(select(ApiToken).where(ApiToken.name == DEV_TOKEN_NAME))
+        if existing is not None and kept is not None and _still_valid(existing, kept):
+            return kept
         if existing is not None:
             await session.delete(existing)
             await session.flush()
         _, secret = await create_token(session, DEV_TOKEN_NAME, list(DEV_TOKEN_SCOPES))
+    if path is not None:
+        _keep_secret(path, secret)
     return secret
 
 

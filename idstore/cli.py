@@ -16,7 +16,7 @@ from datetime import timedelta
 import uvicorn
 
 from identity_store import migrate, tokens
-from identity_store.errors import StoreError
+from identity_store.errors import DatabaseConnectionError, StoreError
 from identity_store.settings import Settings
 
 
@@ -153,11 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     try:
         result: int = args.handler(args, settings)
+    except DatabaseConnectionError as exc:
+        _print_err(f"idstore: {exc.detail}")
+        return 1
     except StoreError as exc:
         _print_err(f"idstore: {exc.detail}")
-        return 2
-    except migrate.MigrationsNotFoundError as exc:
-        _print_err(f"idstore: {exc}")
         return 2
     return result
 

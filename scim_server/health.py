@@ -1,5 +1,6 @@
 """Operational endpoints: ``/healthz`` (process up) and ``/readyz`` (database
-reachable and migrated to head), SPEC §5 "Operations"."""
+reachable and its migration history containing the code's head: at head, or
+ahead during a rolling upgrade), SPEC §5 "Operations", docs/operations.md."""
 
 from __future__ import annotations
 
@@ -27,7 +28,15 @@ async def readyz(request: Request) -> JSONResponse:
                 "database": "reachable",
                 "migration": state.current,
                 "expected": state.head,
+                "schema": state.position,
             },
             status_code=503,
         )
-    return JSONResponse({"status": "ok", "database": "reachable", "migration": state.current})
+    return JSONResponse(
+        {
+            "status": "ok",
+            "database": "reachable",
+            "migration": state.current,
+            "schema": state.position,
+        }
+    )

@@ -82,7 +82,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _deselected_key = pytest.StashKey[int]()
 
 
+_ran_key = pytest.StashKey[dict[str, int]]()
+
+
+def _database_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("backend") if callspec is not None else None
+    if backend is None and item.get_closest_marker("postgresql"):
+        return "postgresql"
+    return str(backend) if backend is not None else None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Count the tests of each half that are about to run (after every
+    deselection: ``-k``, ``-m``, an unreachable PostgreSQL)."""
+    ran = {"sqlite": 0, "postgresql": 0}
+    for item in session.items:
+        database = _database_of(item)
+        if database in ran:
+            ran[database] += 1
+    session.config.stash[_ran_key] = ran
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say what ran, both ways: each half that ran and how many of its tests,
+    and the PostgreSQL half that did not."""
+    ran = config.stash.get(_ran_key, {})
+    if ran.get("sqlite"):
+        terminalreporter.write_line(f"SQLite half run ({ran['sqlite']} tests)")
     if _postgres_problem:
         count = config.stash.get(_deselected_key, 0)
         terminalreporter.write_line(
@@ -91,6 +118,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "instead.",
             yellow=True,
             bold=True,
+        )
+    elif ran.get("postgresql"):
+        server = make_url(postgres_server_url()).render_as_string(hide_password=True)
+        terminalreporter.write_line(
+            f"PostgreSQL half run against {server} ({ran['postgresql']} tests)", green=True
         )
 
 

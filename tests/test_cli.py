@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -125,3 +126,109 @@ def test_serve_on_an_empty_sqlite_default_migrates_and_prints_a_dev_token(
         process.wait(timeout=15)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def _closed_port() -> int:
+    # The socket is closed again on return: nothing listens on that port.
+    return _free_port()
+
+
+def _postgres_url(**parts: Any) -> str:
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import postgres_server_url
+
+    url = make_url(postgres_server_url()).set(**parts)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        pytest.param(
+            "database",
+            "does not exist",
+            marks=pytest.mark.postgresql,
+            id="a-database-that-does-not-exist",
+        ),
+        pytest.param("server", "Connect call failed", id="an-unreachable-server"),
+        pytest.param(
+            "credentials",
+            'role "idstore_no_such_role" does not exist',
+            marks=pytest.mark.postgresql,
+            id="bad-credentials",
+        ),
+        pytest.param("sqlite", "unable to open database file", id="a-sqlite-file-it-cannot-open"),
+    ],
+)
+def test_migrate_says_in_one_line_why_it_cannot_connect(
+    case: str, reason: str, tmp_path: Path
+) -> None:
+    """``idstore migrate`` that cannot connect prints one line on stderr (the
+    URL without its password, and why) and exits 1, not a traceback."""
+    url = {
+        "database": lambda: _postgres_url(database="idstore_no_such_database"),
+        "server": lambda: _postgres_url(host="127.0.0.1", port=_closed_port()),
+        "credentials": lambda: _postgres_url(username="idstore_no_such_role", password="s3cret-pw"),
+        "sqlite": lambda: f"sqlite+aiosqlite:///{tmp_path}/no/such/directory/idstore.db",
+    }[case]()
+    result = _run(["migrate"], url)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("idstore: cannot connect to the database "), lines[0]
+    assert reason in lines[0]
+    assert "s3cret-pw" not in result.stderr
+
+
+def _serve_once(cwd: Path) -> str:
+    """Start ``idstore serve`` on the SQLite default in ``cwd``, check that its
+    dev token lists users, stop it, and return the token it printed."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["PORT"] = str(port)
+    process = subprocess.Popen(
+        [*IDSTORE, "serve"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert banner.startswith("Development token"), banner
+        secret = banner.rsplit(" ", 1)[1].strip()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                users = httpx.get(
+                    f"http://127.0.0.1:{port}/scim/v2/Users",
+                    headers={"Authorization": f"Bearer {secret}"},
+                    timeout=2,
+                )
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail("server did not start within 30 s")
+                time.sleep(0.2)
+        assert users.status_code == 200, users.text
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        if process.stdout is not None:
+            process.stdout.close()
+    return secret
+
+
+def test_the_dev_token_printed_by_serve_survives_a_restart(tmp_path: Path) -> None:
+    """The token a user copied from ``make run`` still works after a restart:
+    the second start prints the same one, kept beside the database (0600)."""
+    first = _serve_once(tmp_path)
+    second = _serve_once(tmp_path)
+    assert second == first
+    kept = tmp_path / "idstore.db.dev-token"
+    assert kept.read_text().strip() == first
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -67,3 +70,18 @@ async def test_database_is_at_head_after_upgrade(backend: str, fresh_database_ur
         )
     finally:
         await engine.dispose()
+
+
+def test_the_alembic_command_of_a_checkout_uses_the_shipped_scripts(repo_root: Path) -> None:
+    """``alembic`` at the top of a source checkout (its ``alembic.ini``) sees the
+    same head as ``idstore migrate``, which reads the scripts from the package."""
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "heads"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(migrate.head_revision("sqlite://")), "(head)"]

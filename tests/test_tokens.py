@@ -10,6 +10,7 @@ tables.
 
 from __future__ import annotations
 
+import stat
 from datetime import timedelta
 
 import pytest
@@ -214,12 +215,58 @@ async def test_the_dev_token_is_issued_on_an_empty_store(
     assert principal.scopes == frozenset({"scim:write", "admin"})
 
 
-async def test_the_dev_token_is_rotated_while_it_is_the_only_token(
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_dev_token_stays_valid_while_its_file_holds_it(
     settings: Settings, engine: AsyncEngine
 ) -> None:
-    """Each call replaces the dev token: the new secret works, the old one no
-    longer does, and one ``dev`` row remains. A revoked token of another name
-    does not count as another token."""
+    """On SQLite the dev secret is kept beside the database file (mode 0600),
+    so each call returns the same working secret and stores one ``dev`` row."""
+    first = await tokens.ensure_dev_token(settings)
+    second = await tokens.ensure_dev_token(settings)
+    assert first is not None
+    assert second == first
+    assert await _principal(engine, first) is not None
+    path = tokens.dev_token_file(settings)
+    assert path is not None
+    assert path.read_text().strip() == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [t.name for t in await _stored(engine)] == ["dev"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_dev_token_is_reissued_when_its_file_no_longer_matches(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """A revoked dev token, or a file that lost its secret, gives a new secret
+    that works, written to the file; the old one no longer works."""
+    old = await tokens.ensure_dev_token(settings)
+    assert old is not None
+    await tokens.revoke_token(settings, "dev")
+    new = await tokens.ensure_dev_token(settings)
+    assert new is not None
+    assert new != old
+    assert await _principal(engine, old) is None
+    assert await _principal(engine, new) is not None
+    path = tokens.dev_token_file(settings)
+    assert path is not None
+    assert path.read_text().strip() == new
+
+    path.unlink()
+    newest = await tokens.ensure_dev_token(settings)
+    assert newest not in (None, new)
+    assert await _principal(engine, new) is None
+    assert path.read_text().strip() == newest
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_the_dev_token_is_rotated_where_no_file_can_keep_it(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """Without a SQLite file to keep the secret beside, each call replaces the
+    dev token: the new secret works, the old one no longer does, and one
+    ``dev`` row remains. A revoked token of another name does not count as
+    another token."""
+    assert tokens.dev_token_file(settings) is None
     await tokens.issue_token(settings, "retired", ["admin"])
     await tokens.revoke_token(settings, "retired")
     old = await tokens.ensure_dev_token(settings)

@@ -7,9 +7,10 @@ Tests and the CLI may hand in a connection of their own through
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 
 from identity_store.database import create_engine
@@ -20,7 +21,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Render our TypeDecorators as their plain SQLAlchemy type, so that
     migration files do not import application code."""
     from identity_store.models.base import UTCDateTime

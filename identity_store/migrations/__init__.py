@@ -1,0 +1,1 @@
+"""Alembic migrations of the identity store, shipped inside the package."""
