@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Message, Scope
 
 from .errors import ScimError, error_body
+from .middleware import REQUEST_ID_HEADER
 from .request import authorize, read_json
 from .responses import ScimResponse
 
@@ -58,6 +59,10 @@ async def _dispatch(
     headers = [(b"content-type", b"application/scim+json")]
     if auth := request.headers.get("authorization"):
         headers.append((b"authorization", auth.encode()))
+    # The operation is audited under the Bulk request's id (the caller's
+    # X-Request-Id, or the one RequestIdMiddleware gave it), not a new one.
+    if request_id := request.scope.get("state", {}).get("request_id"):
+        headers.append((REQUEST_ID_HEADER, str(request_id).encode()))
     if version:
         headers.append((b"if-match", version.encode()))
     payload = json.dumps(body).encode() if body is not None else b""
