@@ -146,6 +146,7 @@ async def bulk(request: Request) -> Response:
             raise ScimError(400, f"operation {index}: POST needs a bulkId", "invalidSyntax")
         if not isinstance(operation.get("path"), str):
             raise ScimError(400, f"operation {index} needs a path", "invalidSyntax")
+    _refuse_duplicate_bulk_ids(operations)
 
     ids: dict[str, str] = {}
     results: dict[int, dict[str, Any]] = {}
@@ -179,6 +180,21 @@ async def bulk(request: Request) -> Response:
 
     response_operations = [results[i] for i in sorted(results)]
     return ScimResponse({"schemas": [BULK_RESPONSE], "Operations": response_operations})
+
+
+def _refuse_duplicate_bulk_ids(operations: list[dict[str, Any]]) -> None:
+    """A ``bulkId`` names one operation of the request (RFC 7644 §3.7), so two
+    that share one are refused before any operation runs."""
+    seen: set[str] = set()
+    for index, operation in enumerate(operations):
+        bulk_id = operation.get("bulkId")
+        if bulk_id is None:
+            continue
+        if str(bulk_id) in seen:
+            raise ScimError(
+                400, f"operation {index}: bulkId {str(bulk_id)!r} is used twice", "invalidValue"
+            )
+        seen.add(str(bulk_id))
 
 
 def _failure(

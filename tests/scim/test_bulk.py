@@ -204,3 +204,30 @@ async def test_operations_are_audited_under_the_callers_request_id(
 def _id(response: httpx.Response) -> str:
     location: str = response.json()["Operations"][0]["location"]
     return location.rsplit("/", 1)[1]
+
+
+async def test_duplicate_bulk_ids_are_refused_before_anything_runs(
+    scim: httpx.AsyncClient,
+) -> None:
+    """Two operations with one bulkId: 400 invalidValue (RFC 7644 §3.7), and
+    no operation has run."""
+    response = await scim.post(
+        "/Bulk",
+        json=bulk(
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "same",
+                "data": {"schemas": [USER_SCHEMA], "userName": "first"},
+            },
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "same",
+                "data": {"schemas": [USER_SCHEMA], "userName": "second"},
+            },
+        ),
+    )
+    assert_error(response, 400, "invalidValue")
+    assert "same" in response.json()["detail"]
+    assert (await scim.get("/Users")).json()["totalResults"] == 0
