@@ -1,7 +1,9 @@
 """Logging of the server process: uvicorn's configuration with a filter that
 keeps credentials and personal data out of every line.
 
-This filter sits on every handler, for whatever could carry a secret or a
+The store keeps bound parameters out of its errors (``hide_parameters``) and
+the server logs database failures by class and SQLSTATE; this filter is the
+last line, on every handler, for what could still carry a secret or a
 person's data:
 
 - the access log's query string: every parameter but the harmless paging and
