@@ -43,8 +43,10 @@ def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine
     """The engine for ``settings.database_url``.
 
     ``null_pool`` opens a connection per use (migrations, one-shot CLI commands).
+    Bound parameters (userNames, e-mail addresses) are never shown, neither
+    in errors nor in the ``IDSTORE_DB_ECHO`` log: ``hide_parameters``.
     """
-    kwargs: dict[str, Any] = {"echo": settings.db_echo}
+    kwargs: dict[str, Any] = {"echo": settings.db_echo, "hide_parameters": True}
     if null_pool:
         kwargs["poolclass"] = NullPool
     elif not settings.is_sqlite:

@@ -4,8 +4,12 @@ membership changes whose cost does not depend on the size of the group
 
 Members are never loaded to change them: adding inserts the named rows
 (ignoring those already there), removing deletes the named rows, and the
-group's version is bumped with one ``UPDATE``. :mod:`identity_store.groups`
-wraps each write in a use case; nothing outside the store calls this module.
+group's version is bumped with one ``UPDATE``. Both statements return the
+ids they really inserted or deleted (``RETURNING``), so the audit log and the
+outbox name only members that came or went, and a change that changes
+nothing writes nothing (no version bump, no audit or outbox row).
+:mod:`identity_store.groups` wraps each write in a use case; nothing outside
+the store calls this module.
 """
 
 from __future__ import annotations
@@ -80,15 +84,23 @@ _MEMBER_TYPES = union_all(
         Group.id.in_(bindparam("ids", expanding=True))
     ),
 )
+# Both return the ids they really inserted or deleted (PostgreSQL, and
+# SQLite from 3.35): one statement per batch, and events that name only
+# what happened.
 _ADD_MEMBERS = {
-    name: dialect_insert(GroupMember).on_conflict_do_nothing(
-        index_elements=[GroupMember.group_id, GroupMember.member_id]
-    )
+    name: dialect_insert(GroupMember)
+    .on_conflict_do_nothing(index_elements=[GroupMember.group_id, GroupMember.member_id])
+    .returning(GroupMember.member_id)
     for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
-_REMOVE_MEMBERS = delete(GroupMember).where(
-    GroupMember.group_id == bindparam("group_id"),
-    GroupMember.member_id.in_(bindparam("ids", expanding=True)),
+_REMOVE_MEMBERS = (
+    delete(GroupMember)
+    .where(
+        GroupMember.group_id == bindparam("group_id"),
+        GroupMember.member_id.in_(bindparam("ids", expanding=True)),
+    )
+    .returning(GroupMember.member_id)
+    .execution_options(synchronize_session=False)
 )
 _BUMP = (
     update(Group)
@@ -117,10 +129,11 @@ async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> d
     return found
 
 
-async def _insert_members(session: AsyncSession, group_id: str, types: dict[str, str]) -> None:
-    """Add memberships; one that exists already is left as it is."""
+async def _insert_members(session: AsyncSession, group_id: str, types: dict[str, str]) -> list[str]:
+    """Add memberships; one that exists already is left as it is. The ids of
+    the members really added, sorted."""
     if not types:
-        return
+        return []
     if group_id in types:
         raise ValidationError("a group cannot be a member of itself")
     now = utcnow()
@@ -129,8 +142,10 @@ async def _insert_members(session: AsyncSession, group_id: str, types: dict[str,
         for mid, kind in types.items()
     ]
     statement = _ADD_MEMBERS[session.get_bind().dialect.name]
+    added: list[str] = []
     for start in range(0, len(rows), 1000):
-        await session.execute(statement, rows[start : start + 1000])
+        added.extend(await session.scalars(statement, rows[start : start + 1000]))
+    return sorted(added)
 
 
 async def _bump(session: AsyncSession, group: Group) -> None:
@@ -174,19 +189,17 @@ async def insert_group(
         ) from exc
     counts.change(session, "Group", +1)
     types = await resolve_members(session, member_ids)
-    await _insert_members(session, group.id, types)
+    added = await _insert_members(session, group.id, types)
     audit.record(
         session,
         actor,
         "group.create",
         "Group",
         group.id,
-        {"displayName": display_name, "members": len(types)},
+        {"displayName": display_name, "members": len(added)},
     )
-    if types:
-        audit.enqueue(
-            session, "rbac", "members_added", "Group", group.id, {"members": sorted(types)}
-        )
+    if added:
+        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added})
     return group
 
 
@@ -229,13 +242,21 @@ async def write_changes(
 ) -> Group:
     """Apply attribute and membership changes; touches only the rows named
     (``replace_members`` is the exception: it sets the whole list, as PUT and
-    a path-less ``replace`` of ``members`` require)."""
+    a path-less ``replace`` of ``members`` require).
+
+    The audit row counts the members really added and removed, and the
+    outbox rows name them; a change that changes nothing (the same name,
+    members already there, non-members to remove) writes nothing at all:
+    the group keeps its version and ``lastModified`` (RFC 7644 §3.14: the
+    resource did not change, so neither does its ETag).
+    """
     display_name, external_id = changes.display_name, changes.external_id
     add, remove, replace_members = changes.add, changes.remove, changes.replace_members
     check_lengths(
         Group,
         {"display_name": display_name, "external_id": None if external_id is KEEP else external_id},
     )
+    renamed = False
     changed = False
     if display_name is not None and display_name != group.display_name:
         if not display_name.strip():
@@ -244,7 +265,7 @@ async def write_changes(
             await _ensure_name_free(session, display_name, except_id=group.id)
         group.display_name = display_name
         group.display_name_normalized = normalize(display_name)
-        changed = True
+        renamed = changed = True
     if external_id is not KEEP and external_id != group.external_id:
         group.external_id = external_id
         changed = True
@@ -258,6 +279,9 @@ async def write_changes(
     added_ids: list[str] = []
     if replace_members is not None:
         types = await resolve_members(session, replace_members)
+        # The whole list is the request (PUT): reading the current one costs
+        # what the request does. What is deleted and inserted is still
+        # what the statements report, not this read.
         current = set(
             (
                 await session.scalars(
@@ -265,42 +289,53 @@ async def write_changes(
                 )
             ).all()
         )
-        removed_ids = sorted(current - set(types))
-        added_types = {k: v for k, v in types.items() if k not in current}
-        await _delete_members(session, group.id, removed_ids)
-        await _insert_members(session, group.id, added_types)
-        added_ids = sorted(added_types)
+        removed_ids = await _delete_members(session, group.id, sorted(current - set(types)))
+        added_ids = await _insert_members(
+            session, group.id, {k: v for k, v in types.items() if k not in current}
+        )
     else:
         if remove:
-            removed_ids = sorted(set(remove))
-            await _delete_members(session, group.id, removed_ids)
+            removed_ids = await _delete_members(session, group.id, sorted(set(remove)))
         if add:
             types = await resolve_members(session, add)
-            await _insert_members(session, group.id, types)
-            added_ids = sorted(types)
-    await _bump(session, group)
+            added_ids = await _insert_members(session, group.id, types)
+    if not (changed or added_ids or removed_ids):
+        return group
+    if not changed:
+        # A changed attribute was flushed above, which moved the version on
+        # already (``version_id_col``): one write, one version.
+        await _bump(session, group)
     audit.record(
         session,
         actor,
         action,
         "Group",
         group.id,
-        {"added": len(added_ids), "removed": len(removed_ids), "renamed": changed},
+        {"added": len(added_ids), "removed": len(removed_ids), "renamed": renamed},
     )
-    if added_ids:
-        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added_ids})
     if removed_ids:
         audit.enqueue(
             session, "rbac", "members_removed", "Group", group.id, {"members": removed_ids}
         )
+    if added_ids:
+        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added_ids})
     return group
 
 
-async def _delete_members(session: AsyncSession, group_id: str, member_ids: Sequence[str]) -> None:
+async def _delete_members(
+    session: AsyncSession, group_id: str, member_ids: Sequence[str]
+) -> list[str]:
+    """Remove memberships; an id that is no member is no error. The ids of
+    the members really removed, sorted."""
+    removed: list[str] = []
     for start in range(0, len(member_ids), 500):
-        await session.execute(
-            _REMOVE_MEMBERS, {"group_id": group_id, "ids": list(member_ids[start : start + 500])}
+        removed.extend(
+            await session.scalars(
+                _REMOVE_MEMBERS,
+                {"group_id": group_id, "ids": list(member_ids[start : start + 500])},
+            )
         )
+    return sorted(removed)
 
 
 async def remove_group(session: AsyncSession, group: Group, actor: Actor) -> None:

@@ -35,11 +35,12 @@ def as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
     answers the same for both paths: a constraint violation is an
     :class:`IntegrityError`, a lost or refused connection an
     :class:`OperationalError` (503 with ``Retry-After``), any other database
-    error a :class:`DBAPIError` carrying its SQLSTATE."""
+    error a :class:`DBAPIError` carrying its SQLSTATE. Like the engine's
+    errors, they never show their parameters (``hide_parameters``)."""
     try:
         yield
     except asyncpg.IntegrityConstraintViolationError as exc:
-        raise IntegrityError(sql, params, exc) from exc
+        raise IntegrityError(sql, params, exc, hide_parameters=True) from exc
     except (
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
@@ -47,9 +48,9 @@ def as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
         OSError,
         TimeoutError,
     ) as exc:
-        raise OperationalError(sql, params, exc) from exc
+        raise OperationalError(sql, params, exc, hide_parameters=True) from exc
     except asyncpg.PostgresError as exc:
-        raise DBAPIError(sql, params, exc) from exc
+        raise DBAPIError(sql, params, exc, hide_parameters=True) from exc
 
 
 async def in_transaction(dbapi_connection: Any) -> asyncpg.Connection:

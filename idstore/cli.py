@@ -18,6 +18,7 @@ import uvicorn
 from identity_store import migrate, tokens
 from identity_store.errors import DatabaseConnectionError, StoreError
 from identity_store.settings import Settings
+from idstore import logs
 
 
 def _print_err(message: str) -> None:
@@ -44,6 +45,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=port,
         workers=args.workers,
         log_level=settings.log_level,
+        log_config=logs.log_config(settings.log_level),
         proxy_headers=True,
     )
     return 0

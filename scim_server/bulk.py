@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Message, Scope
 
 from .errors import ScimError, error_body
+from .middleware import REQUEST_ID_HEADER
 from .request import authorize, read_json
 from .responses import ScimResponse
 
@@ -58,6 +59,10 @@ async def _dispatch(
     headers = [(b"content-type", b"application/scim+json")]
     if auth := request.headers.get("authorization"):
         headers.append((b"authorization", auth.encode()))
+    # The operation is audited under the Bulk request's id (the caller's
+    # X-Request-Id, or the one RequestIdMiddleware gave it), not a new one.
+    if request_id := request.scope.get("state", {}).get("request_id"):
+        headers.append((REQUEST_ID_HEADER, str(request_id).encode()))
     if version:
         headers.append((b"if-match", version.encode()))
     payload = json.dumps(body).encode() if body is not None else b""
@@ -141,6 +146,7 @@ async def bulk(request: Request) -> Response:
             raise ScimError(400, f"operation {index}: POST needs a bulkId", "invalidSyntax")
         if not isinstance(operation.get("path"), str):
             raise ScimError(400, f"operation {index} needs a path", "invalidSyntax")
+    _refuse_duplicate_bulk_ids(operations)
 
     ids: dict[str, str] = {}
     results: dict[int, dict[str, Any]] = {}
@@ -174,6 +180,21 @@ async def bulk(request: Request) -> Response:
 
     response_operations = [results[i] for i in sorted(results)]
     return ScimResponse({"schemas": [BULK_RESPONSE], "Operations": response_operations})
+
+
+def _refuse_duplicate_bulk_ids(operations: list[dict[str, Any]]) -> None:
+    """A ``bulkId`` names one operation of the request (RFC 7644 §3.7), so two
+    that share one are refused before any operation runs."""
+    seen: set[str] = set()
+    for index, operation in enumerate(operations):
+        bulk_id = operation.get("bulkId")
+        if bulk_id is None:
+            continue
+        if str(bulk_id) in seen:
+            raise ScimError(
+                400, f"operation {index}: bulkId {str(bulk_id)!r} is used twice", "invalidValue"
+            )
+        seen.add(str(bulk_id))
 
 
 def _failure(

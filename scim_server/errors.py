@@ -76,6 +76,23 @@ def _from_validation_error(exc: pydantic.ValidationError) -> tuple[int, str, str
     return int(first.status or 400), detail, first.scim_type or "invalidValue"
 
 
+def _failure(cause: BaseException | None, *, with_message: bool = False) -> str:
+    """A database failure named by its class and SQLSTATE, for the log. A
+    refused value's message stays out: the database quotes the value there
+    (``invalid input syntax for type integer: "<userName>"``); a lost
+    connection's first line (``Connect call failed``) is kept."""
+    if cause is None:
+        return "no cause"
+    driver_error = getattr(cause, "orig", None) or cause
+    sqlstate = getattr(driver_error, "sqlstate", None) or getattr(driver_error, "pgcode", None)
+    described = type(driver_error).__name__
+    if sqlstate:
+        described += f" (SQLSTATE {sqlstate})"
+    if with_message and (message := str(driver_error).strip()):
+        described += f": {message.splitlines()[0]}"
+    return described
+
+
 def _from_store_error(error: StoreError) -> tuple[int, str, str | None, dict[str, str] | None]:
     """RFC 7644 §3.12 status and ``scimType`` of each store error."""
     if isinstance(error, NotFoundError):
@@ -99,10 +116,10 @@ def _from_store_error(error: StoreError) -> tuple[int, str, str | None, dict[str
     if isinstance(error, ValueRefusedError):
         # The client's mistake, though the store's own checks should have
         # caught it before the database did.
-        logger.warning("database refused a value: %s", error.__cause__)
+        logger.warning("database refused a value: %s", _failure(error.__cause__))
         return 400, error.detail, "invalidValue", None
     if isinstance(error, UnavailableError):
-        logger.warning("database unavailable: %r", error.__cause__)
+        logger.warning("database unavailable: %s", _failure(error.__cause__, with_message=True))
         return 503, error.detail, None, RETRY_AFTER
     return 400, error.detail, None, None
 

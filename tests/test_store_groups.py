@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from identity_store import groups, users
 from identity_store.actor import Actor
@@ -17,7 +17,7 @@ from identity_store.errors import (
     VersionMismatchError,
 )
 from identity_store.groups import KEEP, GroupChanges
-from identity_store.models import GroupMember, OutboxEntry
+from identity_store.models import AuditEntry, GroupMember, OutboxEntry, User
 from identity_store.paging import PageRequest
 from identity_store.store import Store
 from identity_store.users import UserInput
@@ -168,3 +168,124 @@ async def test_find_groups_pages_by_display_name_cursor(store: Store) -> None:
     assert (len(rest.rows), rest.next_cursor, rest.rows[0].members) == (1, None, None)
     names = {r.group.display_name for r in [*first.rows, *rest.rows]}
     assert names == {"a", "b", "c"}
+
+
+async def _events(store: Store, group_id: str) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The audit details and the outbox rows (operation, payload) of a group, oldest first."""
+    async with store.reading() as session:
+        details = (
+            await session.scalars(
+                select(AuditEntry.details)
+                .where(AuditEntry.resource_id == group_id)
+                .order_by(AuditEntry.id)
+            )
+        ).all()
+        outbox = (
+            await session.execute(
+                select(OutboxEntry.operation, OutboxEntry.payload)
+                .where(OutboxEntry.aggregate_id == group_id)
+                .order_by(OutboxEntry.id)
+            )
+        ).all()
+    return list(details), [tuple(row) for row in outbox]
+
+
+async def test_events_name_only_members_really_added_or_removed(store: Store) -> None:
+    """Re-adding a member or removing a non-member emits nothing for that id:
+    the audit counts and the outbox rows name what happened, nothing more."""
+    old, new, stranger = [await _user(store, name) for name in ("old", "new", "stranger")]
+    created = await groups.create_group(store, "Truthful", ACTOR, member_ids=[old])
+    changes = GroupChanges()
+    changes.add_members([old, new])
+    await groups.change_group(store, created.group.id, changes, ACTOR)
+    changes = GroupChanges()
+    changes.remove_members([stranger, old])
+    await groups.change_group(store, created.group.id, changes, ACTOR)
+
+    details, outbox = await _events(store, created.group.id)
+    assert [(d.get("added"), d.get("removed")) for d in details[1:]] == [(1, 0), (0, 1)]
+    assert outbox == [
+        ("members_added", {"members": [old]}),
+        ("members_added", {"members": [new]}),
+        ("members_removed", {"members": [old]}),
+    ]
+    assert await _members(store, created.group.id) == [new]
+
+
+async def test_replacing_members_emits_only_the_difference(store: Store) -> None:
+    """A whole new member list (PUT) names only the members that came and went."""
+    kept, gone, came = [await _user(store, name) for name in ("kept", "gone", "came")]
+    created = await groups.create_group(store, "Replaced", ACTOR, member_ids=[kept, gone])
+    changes = GroupChanges()
+    changes.set_members([kept, came])
+    await groups.change_group(store, created.group.id, changes, ACTOR)
+    details, outbox = await _events(store, created.group.id)
+    assert (details[-1]["added"], details[-1]["removed"]) == (1, 1)
+    # One transaction's outbox rows have no order among themselves on PostgreSQL.
+    assert sorted(outbox[1:]) == [
+        ("members_added", {"members": [came]}),
+        ("members_removed", {"members": [gone]}),
+    ]
+
+
+async def test_a_change_that_changes_nothing_writes_nothing(store: Store) -> None:
+    """Re-adding members, removing non-members, the same name or the same list:
+    the version and lastModified stay, and no audit or outbox row is written."""
+    member, stranger = await _user(store, "member"), await _user(store, "stranger")
+    created = await groups.create_group(
+        store, "Still", ACTOR, external_id="ext", member_ids=[member]
+    )
+    no_ops = [
+        GroupChanges(display_name="Still", external_id="ext"),
+        GroupChanges(add=[member]),
+        GroupChanges(remove=[stranger]),
+        GroupChanges(display_name="Still", replace_members=[member]),
+    ]
+    for changes in no_ops:
+        changed = await groups.change_group(
+            store, created.group.id, changes, ACTOR, expected_version=1
+        )
+        assert changed.group.version == 1
+    stored = (await groups.get_group(store, created.group.id)).group
+    assert (stored.version, stored.updated_at) == (1, created.group.updated_at)
+    details, outbox = await _events(store, created.group.id)
+    assert (len(details), len(outbox)) == (1, 1)
+
+
+async def test_membership_changes_cost_the_same_whatever_the_group_size(store: Store) -> None:
+    """Adding and removing members runs the same statements on a group of 3 as
+    on one of 1,500, and none of them reads the group's member list."""
+    async with store.sessions() as session, session.begin():
+        rows = [
+            User(user_name=f"m{i}", user_name_normalized=f"m{i}", lifecycle="ACTIVE")
+            for i in range(1502)
+        ]
+        session.add_all(rows)
+    ids = [row.id for row in rows]
+    small = await groups.create_group(store, "Small", ACTOR, member_ids=ids[:3])
+    big = await groups.create_group(store, "Big", ACTOR, member_ids=ids[:1500])
+
+    async def run(group_id: str, newcomer: str) -> list[str]:
+        statements: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        changes = GroupChanges()
+        changes.add_members([newcomer])
+        changes.remove_members([ids[0]])
+        event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            await groups.change_group(store, group_id, changes, ACTOR)
+        finally:
+            event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        return statements
+
+    on_small = await run(small.group.id, ids[1500])
+    on_big = await run(big.group.id, ids[1501])
+    assert on_small == on_big
+    reads_members = [
+        s for s in on_big if s.lstrip().upper().startswith("SELECT") and "group_members" in s
+    ]
+    assert reads_members == []
+    assert len(await _members(store, big.group.id)) == 1500

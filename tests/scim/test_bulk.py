@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from identity_store.models import AuditEntry
 
 from .helpers import BULK_REQUEST, GROUP_SCHEMA, USER_SCHEMA, assert_error
 
@@ -137,3 +141,93 @@ async def test_malformed_bulk_requests(scim: httpx.AsyncClient) -> None:
         400,
         "invalidSyntax",
     )
+
+
+async def test_operations_are_audited_under_the_callers_request_id(
+    scim: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Every operation of a Bulk request is audited under the request's
+    X-Request-Id, the one the caller sent or, without one, the one the
+    response names."""
+    response = await scim.post(
+        "/Bulk",
+        headers={"X-Request-Id": "entra-cycle-42"},
+        json=bulk(
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "u1",
+                "data": {"schemas": [USER_SCHEMA], "userName": "audited1"},
+            },
+            {
+                "method": "POST",
+                "path": "/Groups",
+                "bulkId": "g1",
+                "data": {
+                    "schemas": [GROUP_SCHEMA],
+                    "displayName": "Audited",
+                    "members": [{"value": "bulkId:u1"}],
+                },
+            },
+        ),
+    )
+    assert [op["status"] for op in response.json()["Operations"]] == ["201", "201"]
+    assert response.headers["x-request-id"] == "entra-cycle-42"
+    audited = (await session.execute(select(AuditEntry.action, AuditEntry.request_id))).all()
+    assert sorted(audited) == [
+        ("group.create", "entra-cycle-42"),
+        ("user.create", "entra-cycle-42"),
+    ]
+
+    unnamed = await scim.post(
+        "/Bulk",
+        json=bulk(
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "u2",
+                "data": {"schemas": [USER_SCHEMA], "userName": "audited2"},
+            }
+        ),
+    )
+    assert unnamed.json()["Operations"][0]["status"] == "201"
+    request_ids = set(
+        (
+            await session.scalars(
+                select(AuditEntry.request_id).where(AuditEntry.resource_id == _id(unnamed))
+            )
+        ).all()
+    )
+    assert request_ids == {unnamed.headers["x-request-id"]}
+
+
+def _id(response: httpx.Response) -> str:
+    location: str = response.json()["Operations"][0]["location"]
+    return location.rsplit("/", 1)[1]
+
+
+async def test_duplicate_bulk_ids_are_refused_before_anything_runs(
+    scim: httpx.AsyncClient,
+) -> None:
+    """Two operations with one bulkId: 400 invalidValue (RFC 7644 §3.7), and
+    no operation has run."""
+    response = await scim.post(
+        "/Bulk",
+        json=bulk(
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "same",
+                "data": {"schemas": [USER_SCHEMA], "userName": "first"},
+            },
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "same",
+                "data": {"schemas": [USER_SCHEMA], "userName": "second"},
+            },
+        ),
+    )
+    assert_error(response, 400, "invalidValue")
+    assert "same" in response.json()["detail"]
+    assert (await scim.get("/Users")).json()["totalResults"] == 0

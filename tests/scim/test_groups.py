@@ -87,14 +87,26 @@ async def test_patch_adds_and_removes_only_named_members(
 async def test_patch_adding_an_existing_member_is_harmless(
     scim: httpx.AsyncClient, session: AsyncSession
 ) -> None:
+    """A PATCH that changes nothing keeps the version: the same ETag comes
+    back, and an If-Match of it still holds for the next write."""
     user = await create_user(scim, "vic")
     group = await create_group(scim, "G", [user["id"]])
     response = await scim.patch(
         f"/Groups/{group['id']}",
+        headers={"If-Match": group["meta"]["version"]},
         json=patch_body({"op": "add", "path": "members", "value": [{"value": user["id"]}]}),
     )
     assert response.status_code == 204
+    assert response.headers["etag"] == group["meta"]["version"] == 'W/"1"'
     assert await _members(session, group["id"]) == {user["id"]}
+    read = (await scim.get(f"/Groups/{group['id']}")).json()
+    assert read["meta"] == group["meta"]
+    renamed = await scim.patch(
+        f"/Groups/{group['id']}",
+        headers={"If-Match": group["meta"]["version"]},
+        json=patch_body({"op": "replace", "path": "displayName", "value": "H"}),
+    )
+    assert (renamed.status_code, renamed.headers["etag"]) == (204, 'W/"2"')
 
 
 async def test_patch_replace_members_and_attributes(
