@@ -49,6 +49,7 @@ from identity_store.models import (
     UserMultiValue,
     UserType,
 )
+from identity_store.models.user import NORMALIZED_VALUE_LENGTH
 from scim_server.errors import describe
 from scim_server.filters import (
     MAX_TERMS,
@@ -233,7 +234,7 @@ async def _seed(session: AsyncSession) -> None:
                     position=position,
                     type=type_,
                     value=value,
-                    value_normalized=_normalized(value)[:512],
+                    value_normalized=_normalized(value)[:NORMALIZED_VALUE_LENGTH],
                     primary=primary,
                 )
             )
