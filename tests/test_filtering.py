@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from scim2_models import ScimFilter
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from identity_store.attributes import (
@@ -207,6 +208,16 @@ async def test_a_tree_built_by_hand_selects_what_it_says(session: AsyncSession) 
         "Ann",
         "Bob",
     }
+
+
+def test_strings_order_by_code_point_whatever_the_servers_collation() -> None:
+    """The test server's collation is C, where ordering rows would pass without
+    this; a production server's may follow a locale: the SQL says COLLATE "C"."""
+    dialect = postgresql.dialect()
+    where = user_where(Compare(core("userName"), "gt", "c", False))
+    assert 'COLLATE "C"' in str(where.compile(dialect=dialect))
+    order = user_order(SortKey(core("title"), case_exact=False))
+    assert 'COLLATE "C"' in str(order.compile(dialect=dialect))
 
 
 # -- Look-ups ----------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from identity_store.models import (
     UserMultiValue,
     UserType,
 )
+from identity_store.models.user import NORMALIZED_VALUE_LENGTH
 from scim_server.errors import describe
 from scim_server.filters import (
     MAX_TERMS,
@@ -151,6 +152,7 @@ USERS: dict[str, dict[str, Any]] = {
     },
     "carol": {
         "user_name": "carol",
+        "nick_name": "",  # an empty string, as some clients send for no value
         "active": True,
         "created_at": _at("2020-01-01T00:00:00"),
         "updated_at": _at("2020-01-01T00:00:00"),
@@ -171,7 +173,11 @@ ENTRIES: dict[str, list[tuple[str, str | None, str, bool]]] = {
         ("emails", "home", "elodie@example.com", False),
         ("emails", "work", "ELODIE@WORK.EXAMPLE.NET", False),
     ],
-    "wild": [("emails", "other", "x_y@example.com", False)],
+    "wild": [
+        ("emails", "other", "x_y@example.com", False),
+        # Longer than the 512 characters value_normalized keeps.
+        ("roles", None, "R" * 520 + "-Tail", False),
+    ],
 }
 
 ADDRESSES: dict[str, list[dict[str, Any]]] = {
@@ -228,7 +234,7 @@ async def _seed(session: AsyncSession) -> None:
                     position=position,
                     type=type_,
                     value=value,
-                    value_normalized=_normalized(value)[:512],
+                    value_normalized=_normalized(value)[:NORMALIZED_VALUE_LENGTH],
                     primary=primary,
                 )
             )
@@ -350,6 +356,9 @@ USER_CASES: list[tuple[str, set[str]]] = [
     ('not (title gt "a")', {"bob", "carol"}),
     ('not (title co "e")', {"bob", "carol", "wild"}),
     ("name pr", {"alice", "bob", "elodie"}),
+    # An empty string is no value (RFC 7644 §3.4.2.2 pr: "non-empty"), yet equals "".
+    ("nickName pr", set()),
+    ('nickName eq ""', {"carol"}),
     ("name.familyName pr", {"alice", "elodie"}),
     # Precedence: and binds tighter than or; not applies to its group.
     ('userName eq "bob" or title eq "engineer" and active eq false', {"bob"}),
@@ -396,6 +405,9 @@ USER_CASES: list[tuple[str, set[str]]] = [
     ("phoneNumbers pr", {"alice"}),
     ('phoneNumbers.value sw "+33"', {"alice"}),
     ('roles eq "ADMIN"', {"alice"}),
+    # A key longer than value_normalized keeps, or a substring, reads lower(value).
+    ('roles eq "' + "r" * 520 + '-TAIL"', {"wild"}),
+    ('roles.value ew "-tail"', {"wild"}),
     ('x509Certificates.value eq "Y2VydC1h"', {"alice"}),
     ('addresses.locality eq "paris"', {"alice"}),
     ('addresses[type eq "home" and country eq "fr"]', {"elodie"}),
@@ -667,6 +679,7 @@ def _scim_user(key: str) -> ScimUser:
         external_id=fields.get("external_id"),
         display_name=fields.get("display_name"),
         name=Name(**name_parts) if any(name_parts.values()) else None,
+        nick_name=fields.get("nick_name"),
         title=fields.get("title"),
         user_type=fields.get("scim_user_type"),
         locale=fields.get("locale"),
