@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     max_payload_size: int = Field(default=1_048_576, ge=1024)
     """Largest request body in bytes (``maxPayloadSize``), for every endpoint."""
 
+    max_json_depth: int = Field(default=64, ge=2)
+    """Deepest nesting of arrays and objects a request body may have; a deeper
+    body is refused (400) before it is parsed."""
+
     max_filter_length: int = Field(default=4096, ge=64)
     """Longest SCIM filter accepted, in characters."""
 

@@ -34,8 +34,9 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: the transaction may simply run again."""
 
 
-DATA_ERRORS = frozenset({"22001", "22003", "22007", "22008", "22P02"})
-"""PostgreSQL SQLSTATEs of class 22 (data exception) caused by a value."""
+DATA_ERRORS = frozenset({"22001", "22003", "22007", "22008", "22021", "22P02"})
+"""PostgreSQL SQLSTATEs of class 22 (data exception) caused by a value
+(22021: a NUL character, which PostgreSQL's text cannot hold)."""
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

@@ -24,6 +24,7 @@ from .request import (
     authorize,
     if_match_version,
     if_none_match,
+    path_id,
     read_json,
 )
 from .responses import NoContent, NotModified, ScimResponse
@@ -72,9 +73,8 @@ def validate_user(body: dict[str, Any], ctx: Context) -> ScimUser:
 
 def _target_id(call: AuthorizedRequest) -> str:
     """The id in the path, or the caller's own user for ``/Me``."""
-    user_id = call.request.path_params.get("id")
-    if user_id is not None:
-        return str(user_id)
+    if "id" in call.request.path_params:
+        return path_id(call.request)
     if call.principal.user_id is None:
         raise ScimError(
             501, "/Me needs a token bound to a user; this token is not (RFC 7644 §3.11)"
@@ -84,7 +84,7 @@ def _target_id(call: AuthorizedRequest) -> str:
 
 async def create(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
     resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_CREATION_REQUEST)
     record = await users.create_user(
         call.store, user_input(resource), call.actor, idp_source=call.principal.idp_source
@@ -104,7 +104,7 @@ async def read(request: Request) -> Response:
 
 async def replace(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
     resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_REPLACEMENT_REQUEST)
 
     def change(current: UserRecord) -> UserInput:
@@ -126,7 +126,7 @@ async def replace(request: Request) -> Response:
 
 async def patch(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
     operations = PatchOp[ScimUser].model_validate(
         entra.normalise_patch(body),
         scim_ctx=Context.RESOURCE_PATCH_REQUEST,
