@@ -23,7 +23,7 @@ from sqlalchemy.orm import joinedload
 from . import audit, counts, lifecycle, row_inserts
 from .actor import Actor
 from .errors import ConflictError, NotFoundError, ValidationError
-from .limits import check_lengths
+from .limits import check_free_form, check_lengths, check_moment
 from .models import (
     IdpSource,
     Lifecycle,
@@ -74,6 +74,9 @@ WRITABLE_COLUMNS = frozenset(
 )
 """Columns a client may set. Lifecycle, status, versions, timestamps and the
 Auth0 id are the store's own."""
+
+FREE_FORM_COLUMNS = ("custom_data", "tags")
+"""JSON columns a client writes, held to the limits of free-form data."""
 
 MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
 ADDRESS_FIELDS = (
@@ -173,6 +176,10 @@ def _validate(data: UserInput) -> None:
     unknown = set(data.columns) - WRITABLE_COLUMNS
     if unknown:
         raise ValidationError(f"not writable: {', '.join(sorted(unknown))}")
+    for column in FREE_FORM_COLUMNS:
+        check_free_form(column, data.columns.get(column))
+    for column, value in data.columns.items():
+        check_moment(column, value)
     user_type = data.columns.get("user_type")
     if user_type is not None and user_type not in {t.value for t in UserType}:
         raise ValidationError(f"userType must be one of {[t.value for t in UserType]}")

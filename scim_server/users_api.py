@@ -28,7 +28,7 @@ from .request import (
     read_json,
 )
 from .responses import NoContent, NotModified, ScimResponse
-from .schemas import PATCH_POLICY, ScimUser
+from .schemas import PATCH_POLICY, PRODUCT_USER_SCHEMA, ScimUser
 
 
 def dump(
@@ -36,11 +36,23 @@ def dump(
 ) -> dict[str, Any]:
     """Trim a document to the requested attributes with scim2-models
     (``returned`` characteristics, RFC 7644 §3.9). Without parameters the
-    document is already the full default representation."""
+    document is already the full default representation.
+
+    ``customData`` is opaque to trimming: it is held out while scim2-models
+    trims and put back if its attribute stays, so that its depth (pydantic's
+    serialiser refuses a few hundred levels) never makes a read fail."""
     if params is None:
         return doc
+    product = doc.get(PRODUCT_USER_SCHEMA)
+    custom = product.get("customData") if isinstance(product, dict) else None
+    if custom is not None:
+        doc = {**doc, PRODUCT_USER_SCHEMA: {**product, "customData": {"held": "out"}}}
     model = ScimUser.model_validate(doc)
-    return model.model_dump(scim_ctx=ctx, response_parameters=params)
+    trimmed = model.model_dump(scim_ctx=ctx, response_parameters=params)
+    kept = trimmed.get(PRODUCT_USER_SCHEMA)
+    if custom is not None and isinstance(kept, dict) and "customData" in kept:
+        kept["customData"] = custom
+    return trimmed
 
 
 def _resource_response(

@@ -235,3 +235,81 @@ async def test_a_huge_start_index_is_an_empty_page_on_every_list(
         assert response.status_code == 200, response.text
         if not start.startswith("-"):
             assert response.json()["Resources"] == []
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def _with_product(user_name: str, **product: Any) -> dict[str, Any]:
+    body = user_body(user_name)
+    body["schemas"] = [*body["schemas"], PRODUCT]
+    body[PRODUCT] = product
+    return body
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        {"customData": _nested(33)},
+        {"customData": {"k": "x" * 70_000}},
+        {"expirationDate": "0001-01-01T00:00:00+05:00"},
+    ],
+    ids=["customData 33 deep", "customData 70 KB", "year 1 with an offset"],
+)
+async def test_out_of_bounds_values_are_400_at_write(
+    scim: httpx.AsyncClient, product: dict[str, Any]
+) -> None:
+    """Free-form data deeper than 32 levels or larger than 64 KiB, and a
+    moment with no UTC equivalent, are refused by create, replace and patch."""
+    assert_error(await scim.post("/Users", json=_with_product("w", **product)), 400, "invalidValue")
+    user = await create_user(scim, "w2")
+    replaced = await scim.put(f"/Users/{user['id']}", json=_with_product("w2", **product))
+    assert_error(replaced, 400, "invalidValue")
+    ((name, value),) = product.items()
+    patched = await scim.patch(
+        f"/Users/{user['id']}",
+        json=patch_body({"op": "add", "path": f"{PRODUCT}:{name}", "value": value}),
+    )
+    assert_error(patched, 400, "invalidValue")
+    assert await _total(scim, "/Users") == 1
+
+
+async def test_free_form_data_at_the_limits_is_stored(scim: httpx.AsyncClient) -> None:
+    custom = {"deep": _nested(31), "big": "x" * 60_000}
+    response = await scim.post("/Users", json=_with_product("edge", customData=custom))
+    assert response.status_code == 201, response.text
+    assert response.json()[PRODUCT]["customData"] == custom
+
+
+async def test_a_stored_deep_document_breaks_no_read(scim: httpx.AsyncClient, engine: Any) -> None:
+    """A user stored before the limits with ``customData`` 300 levels deep is
+    read, trimmed or not, alone or in a list, with everyone else."""
+    from sqlalchemy import update
+
+    from identity_store.models import User
+
+    deep = await create_user(scim, "deep")
+    await create_user(scim, "plain")
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(User).where(User.id == deep["id"]).values(custom_data=_nested(300))
+        )
+    for params in ({}, {"attributes": "userName"}, {"excludedAttributes": "emails"}):
+        listed = await scim.get("/Users", params=params)
+        assert listed.status_code == 200, listed.text
+        assert sorted(r["id"] for r in listed.json()["Resources"]) == sorted(
+            [
+                deep["id"],
+                (await scim.get("/Users", params={"filter": 'userName eq "plain"'})).json()[
+                    "Resources"
+                ][0]["id"],
+            ]
+        )
+        one = await scim.get(f"/Users/{deep['id']}", params=params)
+        assert one.status_code == 200, one.text
+        kept = one.json().get(PRODUCT, {}).get("customData")
+        assert kept == (None if "attributes" in params else _nested(300))
