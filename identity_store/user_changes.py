@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, select
+from sqlalchemy import Select, Table, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit, counts, lifecycle, row_inserts
 from .actor import Actor
@@ -129,7 +131,11 @@ def live_users() -> Select[User]:
 _USER_BY_ID = (
     live_users()
     .where(User.id == bindparam("user_id"))
-    .options(joinedload(User.multi_values), joinedload(User.addresses))
+    # Entries and addresses by a statement each: joined, every entry row
+    # repeats (and decodes again) the user's columns, and joining both
+    # multiplies entries by addresses (10,000 rows for 100 of each); 800
+    # entries loaded in 60 ms joined, 12 ms this way.
+    .options(selectinload(User.multi_values), selectinload(User.addresses))
 )
 _LOCK_USER = select(User.id).where(User.id == bindparam("user_id")).with_for_update()
 
@@ -137,7 +143,7 @@ _LOCK_USER = select(User.id).where(User.id == bindparam("user_id")).with_for_upd
 async def load_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
     """A live user with its multi-valued attributes, or :class:`NotFoundError`.
 
-    The few entries of one user come joined to its row. With ``for_update``
+    Its entries and its addresses come with a statement each. With ``for_update``
     the row is locked first, on PostgreSQL (SQLite locks the database on
     write anyway), by a statement of its own: a statement that waited for
     the lock sees the locked row as the other writer committed it, but the
@@ -165,9 +171,14 @@ async def _ensure_user_name_free(
         raise ConflictError("userName", f"userName {user_name!r} is already taken")
 
 
-def _validate(data: UserInput) -> None:
+def _validate(data: UserInput, max_values: int) -> None:
     if not data.user_name or not data.user_name.strip():
         raise ValidationError("userName is required and may not be empty")
+    sizes = Counter(mv["attribute"] for mv in data.multi_values)
+    sizes["addresses"] = len(data.addresses)
+    for attribute, size in sizes.items():
+        if size > max_values:
+            raise ValidationError(f"{attribute} has {size} values; at most {max_values} allowed")
     check_lengths(User, {"user_name": data.user_name, **data.columns})
     for entry in data.multi_values:
         check_lengths(UserMultiValue, entry, entry.get("attribute"))
@@ -330,6 +341,27 @@ async def _insert(session: AsyncSession, user: User) -> None:
             await row_inserts.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
 
 
+async def _replace_entries(
+    session: AsyncSession,
+    user: User,
+    model: type[UserMultiValue] | type[UserAddress],
+    rows: Sequence[UserMultiValue] | Sequence[UserAddress],
+) -> None:
+    """Replace a user's entries (or addresses) with one DELETE and one INSERT.
+
+    Through the unit of work, replacing the collection costs a delete and an
+    insert of ORM bookkeeping per row, on the event loop: about 0.1 s for the
+    hundreds of entries a user may hold. The new rows are recorded as the
+    loaded collection, so that the user reads back as written."""
+    with session.no_autoflush:  # the user's own row is flushed once, later
+        await session.execute(delete(model).where(model.user_id == user.id))
+        for row in rows:
+            row.user_id = user.id
+        await row_inserts.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
+    attribute = "multi_values" if model is UserMultiValue else "addresses"
+    set_committed_value(user, attribute, list(rows))
+
+
 def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:
     return ConflictError("userName", f"userName {data.user_name!r} is already taken")
 
@@ -340,11 +372,12 @@ async def insert_user(
     actor: Actor,
     *,
     required_attributes: Sequence[str],
+    max_values: int,
     default_idp_source: str = IdpSource.SCIM.value,
 ) -> User:
     """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``."""
     _derive_identifiers(data)
-    _validate(data)
+    _validate(data, max_values)
     # userName uniqueness is the unique index's to enforce: a taken name
     # fails the INSERT below (IntegrityError -> ConflictError).
     user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[], role_ids=[])
@@ -376,21 +409,22 @@ async def write_replacement(
     actor: Actor,
     *,
     required_attributes: Sequence[str],
+    max_values: int,
     action: str,
 ) -> User:
     """Replace every writable attribute of ``user`` (loaded by :func:`load_user`)."""
     _derive_identifiers(data, user)
-    _validate(data)
+    _validate(data, max_values)
     if normalize(data.user_name) != user.user_name_normalized:
         await _ensure_user_name_free(session, data.user_name, except_id=user.id)
     was_suspended = lifecycle.is_suspended(user)
     _apply(user, data)
     values = _multi_value_rows(data)
     if _multi_value_key(values) != _multi_value_key(user.multi_values):
-        user.multi_values = values
+        await _replace_entries(session, user, UserMultiValue, values)
     addresses = _address_rows(data)
     if _address_key(addresses) != _address_key(user.addresses):
-        user.addresses = addresses
+        await _replace_entries(session, user, UserAddress, addresses)
     user.updated_at = utcnow()
     cause = "updated"
     if was_suspended and not lifecycle.is_suspended(user):
