@@ -67,6 +67,8 @@ def check_depth(raw: bytes, limit: int) -> None:
     the standard library's recursive parser (which raises ``RecursionError``
     at about 1,500 levels) sees them. An unterminated document counts the
     levels it opened."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return  # nothing to scan: most bodies
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
     if len(brackets) <= limit:
         return

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from scim2_models import Context, PatchOp, ResponseParameters
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from identity_store import users
 from identity_store.users import UserInput, UserRecord
 
-from . import entra, filters, user_patch
+from . import entra, filters, request_limits, user_patch
 from .errors import ScimError
 from .listing import ListQuery, list_response, parse_list_query
 from .mapping import etag, user_document, user_input
@@ -45,7 +46,7 @@ def dump(
         return doc
     product = doc.get(PRODUCT_USER_SCHEMA)
     custom = product.get("customData") if isinstance(product, dict) else None
-    if custom is not None:
+    if isinstance(product, dict) and custom is not None:
         doc = {**doc, PRODUCT_USER_SCHEMA: {**product, "customData": {"held": "out"}}}
     model = ScimUser.model_validate(doc)
     trimmed = model.model_dump(scim_ctx=ctx, response_parameters=params)
@@ -83,6 +84,15 @@ def validate_user(body: dict[str, Any], ctx: Context) -> ScimUser:
     return ScimUser.model_validate(body, scim_ctx=ctx)
 
 
+def validate_patch(body: dict[str, Any]) -> PatchOp[ScimUser]:
+    """A user ``PatchOp`` from a request body, validated by scim2-models."""
+    return PatchOp[ScimUser].model_validate(
+        entra.normalise_patch(body),
+        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
+        scim_policy=PATCH_POLICY,
+    )
+
+
 def _target_id(call: AuthorizedRequest) -> str:
     """The id in the path, or the caller's own user for ``/Me``."""
     if "id" in call.request.path_params:
@@ -97,6 +107,7 @@ def _target_id(call: AuthorizedRequest) -> str:
 async def create(request: Request) -> Response:
     call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings)
+    request_limits.check_user_values(body, call.state.settings)
     resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_CREATION_REQUEST)
     record = await users.create_user(
         call.store, user_input(resource), call.actor, idp_source=call.principal.idp_source
@@ -117,6 +128,7 @@ async def read(request: Request) -> Response:
 async def replace(request: Request) -> Response:
     call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings)
+    request_limits.check_user_values(body, call.state.settings)
     resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_REPLACEMENT_REQUEST)
 
     def change(current: UserRecord) -> UserInput:
@@ -139,11 +151,11 @@ async def replace(request: Request) -> Response:
 async def patch(request: Request) -> Response:
     call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings)
-    operations = PatchOp[ScimUser].model_validate(
-        entra.normalise_patch(body),
-        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
-        scim_policy=PATCH_POLICY,
-    )
+    request_limits.check_user_patch(body, call.state.settings)
+    # Validating up to IDSTORE_MAX_PATCH_OPERATIONS operations of
+    # IDSTORE_MAX_MULTI_VALUES values each takes tens of milliseconds: in a
+    # worker thread, like applying them (update_user runs the change in one).
+    operations = await run_in_threadpool(validate_patch, body)
 
     def change(current: UserRecord) -> UserInput | None:
         resource = user_patch.patched(operations, user_document(current, call.base_url))

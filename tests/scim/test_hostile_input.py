@@ -164,13 +164,15 @@ async def shallow(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a server that accepts bodies at most 4 levels deep."""
     application = create_app(settings.model_copy(update={"max_json_depth": 4}))
-    async with application.router.lifespan_context(application):
-        async with httpx.AsyncClient(
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
             transport=httpx.ASGITransport(app=application),
             base_url="http://testserver/scim/v2",
             headers={"Authorization": f"Bearer {tokens_by_scope['scim:write']}"},
-        ) as client:
-            yield client
+        ) as client,
+    ):
+        yield client
 
 
 async def test_the_depth_limit_is_a_setting_counted_outside_strings(
