@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, select
+from sqlalchemy import Select, Table, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -27,6 +27,8 @@ from .actor import Actor
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_free_form, check_lengths, check_moment
 from .models import (
+    Group,
+    GroupMember,
     IdpSource,
     Lifecycle,
     User,
@@ -267,7 +269,7 @@ def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
                 else None,
                 display=entry.get("display"),
                 type=entry.get("type"),
-                primary=bool(entry.get("primary")),
+                primary=entry.get("primary"),
                 verified=entry.get("verified"),
             )
         )
@@ -277,24 +279,19 @@ def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
 def _multi_value_key(rows: Sequence[UserMultiValue]) -> list[tuple[Any, ...]]:
     """What distinguishes two lists of entries, so unchanged rows are not rewritten."""
     return sorted(
-        (r.attribute, r.position, r.value, r.display, r.type, bool(r.primary), r.verified)
-        for r in rows
+        (r.attribute, r.position, r.value, r.display, r.type, r.primary, r.verified) for r in rows
     )
 
 
 def _address_key(rows: Sequence[UserAddress]) -> list[tuple[Any, ...]]:
-    return sorted(
-        (r.position, bool(r.primary), *(getattr(r, f) for f in ADDRESS_FIELDS if f != "primary"))
-        for r in rows
-    )
+    return sorted((r.position, *(getattr(r, f) for f in ADDRESS_FIELDS)) for r in rows)
 
 
 def _address_rows(data: UserInput) -> list[UserAddress]:
     return [
         UserAddress(
             position=i,
-            **{k: a.get(k) for k in ADDRESS_FIELDS if k != "primary"},
-            primary=bool(a.get("primary")),
+            **{k: a.get(k) for k in ADDRESS_FIELDS},
         )
         for i, a in enumerate(data.addresses)
     ]
@@ -386,6 +383,8 @@ async def insert_user(
         user.idp_source = default_idp_source
     if not user.user_type:
         user.user_type = UserType.PERSON.value
+    if user.active is None:
+        user.active = True  # a new user is active unless the client says otherwise
     user.multi_values = _multi_value_rows(data)
     user.addresses = _address_rows(data)
     user.created_at = user.updated_at = utcnow()
@@ -430,7 +429,7 @@ async def write_replacement(
     if was_suspended and not lifecycle.is_suspended(user):
         cause = "reactivated"
     elif not was_suspended and lifecycle.is_suspended(user):
-        cause = "deactivated" if not user.active else "blocked"
+        cause = "deactivated" if user.active is False else "blocked"
     lifecycle.transition(
         session, user, lifecycle.target_state(user, required_attributes), cause, actor
     )
@@ -444,11 +443,37 @@ async def write_replacement(
     return user
 
 
+async def _leave_groups(session: AsyncSession, user: User) -> list[str]:
+    """Remove ``user`` from every group it is a direct member of, bump those
+    groups' versions (their ``members`` changed), and return their ids."""
+    group_ids = sorted(
+        (
+            await session.scalars(
+                select(GroupMember.group_id).where(GroupMember.member_id == user.id)
+            )
+        ).all()
+    )
+    if not group_ids:
+        return []
+    await session.execute(delete(GroupMember).where(GroupMember.member_id == user.id))
+    await session.execute(
+        update(Group)
+        .where(Group.id.in_(group_ids))
+        .values(version=Group.version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return group_ids
+
+
 async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
     """SCIM DELETE (RFC 7644 §3.6): the id answers 404 from now on; the row is
     kept ``SUSPENDED`` until the deletion sync makes it ``INACTIVE`` (SPEC §4).
-    Group memberships stay until then, so that the deletion sync removes them
-    and their downstream access in one place."""
+
+    Its group memberships end now, so that no later read lists it among a
+    group's ``members`` nor finds the group by ``members.value`` (§3.6: "omitted
+    from future query results"). Nothing downstream is lost: each group it
+    left gets a ``members_removed`` outbox row (``cause: user.delete``), the
+    event a membership PATCH writes, and the audit entry names the groups."""
     user.deleted_at = utcnow()
     user.active = False
     user.updated_at = utcnow()
@@ -462,6 +487,23 @@ async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
         actor,
     )
     await session.flush()
+    group_ids = await _leave_groups(session, user)
     counts.change(session, "User", -1)
-    audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
+    audit.record(
+        session,
+        actor,
+        "user.delete",
+        "User",
+        user.id,
+        {"userName": user.user_name, "groups": group_ids},
+    )
     audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
+    for group_id in group_ids:
+        audit.enqueue(
+            session,
+            "rbac",
+            "members_removed",
+            "Group",
+            group_id,
+            {"members": [user.id], "cause": "user.delete"},
+        )
