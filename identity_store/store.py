@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -44,13 +44,15 @@ def _sqlstate(exc: DBAPIError) -> str | None:
     return str(code) if code else None
 
 
-def database_error(exc: BaseException) -> StoreError | None:
+def database_error(exc: DBAPIError) -> StoreError | None:
     """The store error a database failure means for the caller: a value the
     database refused (:class:`ValueRefusedError`) or a database that cannot
     be reached (:class:`UnavailableError`); ``None`` for anything else."""
     if isinstance(exc, DBAPIError) and _sqlstate(exc) in DATA_ERRORS:
         return ValueRefusedError("a value is out of range for its attribute")
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        # InterfaceError: asyncpg's "connection is closed" on a connection
+        # the server dropped (pg_terminate_backend, a restart).
         return UnavailableError("the store is temporarily unavailable; retry later")
     return None
 
