@@ -350,10 +350,18 @@ async def remove_group(session: AsyncSession, group: Group, actor: Actor) -> Non
     audit.enqueue(session, "rbac", "group_deleted", "Group", group.id, {})
 
 
+_DELETED_USER = (
+    select(User.id).where(User.id == GroupMember.member_id, User.deleted_at.is_not(None)).exists()
+)
+"""Users deleted over SCIM: no longer members anywhere (their membership rows
+are removed at the delete; this hides those of users deleted before)."""
+
+
 async def members_of(
     session: AsyncSession, group_ids: Sequence[str], *, limit: int | None = None
 ) -> dict[str, list[Member]]:
-    """Members of each group with their display names, in one query."""
+    """Members of each group with their display names, in one query; users
+    deleted over SCIM are not members (RFC 7644 §3.6)."""
     result: dict[str, list[Member]] = {gid: [] for gid in group_ids}
     if not group_ids:
         return result
@@ -362,7 +370,7 @@ async def members_of(
     display = func.coalesce(member_user.scalar_subquery(), member_group.scalar_subquery())
     query = (
         select(GroupMember.group_id, GroupMember.member_id, GroupMember.member_type, display)
-        .where(GroupMember.group_id.in_(group_ids))
+        .where(GroupMember.group_id.in_(group_ids), ~_DELETED_USER)
         .order_by(GroupMember.group_id, GroupMember.member_id)
     )
     if limit is not None:

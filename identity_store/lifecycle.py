@@ -19,8 +19,9 @@ from .models import Lifecycle, LifecycleTransition, User, UserType, utcnow
 
 def is_suspended(user: User) -> bool:
     """Whether something currently stops the user: SCIM ``active=false``,
-    ``blocked``, an expiration date in the past, or a SCIM delete."""
-    if not user.active or user.blocked or user.deleted_at is not None:
+    ``blocked``, an expiration date in the past, or a SCIM delete. An
+    unassigned ``active`` (``None``) stops nothing: only ``false`` deactivates."""
+    if user.active is False or user.blocked or user.deleted_at is not None:
         return True
     return user.expiration_date is not None and user.expiration_date <= utcnow()
 

@@ -45,6 +45,9 @@ def as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
         asyncpg.CannotConnectNowError,
+        # A pooled connection the server dropped mid-operation ("cannot
+        # switch to state 12"): the connection is lost, not the query wrong.
+        asyncpg.exceptions._base.InternalClientError,
         OSError,
         TimeoutError,
     ) as exc:

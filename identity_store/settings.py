@@ -80,6 +80,19 @@ class Settings(BaseSettings):
     max_payload_size: int = Field(default=1_048_576, ge=1024)
     """Largest request body in bytes (``maxPayloadSize``), for every endpoint."""
 
+    max_json_depth: int = Field(default=64, ge=2)
+    """Deepest nesting of arrays and objects a request body may have; a deeper
+    body is refused (400) before it is parsed."""
+
+    max_patch_operations: int = Field(default=100, ge=1)
+    """Most operations one user PATCH may carry (RFC 7644 §3.5.2); more is
+    413, as ``/Bulk`` answers past ``maxOperations`` (§3.7.4)."""
+
+    max_multi_values: int = Field(default=100, ge=1)
+    """Most values a user's multi-valued attribute (``emails``,
+    ``phoneNumbers``, ``addresses``...) may hold, and the most values one
+    request may give one of them."""
+
     max_filter_length: int = Field(default=4096, ge=64)
     """Longest SCIM filter accepted, in characters."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from alembic.script import ScriptDirectory
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -35,8 +35,9 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: the transaction may simply run again."""
 
 
-DATA_ERRORS = frozenset({"22001", "22003", "22007", "22008", "22P02"})
-"""PostgreSQL SQLSTATEs of class 22 (data exception) caused by a value."""
+DATA_ERRORS = frozenset({"22001", "22003", "22007", "22008", "22021", "22P02"})
+"""PostgreSQL SQLSTATEs of class 22 (data exception) caused by a value
+(22021: a NUL character, which PostgreSQL's text cannot hold)."""
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
@@ -44,13 +45,15 @@ def _sqlstate(exc: DBAPIError) -> str | None:
     return str(code) if code else None
 
 
-def database_error(exc: BaseException) -> StoreError | None:
+def database_error(exc: DBAPIError) -> StoreError | None:
     """The store error a database failure means for the caller: a value the
     database refused (:class:`ValueRefusedError`) or a database that cannot
     be reached (:class:`UnavailableError`); ``None`` for anything else."""
     if isinstance(exc, DBAPIError) and _sqlstate(exc) in DATA_ERRORS:
         return ValueRefusedError("a value is out of range for its attribute")
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        # InterfaceError: asyncpg's "connection is closed" on a connection
+        # the server dropped (pg_terminate_backend, a restart).
         return UnavailableError("the store is temporarily unavailable; retry later")
     return None
 

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, select
+from sqlalchemy import Select, Table, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit, counts, lifecycle, row_inserts
 from .actor import Actor
 from .attributes import USER_ATTRIBUTES
 from .comparison import normalize
 from .errors import ConflictError, NotFoundError, ValidationError
-from .limits import check_lengths
+from .limits import check_free_form, check_lengths, check_moment
 from .models import (
+    Group,
+    GroupMember,
     IdpSource,
     Lifecycle,
     User,
@@ -46,6 +50,9 @@ WRITABLE_COLUMNS = frozenset(
 Not ``user_name``, written with its comparison key by :func:`_apply`, nor
 ``password_hash``; lifecycle, status, versions, timestamps and the Auth0 id
 are the store's own."""
+
+FREE_FORM_COLUMNS = ("custom_data", "tags")
+"""JSON columns a client writes, held to the limits of free-form data."""
 
 MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
 ADDRESS_FIELDS = (
@@ -91,7 +98,11 @@ def live_users() -> Select[User]:
 _USER_BY_ID = (
     live_users()
     .where(User.id == bindparam("user_id"))
-    .options(joinedload(User.multi_values), joinedload(User.addresses))
+    # Entries and addresses by a statement each: joined, every entry row
+    # repeats (and decodes again) the user's columns, and joining both
+    # multiplies entries by addresses (10,000 rows for 100 of each); 800
+    # entries loaded in 60 ms joined, 12 ms this way.
+    .options(selectinload(User.multi_values), selectinload(User.addresses))
 )
 _LOCK_USER = select(User.id).where(User.id == bindparam("user_id")).with_for_update()
 
@@ -99,7 +110,7 @@ _LOCK_USER = select(User.id).where(User.id == bindparam("user_id")).with_for_upd
 async def load_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
     """A live user with its multi-valued attributes, or :class:`NotFoundError`.
 
-    The few entries of one user come joined to its row. With ``for_update``
+    Its entries and its addresses come with a statement each. With ``for_update``
     the row is locked first, on PostgreSQL (SQLite locks the database on
     write anyway), by a statement of its own: a statement that waited for
     the lock sees the locked row as the other writer committed it, but the
@@ -127,9 +138,14 @@ async def _ensure_user_name_free(
         raise ConflictError("userName", f"userName {user_name!r} is already taken")
 
 
-def _validate(data: UserInput) -> None:
+def _validate(data: UserInput, max_values: int) -> None:
     if not data.user_name or not data.user_name.strip():
         raise ValidationError("userName is required and may not be empty")
+    sizes = Counter(mv["attribute"] for mv in data.multi_values)
+    sizes["addresses"] = len(data.addresses)
+    for attribute, size in sizes.items():
+        if size > max_values:
+            raise ValidationError(f"{attribute} has {size} values; at most {max_values} allowed")
     check_lengths(User, {"user_name": data.user_name, **data.columns})
     for entry in data.multi_values:
         check_lengths(UserMultiValue, entry, entry.get("attribute"))
@@ -138,6 +154,10 @@ def _validate(data: UserInput) -> None:
     unknown = set(data.columns) - WRITABLE_COLUMNS
     if unknown:
         raise ValidationError(f"not writable: {', '.join(sorted(unknown))}")
+    for column in FREE_FORM_COLUMNS:
+        check_free_form(column, data.columns.get(column))
+    for column, value in data.columns.items():
+        check_moment(column, value)
     user_type = data.columns.get("user_type")
     if user_type is not None and user_type not in {t.value for t in UserType}:
         raise ValidationError(f"userType must be one of {[t.value for t in UserType]}")
@@ -214,7 +234,7 @@ def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
                 else None,
                 display=entry.get("display"),
                 type=entry.get("type"),
-                primary=bool(entry.get("primary")),
+                primary=entry.get("primary"),
                 verified=entry.get("verified"),
             )
         )
@@ -224,24 +244,19 @@ def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
 def _multi_value_key(rows: Sequence[UserMultiValue]) -> list[tuple[Any, ...]]:
     """What distinguishes two lists of entries, so unchanged rows are not rewritten."""
     return sorted(
-        (r.attribute, r.position, r.value, r.display, r.type, bool(r.primary), r.verified)
-        for r in rows
+        (r.attribute, r.position, r.value, r.display, r.type, r.primary, r.verified) for r in rows
     )
 
 
 def _address_key(rows: Sequence[UserAddress]) -> list[tuple[Any, ...]]:
-    return sorted(
-        (r.position, bool(r.primary), *(getattr(r, f) for f in ADDRESS_FIELDS if f != "primary"))
-        for r in rows
-    )
+    return sorted((r.position, *(getattr(r, f) for f in ADDRESS_FIELDS)) for r in rows)
 
 
 def _address_rows(data: UserInput) -> list[UserAddress]:
     return [
         UserAddress(
             position=i,
-            **{k: a.get(k) for k in ADDRESS_FIELDS if k != "primary"},
-            primary=bool(a.get("primary")),
+            **{k: a.get(k) for k in ADDRESS_FIELDS},
         )
         for i, a in enumerate(data.addresses)
     ]
@@ -288,6 +303,27 @@ async def _insert(session: AsyncSession, user: User) -> None:
             await row_inserts.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
 
 
+async def _replace_entries(
+    session: AsyncSession,
+    user: User,
+    model: type[UserMultiValue] | type[UserAddress],
+    rows: Sequence[UserMultiValue] | Sequence[UserAddress],
+) -> None:
+    """Replace a user's entries (or addresses) with one DELETE and one INSERT.
+
+    Through the unit of work, replacing the collection costs a delete and an
+    insert of ORM bookkeeping per row, on the event loop: about 0.1 s for the
+    hundreds of entries a user may hold. The new rows are recorded as the
+    loaded collection, so that the user reads back as written."""
+    with session.no_autoflush:  # the user's own row is flushed once, later
+        await session.execute(delete(model).where(model.user_id == user.id))
+        for row in rows:
+            row.user_id = user.id
+        await row_inserts.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
+    attribute = "multi_values" if model is UserMultiValue else "addresses"
+    set_committed_value(user, attribute, list(rows))
+
+
 def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:
     return ConflictError("userName", f"userName {data.user_name!r} is already taken")
 
@@ -298,11 +334,12 @@ async def insert_user(
     actor: Actor,
     *,
     required_attributes: Sequence[str],
+    max_values: int,
     default_idp_source: str = IdpSource.SCIM.value,
 ) -> User:
     """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``."""
     _derive_identifiers(data)
-    _validate(data)
+    _validate(data, max_values)
     # userName uniqueness is the unique index's to enforce: a taken name
     # fails the INSERT below (IntegrityError -> ConflictError).
     user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[], role_ids=[])
@@ -311,6 +348,8 @@ async def insert_user(
         user.idp_source = default_idp_source
     if not user.user_type:
         user.user_type = UserType.PERSON.value
+    if user.active is None:
+        user.active = True  # a new user is active unless the client says otherwise
     user.multi_values = _multi_value_rows(data)
     user.addresses = _address_rows(data)
     user.created_at = user.updated_at = utcnow()
@@ -334,27 +373,28 @@ async def write_replacement(
     actor: Actor,
     *,
     required_attributes: Sequence[str],
+    max_values: int,
     action: str,
 ) -> User:
     """Replace every writable attribute of ``user`` (loaded by :func:`load_user`)."""
     _derive_identifiers(data, user)
-    _validate(data)
+    _validate(data, max_values)
     if normalize(data.user_name) != user.user_name_normalized:
         await _ensure_user_name_free(session, data.user_name, except_id=user.id)
     was_suspended = lifecycle.is_suspended(user)
     _apply(user, data)
     values = _multi_value_rows(data)
     if _multi_value_key(values) != _multi_value_key(user.multi_values):
-        user.multi_values = values
+        await _replace_entries(session, user, UserMultiValue, values)
     addresses = _address_rows(data)
     if _address_key(addresses) != _address_key(user.addresses):
-        user.addresses = addresses
+        await _replace_entries(session, user, UserAddress, addresses)
     user.updated_at = utcnow()
     cause = "updated"
     if was_suspended and not lifecycle.is_suspended(user):
         cause = "reactivated"
     elif not was_suspended and lifecycle.is_suspended(user):
-        cause = "deactivated" if not user.active else "blocked"
+        cause = "deactivated" if user.active is False else "blocked"
     lifecycle.transition(
         session, user, lifecycle.target_state(user, required_attributes), cause, actor
     )
@@ -368,11 +408,37 @@ async def write_replacement(
     return user
 
 
+async def _leave_groups(session: AsyncSession, user: User) -> list[str]:
+    """Remove ``user`` from every group it is a direct member of, bump those
+    groups' versions (their ``members`` changed), and return their ids."""
+    group_ids = sorted(
+        (
+            await session.scalars(
+                select(GroupMember.group_id).where(GroupMember.member_id == user.id)
+            )
+        ).all()
+    )
+    if not group_ids:
+        return []
+    await session.execute(delete(GroupMember).where(GroupMember.member_id == user.id))
+    await session.execute(
+        update(Group)
+        .where(Group.id.in_(group_ids))
+        .values(version=Group.version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return group_ids
+
+
 async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
     """SCIM DELETE (RFC 7644 §3.6): the id answers 404 from now on; the row is
     kept ``SUSPENDED`` until the deletion sync makes it ``INACTIVE`` (SPEC §4).
-    Group memberships stay until then, so that the deletion sync removes them
-    and their downstream access in one place."""
+
+    Its group memberships end now, so that no later read lists it among a
+    group's ``members`` nor finds the group by ``members.value`` (§3.6: "omitted
+    from future query results"). Nothing downstream is lost: each group it
+    left gets a ``members_removed`` outbox row (``cause: user.delete``), the
+    event a membership PATCH writes, and the audit entry names the groups."""
     user.deleted_at = utcnow()
     user.active = False
     user.updated_at = utcnow()
@@ -386,6 +452,23 @@ async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
         actor,
     )
     await session.flush()
+    group_ids = await _leave_groups(session, user)
     counts.change(session, "User", -1)
-    audit.record(session, actor, "user.delete", "User", user.id, {"userName": user.user_name})
+    audit.record(
+        session,
+        actor,
+        "user.delete",
+        "User",
+        user.id,
+        {"userName": user.user_name, "groups": group_ids},
+    )
     audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
+    for group_id in group_ids:
+        audit.enqueue(
+            session,
+            "rbac",
+            "members_removed",
+            "Group",
+            group_id,
+            {"members": [user.id], "cause": "user.delete"},
+        )

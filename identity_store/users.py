@@ -19,6 +19,7 @@ Both return the same records.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
@@ -86,6 +87,7 @@ async def create_user(
             data,
             actor,
             required_attributes=store.settings.required_idp_attributes,
+            max_values=store.settings.max_multi_values,
             default_idp_source=idp_source or IdpSource.SCIM.value,
         )
         # A new user is in no group yet.
@@ -106,7 +108,8 @@ async def update_user(
     """Change a user: lock it, check ``expected_version``, let ``change`` compute
     its new state from its current record (without ``groups``, which no
     change writes; the record is the locked row itself, valid during the
-    call only), and store that state with its lifecycle transition, audit
+    call only; the call runs in a worker thread, so that a long change
+    never holds up the event loop), and store that state with its lifecycle transition, audit
     and outbox rows. A change that returns ``None`` writes nothing.
 
     :raises NotFoundError: No live user has this id.
@@ -119,7 +122,10 @@ async def update_user(
         user = await user_changes.load_user(session, user_id, for_update=True)
         check_version(user.version, expected_version)
         current = (await user_records(session, [user], groups=False))[0]
-        data = change(current)
+        # In a worker thread: a change is protocol work on the record alone
+        # (a SCIM PATCH of many operations takes a while), and the event
+        # loop keeps serving other requests meanwhile.
+        data = await asyncio.to_thread(change, current)
         if data is not None:
             user = await user_changes.write_replacement(
                 session,
@@ -127,6 +133,7 @@ async def update_user(
                 data,
                 actor,
                 required_attributes=store.settings.required_idp_attributes,
+                max_values=store.settings.max_multi_values,
                 action=action,
             )
         return (await user_records(session, [user]))[0]

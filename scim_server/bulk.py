@@ -114,7 +114,9 @@ async def _dispatch(
 async def bulk(request: Request) -> Response:
     call = await authorize(request, "scim:write")
     settings = call.state.settings
-    body = await read_json(request, settings.max_payload_size)
+    # Each operation's data is checked for NUL characters by its own
+    # handler, so that it fails alone with its 400 (RFC 7644 §3.7.3).
+    body = await read_json(request, settings, nul_allowed=True)
     if BULK_REQUEST not in (body.get("schemas") or []):
         raise ScimError(400, f"a bulk request needs the schema {BULK_REQUEST}", "invalidSyntax")
     operations = body.get("Operations")

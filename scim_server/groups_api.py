@@ -23,7 +23,14 @@ from . import entra, filters, group_patch
 from .errors import ScimError
 from .listing import ListQuery, list_response, parse_list_query
 from .mapping import etag, group_document
-from .request import AuthorizedRequest, authorize, if_match_version, if_none_match, read_json
+from .request import (
+    AuthorizedRequest,
+    authorize,
+    if_match_version,
+    if_none_match,
+    path_id,
+    read_json,
+)
 from .responses import NoContent, NotModified, ScimResponse
 from .schemas import PATCH_POLICY, ScimGroup
 
@@ -68,7 +75,7 @@ def validate_group(body: dict[str, Any], ctx: Context) -> Group:
 
 async def create(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
     resource = validate_group(body, Context.RESOURCE_CREATION_REQUEST)
     record = await groups.create_group(
         call.store,
@@ -84,9 +91,7 @@ async def create(request: Request) -> Response:
 async def read(request: Request) -> Response:
     call = await authorize(request, "scim:read")
     query = _query(call)
-    record = await groups.get_group(
-        call.store, str(request.path_params["id"]), members=query.wants("members")
-    )
+    record = await groups.get_group(call.store, path_id(request), members=query.wants("members"))
     if if_none_match(request, record.group.version):
         return NotModified(etag(record.group.version))
     doc = group_document(record, call.base_url)
@@ -95,7 +100,7 @@ async def read(request: Request) -> Response:
 
 async def replace(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
     resource = validate_group(body, Context.RESOURCE_REPLACEMENT_REQUEST)
     changes = GroupChanges(
         display_name=resource.display_name or "", external_id=resource.external_id
@@ -103,7 +108,7 @@ async def replace(request: Request) -> Response:
     changes.set_members(_member_ids(resource))
     record = await groups.change_group(
         call.store,
-        str(request.path_params["id"]),
+        path_id(request),
         changes,
         call.actor,
         expected_version=if_match_version(request),
@@ -116,7 +121,7 @@ async def replace(request: Request) -> Response:
 
 async def patch(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
     operations = PatchOp[ScimGroup].model_validate(
         entra.normalise_patch(body),
         scim_ctx=Context.RESOURCE_PATCH_REQUEST,
@@ -125,7 +130,7 @@ async def patch(request: Request) -> Response:
     changes = group_patch.changes(operations)
     record = await groups.change_group(
         call.store,
-        str(request.path_params["id"]),
+        path_id(request),
         changes,
         call.actor,
         expected_version=if_match_version(request),
@@ -138,7 +143,7 @@ async def delete(request: Request) -> Response:
     call = await authorize(request, "scim:write")
     await groups.delete_group(
         call.store,
-        str(request.path_params["id"]),
+        path_id(request),
         call.actor,
         expected_version=if_match_version(request),
     )

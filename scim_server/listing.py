@@ -18,6 +18,9 @@ from .errors import ScimError
 
 LIST_RESPONSE_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 SEARCH_REQUEST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+MAX_START_INDEX = 2**53
+"""Largest ``startIndex`` passed on: any larger one asks for the same empty
+page, and the database's 64-bit ``OFFSET`` would overflow on some."""
 
 
 @dataclass(slots=True)
@@ -106,7 +109,9 @@ def parse_list_query(
             raise ScimError(400, "sortOrder must be 'ascending' or 'descending'", "invalidValue")
         query.descending = str(order).lower() == "descending"
     if values.get("startindex") is not None:
-        query.start_index = max(1, _integer("startIndex", values["startindex"]))
+        query.start_index = min(
+            max(1, _integer("startIndex", values["startindex"])), MAX_START_INDEX
+        )
     if values.get("count") is not None:
         query.count = min(max(0, _integer("count", values["count"])), max_count)
     if "cursor" in values:

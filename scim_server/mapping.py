@@ -108,7 +108,6 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
         "schemas": [CORE_USER_SCHEMA],
         "id": user.id,
         "userName": user.user_name,
-        "active": user.active,
         "meta": {
             "resourceType": "User",
             "created": _iso(user.created_at),
@@ -117,6 +116,8 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
             "version": etag(user.version),
         },
     }
+    if user.active is not None:  # unassigned by a PATCH remove or a PUT without it
+        doc["active"] = user.active
     for key, column in CORE_COLUMNS.items():
         _put(doc, key, getattr(user, column))
     name: dict[str, Any] = {}
@@ -130,8 +131,7 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
         _put(entry, "value", row.value)
         _put(entry, "display", row.display)
         _put(entry, "type", row.type)
-        if row.primary:
-            entry["primary"] = True
+        _put(entry, "primary", row.primary)  # false as sent, absent when not sent
         values.setdefault(row.attribute, []).append(entry)
     for attribute, entries in values.items():
         doc[attribute] = entries
@@ -140,8 +140,6 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
         entry = {}
         for key, column in ADDRESS_COLUMNS.items():
             _put(entry, key, getattr(address, column))
-        if not address.primary:
-            entry.pop("primary", None)
         addresses.append(entry)
     _put(doc, "addresses", addresses)
     _put(
@@ -225,7 +223,7 @@ def user_input(resource: ScimUser) -> UserInput:
     columns: dict[str, Any] = {}
     for _, field, column in _CORE_FIELDS:
         columns[column] = _text(getattr(resource, field))
-    columns["active"] = True if resource.active is None else bool(resource.active)
+    columns["active"] = resource.active  # None: unassigned (a new user is active)
     if resource.name is not None:
         for _, field, column in _NAME_FIELDS:
             columns[column] = getattr(resource.name, field)
@@ -255,12 +253,12 @@ def user_input(resource: ScimUser) -> UserInput:
                     "value": _text(entry.value),
                     "display": entry.display,
                     "type": _text(entry.type),
-                    "primary": bool(entry.primary),
+                    "primary": entry.primary,
                 }
             )
     addresses = [
         {
-            column: (_text(getattr(a, column)) if column != "primary" else bool(a.primary))
+            column: (_text(getattr(a, column)) if column != "primary" else a.primary)
             for column in ADDRESS_COLUMNS.values()
         }
         for a in resource.addresses or []

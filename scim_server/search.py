@@ -18,7 +18,7 @@ from .responses import ScimResponse
 
 
 async def _search_query(request: Request, call: AuthorizedRequest) -> ListQuery:
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
     schemas = body.get("schemas")
     if not isinstance(schemas, list) or SEARCH_REQUEST_SCHEMA not in schemas:
         raise ScimError(

@@ -22,12 +22,60 @@ The tests compare both on a table of requests.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
+from pydantic import TypeAdapter
 from scim2_models import Mutability, PatchOp, PatchOperation
 from scim2_models.path import AttributeBinding
+from scim2_models.path import resolution as scim2_resolution
 
 from .schemas import CORE_USER_SCHEMA, PATCH_POLICY, ScimUser
+
+_uncached_adapter = TypeAdapter
+
+
+class _ValueFilterAdapter:
+    """A pydantic ``TypeAdapter`` that remembers the values it validated:
+    scim2-models converts a PATCH value filter's operand once per value it
+    compares it with (an e-mail address is validated again for each of a
+    user's e-mails)."""
+
+    def __init__(self, annotated_type: Any) -> None:
+        self._adapter = _uncached_adapter(annotated_type)
+        self._validated: dict[tuple[type, Any], Any] = {}
+
+    def validate_python(self, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or not isinstance(value, str | int | float | bool):
+            return self._adapter.validate_python(value, *args, **kwargs)
+        key = (type(value), value)
+        if key not in self._validated:
+            if len(self._validated) >= 1024:
+                self._validated.clear()
+            self._validated[key] = self._adapter.validate_python(value)
+        return self._validated[key]
+
+
+@functools.cache
+def _cached_adapter(annotated_type: Any) -> _ValueFilterAdapter:
+    return _ValueFilterAdapter(annotated_type)
+
+
+def _type_adapter(annotated_type: Any) -> Any:
+    try:
+        return _cached_adapter(annotated_type)
+    except TypeError:  # an unhashable annotation
+        return _uncached_adapter(annotated_type)
+
+
+# scim2-models 0.12 builds a pydantic TypeAdapter for every comparison of a
+# PATCH value filter (``emails[value eq "x"]``), once per value compared;
+# for an e-mail, building one reads the installed packages' metadata
+# (pydantic's email-validator version check) and validating the operand
+# runs email-validator again: 2.4 ms per value, 0.24 s for one operation
+# on a user with 100 e-mails. The adapter depends on the attribute's type
+# only and the operand is the same for every value: both are kept.
+scim2_resolution.TypeAdapter = _type_adapter  # type: ignore[attr-defined,assignment]
 
 _SCALARS = (str, bool, int)
 _SETS = (PatchOperation.Op.replace_, PatchOperation.Op.add)
@@ -113,13 +161,62 @@ def _value(resource: ScimUser, extension: str | None, binding: AttributeBinding)
     return getattr(holder, name, None) if holder is not None else None
 
 
+def _core_targets(operations: PatchOp[ScimUser]) -> set[str] | None:
+    """The scim2-models field names of the core attributes ``operations``
+    name by their paths; ``None`` when one has no path or names an extension."""
+    fields: set[str] = set()
+    for operation in operations.operations or ():
+        if operation.path is None:
+            return None
+        binding = operation.path.resolve(ScimUser)
+        if binding is None:
+            return None
+        location = _location(binding)
+        if location is None or location[0] is not None:
+            return None
+        fields.add(binding.field_name)
+    return fields
+
+
+def apply_narrowed(
+    operations: PatchOp[ScimUser], current: dict[str, Any]
+) -> tuple[ScimUser, bool] | None:
+    """``PatchOp.patch`` applied to the attributes the operations name only,
+    then written into the whole resource; ``None`` when an operation has no
+    path or names an extension's attribute.
+
+    ``PatchOp.patch`` compares the whole resource before and after each
+    operation (its mutability and ``primary`` rules), so on a user holding
+    hundreds of values its cost is operations x size of the user: 100
+    operations on a user with 500 phone numbers, addresses and roles took
+    1.1 s. Run on a resource holding the named attributes (with ``id`` and
+    the required ``userName``) it applies the same rules to the same values,
+    for a cost that follows the request's size."""
+    fields = _core_targets(operations)
+    if fields is None:
+        return None
+    resource = ScimUser.model_validate(current)
+    names = {"id", "user_name", *fields}
+    narrow = ScimUser.model_validate(
+        {
+            "schemas": [CORE_USER_SCHEMA],
+            **resource.model_dump(include=names, by_alias=True, exclude_none=True),
+        }
+    )
+    changed = operations.patch(narrow, scim_policy=PATCH_POLICY)
+    for name in fields:
+        setattr(resource, name, getattr(narrow, name))
+    return resource, changed
+
+
 def patched(operations: PatchOp[ScimUser], document: dict[str, Any]) -> ScimUser | None:
     """The user ``document`` after ``operations`` (RFC 7644 §3.5.2), or
     ``None`` when they change nothing: :func:`apply_simple` for the shape
-    nearly every provisioning client sends, ``PatchOp.patch`` otherwise."""
-    simple = apply_simple(operations, document)
-    if simple is not None:
-        resource, changed = simple
+    nearly every provisioning client sends, :func:`apply_narrowed` for other
+    operations on core attributes, ``PatchOp.patch`` otherwise."""
+    result = apply_simple(operations, document) or apply_narrowed(operations, document)
+    if result is not None:
+        resource, changed = result
     else:
         resource = ScimUser.model_validate(document)
         changed = operations.patch(resource, scim_policy=PATCH_POLICY)

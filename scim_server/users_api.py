@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from scim2_models import Context, PatchOp, ResponseParameters
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from identity_store import users
 from identity_store.users import UserInput, UserRecord
 
-from . import entra, filters, user_patch
+from . import entra, filters, request_limits, user_patch
 from .errors import ScimError
 from .listing import ListQuery, list_response, parse_list_query
 from .mapping import etag, user_document, user_input
@@ -24,10 +25,11 @@ from .request import (
     authorize,
     if_match_version,
     if_none_match,
+    path_id,
     read_json,
 )
 from .responses import NoContent, NotModified, ScimResponse
-from .schemas import PATCH_POLICY, ScimUser
+from .schemas import PATCH_POLICY, PRODUCT_USER_SCHEMA, ScimUser
 
 
 def dump(
@@ -35,11 +37,23 @@ def dump(
 ) -> dict[str, Any]:
     """Trim a document to the requested attributes with scim2-models
     (``returned`` characteristics, RFC 7644 §3.9). Without parameters the
-    document is already the full default representation."""
+    document is already the full default representation.
+
+    ``customData`` is opaque to trimming: it is held out while scim2-models
+    trims and put back if its attribute stays, so that its depth (pydantic's
+    serialiser refuses a few hundred levels) never makes a read fail."""
     if params is None:
         return doc
+    product = doc.get(PRODUCT_USER_SCHEMA)
+    custom = product.get("customData") if isinstance(product, dict) else None
+    if isinstance(product, dict) and custom is not None:
+        doc = {**doc, PRODUCT_USER_SCHEMA: {**product, "customData": {"held": "out"}}}
     model = ScimUser.model_validate(doc)
-    return model.model_dump(scim_ctx=ctx, response_parameters=params)
+    trimmed = model.model_dump(scim_ctx=ctx, response_parameters=params)
+    kept = trimmed.get(PRODUCT_USER_SCHEMA)
+    if custom is not None and isinstance(kept, dict) and "customData" in kept:
+        kept["customData"] = custom
+    return trimmed
 
 
 def _resource_response(
@@ -70,11 +84,19 @@ def validate_user(body: dict[str, Any], ctx: Context) -> ScimUser:
     return ScimUser.model_validate(body, scim_ctx=ctx)
 
 
+def validate_patch(body: dict[str, Any]) -> PatchOp[ScimUser]:
+    """A user ``PatchOp`` from a request body, validated by scim2-models."""
+    return PatchOp[ScimUser].model_validate(
+        entra.normalise_patch(body),
+        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
+        scim_policy=PATCH_POLICY,
+    )
+
+
 def _target_id(call: AuthorizedRequest) -> str:
     """The id in the path, or the caller's own user for ``/Me``."""
-    user_id = call.request.path_params.get("id")
-    if user_id is not None:
-        return str(user_id)
+    if "id" in call.request.path_params:
+        return path_id(call.request)
     if call.principal.user_id is None:
         raise ScimError(
             501, "/Me needs a token bound to a user; this token is not (RFC 7644 §3.11)"
@@ -84,7 +106,8 @@ def _target_id(call: AuthorizedRequest) -> str:
 
 async def create(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
+    request_limits.check_user_values(body, call.state.settings)
     resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_CREATION_REQUEST)
     record = await users.create_user(
         call.store, user_input(resource), call.actor, idp_source=call.principal.idp_source
@@ -104,7 +127,8 @@ async def read(request: Request) -> Response:
 
 async def replace(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
+    body = await read_json(request, call.state.settings)
+    request_limits.check_user_values(body, call.state.settings)
     resource = validate_user(entra.normalise_resource(body), Context.RESOURCE_REPLACEMENT_REQUEST)
 
     def change(current: UserRecord) -> UserInput:
@@ -126,12 +150,12 @@ async def replace(request: Request) -> Response:
 
 async def patch(request: Request) -> Response:
     call = await authorize(request, "scim:write")
-    body = await read_json(request, call.state.settings.max_payload_size)
-    operations = PatchOp[ScimUser].model_validate(
-        entra.normalise_patch(body),
-        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
-        scim_policy=PATCH_POLICY,
-    )
+    body = await read_json(request, call.state.settings)
+    request_limits.check_user_patch(body, call.state.settings)
+    # Validating up to IDSTORE_MAX_PATCH_OPERATIONS operations of
+    # IDSTORE_MAX_MULTI_VALUES values each takes tens of milliseconds: in a
+    # worker thread, like applying them (update_user runs the change in one).
+    operations = await run_in_threadpool(validate_patch, body)
 
     def change(current: UserRecord) -> UserInput | None:
         resource = user_patch.patched(operations, user_document(current, call.base_url))

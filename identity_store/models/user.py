@@ -106,7 +106,9 @@ class User(Base):
     user_type: Mapped[str | None] = mapped_column(String(32))
     """``PERSON`` or ``SERVICE_ACCOUNT``; unset reads as ``PERSON``."""
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    active: Mapped[bool | None] = mapped_column(Boolean, default=True)
+    """SCIM ``active``; ``None`` when a client unassigned it (PATCH ``remove``,
+    a PUT without it), which the lifecycle reads as not deactivated."""
     lifecycle: Mapped[str] = mapped_column(String(16), default=Lifecycle.CREATED.value)
     lifecycle_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     status: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
@@ -180,7 +182,8 @@ class UserMultiValue(Base):
     :data:`NORMALIZED_VALUE_LENGTH` characters."""
     display: Mapped[str | None] = mapped_column(NAME)
     type: Mapped[str | None] = mapped_column(String(64))
-    primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    primary: Mapped[bool | None] = mapped_column(Boolean)
+    """``None`` when the client did not send it; ``false`` when it did."""
     verified: Mapped[bool | None] = mapped_column(Boolean)
 
     user: Mapped[User] = relationship(back_populates="multi_values", lazy="raise")
@@ -198,7 +201,7 @@ class UserAddress(Base):
     )
     position: Mapped[int] = mapped_column(Integer, default=0)
     type: Mapped[str | None] = mapped_column(String(64))
-    primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    primary: Mapped[bool | None] = mapped_column(Boolean)
     formatted: Mapped[str | None] = mapped_column(LONG)
     street_address: Mapped[str | None] = mapped_column(LONG)
     locality: Mapped[str | None] = mapped_column(NAME)

@@ -169,8 +169,9 @@ async def test_full_provisioning_cycle(
                 )
             ).all()
         )
-        assert members == set(ids[g * 10 : g * 10 + 8]), g
-    # Memberships of suspended users are kept (removed only by the deletion sync).
+        # A user deleted over SCIM leaves its groups at once (RFC 7644 §3.6).
+        assert members == set(ids[g * 10 : g * 10 + 8]) - set(deleted), g
+    # Memberships of suspended (disabled, not deleted) users are kept.
     assert ids[30] in set(
         (
             await session.scalars(

@@ -107,3 +107,73 @@ def test_an_invalid_value_is_refused_like_the_general_path() -> None:
 
     with provider(), pytest.raises(ValidationError):
         user_patch.apply_simple(_operations([_op("Replace", "active", "maybe")]), CURRENT)
+
+
+LARGE: dict[str, Any] = {
+    **CURRENT,
+    "emails": [
+        {"value": "bjensen@example.com", "type": "work", "primary": True},
+        {"value": "babs@example.org", "type": "home"},
+    ],
+    "phoneNumbers": [{"value": "+15550100", "type": "work"}],
+    "roles": [{"value": "guide"}, {"value": "lead", "primary": True}],
+    "addresses": [{"streetAddress": "1 Main St", "type": "work"}],
+}
+
+NARROWED = [
+    [_op("Add", "emails", [{"value": "x@example.com", "type": "home"}])],
+    [_op("Add", "emails", [{"value": "babs@example.org", "type": "home"}])],  # present
+    [_op("Add", "emails", [{"value": "n@example.com", "primary": True}])],
+    [_op("Replace", "emails", [{"value": "only@example.com"}])],
+    [_op("Replace", 'emails[type eq "work"].value', "b@example.com")],
+    [_op("Replace", 'emails[type eq "home"].primary', True)],
+    [_op("Remove", 'emails[type eq "home"]')],
+    [_op("Replace", 'emails[type eq "none"].value', "a@x.com")],  # matches nothing
+    [_op("Remove", "emails")],
+    [_op("Remove", "title"), _op("Add", "roles", [{"value": "new"}])],
+    [_op("Replace", "name", {"givenName": "B"}), _op("Remove", "phoneNumbers")],
+    [_op("Replace", "displayName", "Babs"), _op("Replace", "addresses", [{"locality": "X"}])],
+]
+
+
+@pytest.mark.parametrize("operations", NARROWED)
+def test_narrowed_requests_end_where_patchop_ends(operations: list[dict[str, Any]]) -> None:
+    """Operations on core attributes, applied to those attributes alone,
+    leave the same user and report the same change as ``PatchOp.patch``."""
+    with provider():
+        before = copy.deepcopy(LARGE)
+        narrowed = user_patch.apply_narrowed(_operations(operations), LARGE)
+        assert before == LARGE
+        assert narrowed is not None
+        fast, fast_changed = narrowed
+        general = ScimUser.model_validate(LARGE)
+        changed = _operations(operations).patch(general, scim_policy=PATCH_POLICY)
+        assert fast.model_dump() == general.model_dump()
+        assert fast_changed == changed
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        [_op("Replace", value={"displayName": "Babs"})],
+        [_op("Replace", f"{ENTERPRISE}:department", "Sales")],
+        [_op("Add", f"{PRODUCT}:tags", ["b"]), _op("Remove", "title")],
+    ],
+)
+def test_extension_or_pathless_requests_are_not_narrowed(operations: list[dict[str, Any]]) -> None:
+    with provider():
+        assert user_patch.apply_narrowed(_operations(operations), LARGE) is None
+
+
+def test_narrowed_requests_fail_as_patchop_fails() -> None:
+    """Two primary values fail either way."""
+    from scim2_models import SCIMException
+
+    two_primaries = [{"value": "a@x.com", "primary": True}, {"value": "b@x.com", "primary": True}]
+    operations = [_op("Add", "emails", two_primaries)]
+    with provider():
+        with pytest.raises(SCIMException) as narrowed:
+            user_patch.apply_narrowed(_operations(operations), LARGE)
+        with pytest.raises(SCIMException) as general:
+            _operations(operations).patch(ScimUser.model_validate(LARGE), scim_policy=PATCH_POLICY)
+    assert type(narrowed.value) is type(general.value)
