@@ -29,8 +29,8 @@ def upgrade() -> None:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.alter_column(column, existing_type=sa.Boolean(), nullable=True)
     for name in ("user_multi_values", "user_addresses"):
-        table = sa.table(name, sa.column("primary", sa.Boolean))
-        op.execute(table.update().where(table.c.primary == sa.false()).values(primary=None))
+        entries = sa.table(name, sa.column("primary", sa.Boolean))
+        op.execute(entries.update().where(entries.c.primary == sa.false()).values(primary=None))
 
 
 def downgrade() -> None:
