@@ -247,7 +247,12 @@ def _coerce(binding: AttributeBinding, raw: Any, op: CompareOperator) -> Any:
         raise _refuse(f"'{binding.urn}' is a dateTime: compare it to a quoted ISO 8601 value")
     value = coerce_value(binding, raw, op)
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError as exc:
+            # 0001-01-01T00:00:00+14:00 is a moment of the year 0 in UTC, which
+            # no database (nor Python) can represent.
+            raise _refuse(f"{raw!r} has no UTC equivalent in years 1 to 9999") from exc
     if isinstance(value, str) and type(value) is not str:
         # The store's tree holds plain values: the text of scim2-models' Reference
         # or of an enumeration member (``Type.work``).

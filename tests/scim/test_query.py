@@ -4,6 +4,7 @@ selection, ``/.search`` (RFC 7644 §3.4, RFC 9865)."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from .helpers import PRODUCT, SEARCH_SCHEMA, assert_error, create_group, create_user
 
@@ -215,3 +216,18 @@ async def test_a_forged_cursor_is_400_invalid_cursor(scim: httpx.AsyncClient) ->
     assert_error(response, 400, "invalidCursor")
     # An ordinary forged value is just a position.
     assert (await scim.get("/Users", params={"cursor": forged(["0"])})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:30:00+01:00"],
+)
+@pytest.mark.parametrize("path", ["/Users", "/Groups"])
+async def test_a_filter_date_with_no_utc_equivalent_is_400(
+    scim: httpx.AsyncClient, moment: str, path: str
+) -> None:
+    """A dateTime whose offset takes it out of years 1-9999 in UTC is a clear
+    invalidFilter, not a 500 (issue 10)."""
+    response = await scim.get(path, params={"filter": f'meta.created gt "{moment}"'})
+    assert_error(response, 400, "invalidFilter")
+    assert "no UTC equivalent" in response.json()["detail"]
