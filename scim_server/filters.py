@@ -276,16 +276,19 @@ def _terms(node: FilterNode) -> Iterator[FilterNode]:
         yield node
 
 
-def _unpaired_surrogate(node: FilterNode) -> bool:
-    """Whether a compared string holds a lone UTF-16 surrogate (from a
-    ``\\uD800``-style escape), which no database can be asked about."""
+def _unstorable(node: FilterNode) -> str | None:
+    """What makes a compared string one no database can be asked about: a
+    lone UTF-16 surrogate (from a ``\\uD800``-style escape) or a NUL
+    character (``\\u0000``, which PostgreSQL refuses in text); ``None``."""
     for term in _terms(node):
         if isinstance(term, Comparison) and isinstance(term.value, str):
+            if "\x00" in term.value:
+                return "a compared string has a NUL character"
             try:
                 term.value.encode()
             except UnicodeEncodeError:
-                return True
-    return False
+                return "a compared string has an unpaired UTF-16 surrogate"
+    return None
 
 
 def _qualified(node: FilterNode, resource: _Resource, scim_filter: ScimFilter[Any]) -> FilterNode:
@@ -345,10 +348,9 @@ def _parse(resource: _Resource, expression: str, max_length: int) -> ScimFilter[
         raise InvalidFilterException(
             filter=expression[:100], detail=f"the filter has more than {MAX_TERMS} terms"
         )
-    if _unpaired_surrogate(scim_filter.ast):
-        raise InvalidFilterException(
-            filter=expression[:100], detail="a compared string has an unpaired UTF-16 surrogate"
-        )
+    problem = _unstorable(scim_filter.ast)
+    if problem is not None:
+        raise InvalidFilterException(filter=expression[:100], detail=problem)
     qualified = _qualified(scim_filter.ast, resource, scim_filter)
     if qualified != scim_filter.ast:
         # Rebuilding has scim2-models check operators and values of the attributes

@@ -231,3 +231,22 @@ async def test_a_filter_date_with_no_utc_equivalent_is_400(
     response = await scim.get(path, params={"filter": f'meta.created gt "{moment}"'})
     assert_error(response, 400, "invalidFilter")
     assert "no UTC equivalent" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        'userName eq "a\\u0000b"',  # the grammar-free look-up
+        'displayName co "\\u0000"',
+        'emails[value sw "x\\u0000"]',
+        'userName eq "a" or title eq "\\u0000"',
+    ],
+)
+async def test_a_filter_comparing_a_nul_character_is_400(
+    scim: httpx.AsyncClient, expression: str
+) -> None:
+    """A NUL, which PostgreSQL refuses in text, is invalidFilter on both databases,
+    before any database is asked (issue 10)."""
+    response = await scim.get("/Users", params={"filter": expression})
+    assert_error(response, 400, "invalidFilter")
+    assert response.json()["detail"] == "a compared string has a NUL character"
