@@ -104,22 +104,22 @@ _USER_BY_ID = (
     # entries loaded in 60 ms joined, 12 ms this way.
     .options(selectinload(User.multi_values), selectinload(User.addresses))
 )
-_LOCK_USER = select(User.id).where(User.id == bindparam("user_id")).with_for_update()
+_USER_BY_ID_FOR_UPDATE = _USER_BY_ID.with_for_update(of=User)
 
 
 async def load_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
     """A live user with its multi-valued attributes, or :class:`NotFoundError`.
 
-    Its entries and its addresses come with a statement each. With ``for_update``
-    the row is locked first, on PostgreSQL (SQLite locks the database on
-    write anyway), by a statement of its own: a statement that waited for
-    the lock sees the locked row as the other writer committed it, but the
-    rows it joins as they were when it started, so entries another writer
-    replaced meanwhile would be loaded, and replaced, a second time.
+    Its entries and its addresses come with a statement each, after the
+    user's row. With ``for_update`` that row is locked, on PostgreSQL
+    (SQLite locks the database on write anyway); the entries are never read
+    by the locking statement itself: a statement that waited for the lock
+    sees the locked row as the other writer committed it, but rows it joined
+    as they were when it started, so entries another writer replaced
+    meanwhile would be loaded, and replaced, a second time.
     """
-    if for_update and session.get_bind().dialect.name == "postgresql":
-        await session.execute(_LOCK_USER, {"user_id": user_id})
-    query = _USER_BY_ID
+    lock = for_update and session.get_bind().dialect.name == "postgresql"
+    query = _USER_BY_ID_FOR_UPDATE if lock else _USER_BY_ID
     user = (await session.scalars(query, {"user_id": user_id})).unique().one_or_none()
     if user is None:
         raise NotFoundError("User", user_id)

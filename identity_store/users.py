@@ -104,13 +104,17 @@ async def update_user(
     *,
     expected_version: int | None = None,
     action: str = "user.patch",
+    offload: bool = False,
 ) -> UserRecord:
     """Change a user: lock it, check ``expected_version``, let ``change`` compute
     its new state from its current record (without ``groups``, which no
     change writes; the record is the locked row itself, valid during the
-    call only; the call runs in a worker thread, so that a long change
-    never holds up the event loop), and store that state with its lifecycle transition, audit
+    call only), and store that state with its lifecycle transition, audit
     and outbox rows. A change that returns ``None`` writes nothing.
+    ``offload`` runs the change in a worker thread, for a caller that knows
+    it will take long (a SCIM PATCH of many operations), so that the event
+    loop keeps serving other requests meanwhile; a short change runs inline,
+    which costs less than the thread hand-off.
 
     :raises NotFoundError: No live user has this id.
     :raises VersionMismatchError: The user is not at ``expected_version``.
@@ -122,10 +126,7 @@ async def update_user(
         user = await user_changes.load_user(session, user_id, for_update=True)
         check_version(user.version, expected_version)
         current = (await user_records(session, [user], groups=False))[0]
-        # In a worker thread: a change is protocol work on the record alone
-        # (a SCIM PATCH of many operations takes a while), and the event
-        # loop keeps serving other requests meanwhile.
-        data = await asyncio.to_thread(change, current)
+        data = await asyncio.to_thread(change, current) if offload else change(current)
         if data is not None:
             user = await user_changes.write_replacement(
                 session,

@@ -60,16 +60,26 @@ def _attribute(path: Any) -> str:
     return name.rsplit(":", 1)[-1].lower()
 
 
-def check_user_patch(body: dict[str, Any], settings: Settings) -> None:
+OFFLOAD_WEIGHT = 20
+"""A PATCH of more operations and values than this is validated and applied
+in a worker thread (see :func:`check_user_patch`); below it, inline."""
+
+
+def check_user_patch(body: dict[str, Any], settings: Settings) -> int:
     """413 ``tooLarge`` past ``IDSTORE_MAX_PATCH_OPERATIONS`` operations (RFC
     7644 has no PATCH limit of its own; §3.7.4 answers 413 past Bulk's
     ``maxOperations``, and so does this), 400 ``invalidValue`` when the
     operations together give one multi-valued attribute more than
     ``IDSTORE_MAX_MULTI_VALUES`` values. Together they bound the work of the
-    heaviest PATCH."""
+    heaviest PATCH.
+
+    Returns the request's weight, its operations plus the values they give
+    multi-valued attributes: the caller hands a PATCH heavier than
+    :data:`OFFLOAD_WEIGHT` to a worker thread, and runs the Entra-sized ones
+    (a few replaces) inline, where they cost less than the hand-off."""
     operations = body.get("Operations")
     if not isinstance(operations, list):
-        return  # scim2-models says what is wrong with it
+        return 0  # scim2-models says what is wrong with it
     if len(operations) > settings.max_patch_operations:
         raise ScimError(
             413,
@@ -88,3 +98,4 @@ def check_user_patch(body: dict[str, Any], settings: Settings) -> None:
         elif isinstance(value, dict):
             _count_values(counts, value)
     _check_counts(counts, settings.max_multi_values)
+    return len(operations) + sum(counts.values())
