@@ -14,7 +14,8 @@ side, alternating, not with a figure from another hour.
 
 Kinds: ``get`` (``GET /Users/{id}``), ``filter`` (``userName eq``), ``post``
 (Entra's ``POST /Users``), ``patch`` (Entra's three replaces), ``members``
-(``PATCH /Groups/{id}`` adding 10 members to one of 50 new groups).
+(``PATCH /Groups/{id}`` adding 10 members to one of 50 new groups),
+``groups`` (Entra's ``displayName eq`` group look-up without members).
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Breakdown:
             )
 
 
-async def _sample(url: str) -> tuple[list[str], list[str]]:
+async def _sample(url: str) -> tuple[list[str], list[str], list[str]]:
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(dsn)
     try:
@@ -164,9 +165,10 @@ async def _sample(url: str) -> tuple[list[str], list[str]]:
             "SELECT id, user_name FROM users WHERE deleted_at IS NULL"
             " AND user_name LIKE 'user%' ORDER BY random() LIMIT 5000"
         )
+        groups = await connection.fetch("SELECT display_name FROM groups ORDER BY id LIMIT 200")
     finally:
         await connection.close()
-    return [r["id"] for r in rows], [r["user_name"] for r in rows]
+    return [r["id"] for r in rows], [r["user_name"] for r in rows], [g[0] for g in groups]
 
 
 async def _token(settings: Settings) -> str:
@@ -181,7 +183,9 @@ async def _token(settings: Settings) -> str:
         await engine.dispose()
 
 
-def _requests(kind: str, count: int, ids: list[str], names: list[str]) -> list[Request]:
+def _requests(
+    kind: str, count: int, ids: list[str], names: list[str], groups: list[str]
+) -> list[Request]:
     tag = uuid.uuid4().hex[:8]
     if kind == "get":
         return [("GET", f"/scim/v2/Users/{ids[i % len(ids)]}", b"", b"") for i in range(count)]
@@ -191,6 +195,21 @@ def _requests(kind: str, count: int, ids: list[str], names: list[str]) -> list[R
                 "GET",
                 "/scim/v2/Users",
                 urlencode({"filter": f'userName eq "{names[i % len(names)]}"'}).encode(),
+                b"",
+            )
+            for i in range(count)
+        ]
+    if kind == "groups":
+        return [
+            (
+                "GET",
+                "/scim/v2/Groups",
+                urlencode(
+                    {
+                        "filter": f'displayName eq "{groups[i % len(groups)]}"',
+                        "excludedAttributes": "members",
+                    }
+                ).encode(),
                 b"",
             )
             for i in range(count)
@@ -224,7 +243,7 @@ def _requests(kind: str, count: int, ids: list[str], names: list[str]) -> list[R
 
 async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> None:
     settings = Settings(DATABASE_URL=args.url)
-    ids, names = await _sample(args.url)
+    ids, names, group_names = await _sample(args.url)
     token = await _token(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -250,7 +269,7 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
                 for i in range(total)
             ]
         else:
-            requests = _requests(args.kind, total, ids, names)
+            requests = _requests(args.kind, total, ids, names, group_names)
         for request in requests[: args.warmup]:
             status, answer = await _call(app, token, request)
             assert status < 300, (status, answer[:300])
@@ -273,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=DEFAULT_URL, help="a store seeded by bench.run")
     parser.add_argument(
-        "--kind", choices=("get", "filter", "post", "patch", "members"), default="get"
+        "--kind",
+        choices=("get", "filter", "groups", "post", "patch", "members"),
+        default="get",
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=50)
