@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, select, update
+from sqlalchemy import Select, Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit, counts, lifecycle, row_inserts
@@ -95,31 +95,53 @@ def live_users() -> Select[User]:
 
 # Statements of the hot paths are built once: building a statement costs more
 # than SQLAlchemy's cached compilation of it.
-_USER_BY_ID = (
-    live_users()
-    .where(User.id == bindparam("user_id"))
-    # Entries and addresses by a statement each: joined, every entry row
-    # repeats (and decodes again) the user's columns, and joining both
-    # multiplies entries by addresses (10,000 rows for 100 of each); 800
-    # entries loaded in 60 ms joined, 12 ms this way.
-    .options(selectinload(User.multi_values), selectinload(User.addresses))
-)
-_USER_BY_ID_FOR_UPDATE = _USER_BY_ID.with_for_update(of=User)
+_USER_BY_ID = live_users().where(User.id == bindparam("user_id"))
+_JOINED = _USER_BY_ID.options(joinedload(User.multi_values), joinedload(User.addresses))
+"""A user with its entries and addresses joined: one statement, the cheapest
+for the users nearly every request touches (a few e-mails, no address)."""
+_SELECTED = _USER_BY_ID.options(selectinload(User.multi_values), selectinload(User.addresses))
+"""The same as a statement each: joined, every entry row repeats (and decodes
+again) the user's columns, and joining both multiplies entries by addresses
+(10,000 rows for 100 of each); 800 entries loaded in 60 ms joined, 12 ms
+this way."""
+JOIN_LIMIT = 64
+"""Rows (entries × addresses) up to which a user is loaded joined."""
+
+
+def _sizes(lock: bool) -> Select[Any]:
+    entries = select(func.count()).where(UserMultiValue.user_id == User.id).scalar_subquery()
+    addresses = select(func.count()).where(UserAddress.user_id == User.id).scalar_subquery()
+    query = select(User.id, entries, addresses).where(
+        User.id == bindparam("user_id"), User.deleted_at.is_(None)
+    )
+    return query.with_for_update(of=User) if lock else query
+
+
+_SIZES = _sizes(lock=False)
+_SIZES_AND_LOCK = _sizes(lock=True)
 
 
 async def load_user(session: AsyncSession, user_id: str, *, for_update: bool = False) -> User:
     """A live user with its multi-valued attributes, or :class:`NotFoundError`.
 
-    Its entries and its addresses come with a statement each, after the
-    user's row. With ``for_update`` that row is locked, on PostgreSQL
-    (SQLite locks the database on write anyway); the entries are never read
-    by the locking statement itself: a statement that waited for the lock
-    sees the locked row as the other writer committed it, but rows it joined
-    as they were when it started, so entries another writer replaced
-    meanwhile would be loaded, and replaced, a second time.
+    A first statement counts its entries and addresses (and, with
+    ``for_update``, locks its row on PostgreSQL; SQLite locks the database on
+    write anyway); then the user is loaded with them joined when that makes
+    few rows, by a statement each otherwise. Entries are never read by the
+    locking statement: a statement that waited for the lock sees the locked
+    row as the other writer committed it, but rows it read besides as they
+    were when it started, so entries another writer replaced meanwhile would
+    be loaded, and replaced, a second time (the counts it read only choose
+    how to load).
     """
     lock = for_update and session.get_bind().dialect.name == "postgresql"
-    query = _USER_BY_ID_FOR_UPDATE if lock else _USER_BY_ID
+    sizes = (
+        await session.execute(_SIZES_AND_LOCK if lock else _SIZES, {"user_id": user_id})
+    ).first()
+    if sizes is None:
+        raise NotFoundError("User", user_id)
+    joined = sizes[1] * max(sizes[2], 1) <= JOIN_LIMIT
+    query = _JOINED if joined else _SELECTED
     user = (await session.scalars(query, {"user_id": user_id})).unique().one_or_none()
     if user is None:
         raise NotFoundError("User", user_id)

@@ -256,3 +256,42 @@ async def test_an_unreachable_database_is_unavailable(settings: Settings) -> Non
         assert (state.reachable, state.ready) == (False, False)
     finally:
         await away.close()
+
+
+@pytest.mark.parametrize("emails", [1, 10])
+async def test_concurrent_entry_changes_neither_lose_nor_duplicate_entries(
+    store: Store, emails: int
+) -> None:
+    """Concurrent updates that each append an e-mail to what they read, for a
+    user loaded joined (few entries) and one loaded by a statement per table
+    (10 e-mails by 10 addresses): every e-mail once, none lost."""
+    data = _input("ent@example.com")
+    data.multi_values = [
+        {"attribute": "emails", "value": f"e{i}@example.com", "type": "work", "primary": i == 0}
+        for i in range(emails)
+    ]
+    data.addresses = [{"type": "work", "locality": f"City {i}"} for i in range(10)]
+    created = await users.create_user(store, data, ACTOR)
+
+    async def add(tag: str) -> None:
+        def change(current: UserRecord) -> UserInput:
+            state = _with(current)
+            state.multi_values = [
+                {"attribute": e.attribute, "value": e.value, "type": e.type, "primary": e.primary}
+                for e in current.user.multi_values
+            ] + [{"attribute": "emails", "value": f"{tag}@example.com", "type": "home"}]
+            state.addresses = [
+                {"type": a.type, "locality": a.locality} for a in current.user.addresses
+            ]
+            return state
+
+        await users.update_user(store, created.user.id, change, ACTOR)
+
+    await asyncio.gather(*(add(f"new{i}") for i in range(4)))
+    final = await users.get_user(store, created.user.id)
+    values = sorted(e.value for e in final.user.multi_values)
+    expected = sorted(
+        [f"e{i}@example.com" for i in range(emails)] + [f"new{i}@example.com" for i in range(4)]
+    )
+    assert values == expected
+    assert len(final.user.addresses) == 10
