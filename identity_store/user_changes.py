@@ -105,7 +105,7 @@ again) the user's columns, and joining both multiplies entries by addresses
 (10,000 rows for 100 of each); 800 entries loaded in 60 ms joined, 12 ms
 this way."""
 JOIN_LIMIT = 64
-"""Rows (entries × addresses) up to which a user is loaded joined."""
+"""Rows (entries times addresses) up to which a user is loaded joined."""
 
 
 def _sizes(lock: bool) -> Select[Any]:
