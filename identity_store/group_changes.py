@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
     bindparam,
     delete,
     func,
@@ -41,7 +40,7 @@ from .comparison import normalize
 from .errors import ConflictError, NotFoundError, ValidationError
 from .limits import check_lengths
 from .models import Group, GroupMember, MemberType, User, new_id, utcnow
-from .paging import Page, fetch_page
+from .paging import Page, PagePlan, fetch_page
 
 KEEP: Any = object()
 """An attribute a change leaves as it is."""
@@ -380,28 +379,8 @@ async def members_of(
     return result
 
 
-def all_groups() -> Select[Group]:
-    return select(Group)
-
-
 async def list_groups(
-    session: AsyncSession,
-    where: ColumnElement[bool] | None,
-    *,
-    order_by: Sequence[ColumnElement[Any]] = (),
-    offset: int = 0,
-    limit: int = 100,
-    after: tuple[Any, ...] | None = None,
-    count: bool = True,
+    session: AsyncSession, where: ColumnElement[bool] | None, plan: PagePlan
 ) -> Page[Group]:
-    return await fetch_page(
-        session,
-        all_groups(),
-        "Group",
-        where,
-        keys=[*order_by, Group.id],
-        offset=offset,
-        limit=limit,
-        after=after,
-        count=count,
-    )
+    """The page of groups matching ``where`` that ``plan`` asks for."""
+    return await fetch_page(session, select(Group), "Group", where, plan, Group.id)

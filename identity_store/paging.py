@@ -153,23 +153,20 @@ async def fetch_page(
     live: Select[Any],
     resource_type: str,
     where: ColumnElement[bool] | None,
-    *,
-    keys: Sequence[ColumnElement[Any] | InstrumentedAttribute[Any]],
-    offset: int,
-    limit: int,
-    after: tuple[Any, ...] | None,
-    count: bool,
+    plan: PagePlan,
+    id_key: ColumnElement[Any] | InstrumentedAttribute[Any],
 ) -> Page[Any]:
-    """One page of ``live`` (every live row of ``resource_type``) narrowed by
-    ``where``, ordered by ``keys`` (:func:`page_of`), and how many rows match
-    in all: what the page itself tells when it is a first page with room to
-    spare (an Entra look-up), the live total :mod:`identity_store.counts`
-    keeps when the list is not filtered, otherwise one ``count(*)``
-    (``count=False``: not asked for, 0)."""
+    """The page ``plan`` asks for of ``live`` (every live row of
+    ``resource_type``) narrowed by ``where``, ordered by the plan's keys then
+    ``id_key`` (:func:`page_of`), and how many rows match in all: what the
+    page itself tells when it is a first page with room to spare (an Entra
+    look-up), the live total :mod:`identity_store.counts` keeps when the list
+    is not filtered, otherwise one ``count(*)``."""
     base = live if where is None else live.where(where)
-    query = page_of(base, keys, offset, after)
+    query = page_of(base, [*plan.order_by, id_key], plan.offset, plan.after)
+    limit = plan.limit
     rows = list((await session.scalars(query.limit(limit))).all()) if limit > 0 else []
-    total = total_of_page(len(rows), offset, limit, after) if count else 0
+    total = total_of_page(len(rows), plan.offset, limit, plan.after)
     if total is None:
         if where is None:
             total = await counts.total(session, resource_type)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .attributes import USER_ATTRIBUTES
 from .models import Group, GroupMember, User, UserAddress, UserMultiValue
-from .paging import Page, fetch_page
+from .paging import Page, PagePlan, fetch_page
 from .user_changes import ADDRESS_FIELDS, MULTI_VALUE_FIELDS
 
 _USERS = User.__table__
@@ -204,32 +204,15 @@ def live_user_ids() -> Select[Any]:
 
 
 async def list_user_rows(
-    session: AsyncSession,
-    where: ColumnElement[bool] | None,
-    *,
-    order_by: Sequence[ColumnElement[Any]] = (),
-    offset: int = 0,
-    limit: int = 100,
-    after: tuple[Any, ...] | None = None,
-    count: bool = True,
+    session: AsyncSession, where: ColumnElement[bool] | None, plan: PagePlan
 ) -> Page[UserRow]:
-    """A page of live users matching ``where``, ordered by ``order_by`` then
-    ``id`` (``after``: the keyset of the previous page, RFC 9865).
+    """The page of live users matching ``where`` that ``plan`` asks for,
+    ordered by its keys then ``id`` (RFC 9865 keysets included).
 
     Two statements: the page's ids (small, built per request), then the users
     with their entries by id (built once). One statement joining a numbered
     page sub-query was measured slower: building a select of every column for
     each request costs more than the extra round trip.
     """
-    page = await fetch_page(
-        session,
-        live_user_ids(),
-        "User",
-        where,
-        keys=[*order_by, User.id],
-        offset=offset,
-        limit=limit,
-        after=after,
-        count=count,
-    )
+    page = await fetch_page(session, live_user_ids(), "User", where, plan, User.id)
     return Page(total=page.total, rows=await user_rows(session, page.rows))
