@@ -31,7 +31,15 @@ from .actor import Actor
 from .comparison import normalize
 from .errors import NotFoundError
 from .models import IdpSource, User
-from .paging import CursorSorts, Page, PageRequest, count_matching, plan_page, total_of_page
+from .paging import (
+    CursorSorts,
+    Page,
+    PagePlan,
+    PageRequest,
+    count_matching,
+    plan_page,
+    total_of_page,
+)
 from .prepared_reads import LOOKUP_COLUMNS, PreparedReads
 from .read_models import (
     GroupRef,
@@ -184,21 +192,14 @@ async def find_users(store: Store, request: PageRequest, *, groups: bool) -> Pag
     :raises InvalidSortError: Cursor pagination by a key cursors do not support.
     """
     where = filtering.user_where(request.filter) if request.filter is not None else None
+    plan = plan_page(request, filtering.user_order, CURSOR_SORTS)
     if store.prepared is not None:
         with database_errors():
-            page = await _prepared_page(store, store.prepared, request, where, groups)
+            page = await _prepared_page(store, store.prepared, request, plan, where, groups)
         if page is not None:
             return page
-    plan = plan_page(request, filtering.user_order, CURSOR_SORTS)
     async with store.reading() as session:
-        found = await list_user_rows(
-            session,
-            where,
-            order_by=plan.order_by,
-            offset=plan.offset,
-            limit=plan.limit,
-            after=plan.after,
-        )
+        found = await list_user_rows(session, where, plan)
         rows, next_cursor = plan.trim(found.rows, request)
         records = await user_records(session, rows, groups=groups)
     return Page(total=found.total, rows=records, next_cursor=next_cursor)
@@ -208,6 +209,7 @@ async def _prepared_page(
     store: Store,
     prepared: PreparedReads,
     request: PageRequest,
+    plan: PagePlan,
     where: ColumnElement[bool] | None,
     groups: bool,
 ) -> Page[UserRecord] | None:
@@ -215,8 +217,7 @@ async def _prepared_page(
     (index or cursor) and first pages of a one-column look-up (``userName
     eq``, ``externalId eq``). ``None``: not one of those."""
     if request.sort is not None or request.count == 0:
-        return None
-    plan = plan_page(request, filtering.user_order, CURSOR_SORTS)  # by id
+        return None  # the plan orders by id alone from here on
     after = plan.after[0] if plan.after else None
     if where is None:
         found = await prepared.users_after(
