@@ -21,7 +21,7 @@ from identity_store.groups import GroupChanges
 
 from . import entra, filters, group_patch
 from .errors import ScimError
-from .listing import ListQuery, list_response, parse_list_query
+from .listing import ListQuery, list_response, request_query
 from .mapping import etag, group_document
 from .request import (
     AuthorizedRequest,
@@ -41,15 +41,6 @@ def dump(
     if params is None:
         return doc
     return ScimGroup.model_validate(doc).model_dump(scim_ctx=ctx, response_parameters=params)
-
-
-def _query(call: AuthorizedRequest) -> ListQuery:
-    settings = call.state.settings
-    return parse_list_query(
-        call.request.query_params,
-        default_count=settings.default_page_size,
-        max_count=settings.max_page_size,
-    )
 
 
 def _response(doc: dict[str, Any], status: int, query: ListQuery | None, ctx: Context) -> Response:
@@ -90,7 +81,7 @@ async def create(request: Request) -> Response:
 
 async def read(request: Request) -> Response:
     call = await authorize(request, "scim:read")
-    query = _query(call)
+    query = request_query(call)
     record = await groups.get_group(call.store, path_id(request), members=query.wants("members"))
     if if_none_match(request, record.group.version):
         return NotModified(etag(record.group.version))
@@ -168,4 +159,4 @@ async def find(call: AuthorizedRequest, query: ListQuery) -> dict[str, Any]:
 
 async def list_(request: Request) -> Response:
     call = await authorize(request, "scim:read")
-    return ScimResponse(await find(call, _query(call)))
+    return ScimResponse(await find(call, request_query(call)))

@@ -7,7 +7,7 @@ Planning, fetching and counting a page is the store's business
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scim2_models import ResponseParameters
 from starlette.datastructures import QueryParams
@@ -15,6 +15,9 @@ from starlette.datastructures import QueryParams
 from identity_store.paging import PageRequest
 
 from .errors import ScimError
+
+if TYPE_CHECKING:
+    from .request import AuthorizedRequest
 
 LIST_RESPONSE_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 SEARCH_REQUEST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
@@ -119,6 +122,17 @@ def parse_list_query(
     query.attributes = _names(values.get("attributes"))
     query.excluded_attributes = _names(values.get("excludedattributes"))
     return query
+
+
+def request_query(call: AuthorizedRequest) -> ListQuery:
+    """The list query of a ``GET`` request's parameters, paged as the
+    server's settings say."""
+    settings = call.state.settings
+    return parse_list_query(
+        call.request.query_params,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+    )
 
 
 def list_response(

@@ -18,7 +18,7 @@ from identity_store.users import UserInput, UserRecord
 
 from . import entra, filters, request_limits, user_patch
 from .errors import ScimError
-from .listing import ListQuery, list_response, parse_list_query
+from .listing import ListQuery, list_response, request_query
 from .mapping import etag, user_document, user_input
 from .request import (
     AuthorizedRequest,
@@ -67,15 +67,6 @@ def _resource_response(
     return ScimResponse(dump(doc, params, ctx), status_code=status, headers=headers)
 
 
-def _query(call: AuthorizedRequest) -> ListQuery:
-    settings = call.state.settings
-    return parse_list_query(
-        call.request.query_params,
-        default_count=settings.default_page_size,
-        max_count=settings.max_page_size,
-    )
-
-
 def validate_user(body: dict[str, Any], ctx: Context) -> ScimUser:
     """A User resource from a request body, validated by scim2-models under the
     server's policy; errors surface as 400 with the right ``scimType``."""
@@ -118,7 +109,7 @@ async def create(request: Request) -> Response:
 
 async def read(request: Request) -> Response:
     call = await authorize(request, "scim:read")
-    query = _query(call)
+    query = request_query(call)
     record = await users.get_user(call.store, _target_id(call), groups=query.wants("groups"))
     if if_none_match(request, record.user.version):
         return NotModified(etag(record.user.version))
@@ -200,4 +191,4 @@ async def find(call: AuthorizedRequest, query: ListQuery) -> dict[str, Any]:
 
 async def list_(request: Request) -> Response:
     call = await authorize(request, "scim:read")
-    return ScimResponse(await find(call, _query(call)))
+    return ScimResponse(await find(call, request_query(call)))
