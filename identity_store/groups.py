@@ -146,14 +146,7 @@ async def find_groups(store: Store, request: PageRequest, *, members: bool) -> P
     where = filtering.group_where(request.filter) if request.filter is not None else None
     plan = plan_page(request, filtering.group_order, CURSOR_SORTS)
     async with store.reading() as session:
-        found = await group_changes.list_groups(
-            session,
-            where,
-            order_by=plan.order_by,
-            offset=plan.offset,
-            limit=plan.limit,
-            after=plan.after,
-        )
+        found = await group_changes.list_groups(session, where, plan)
         rows, next_cursor = plan.trim(found.rows, request)
         records = await _records(session, rows, members=members)
     return Page(total=found.total, rows=records, next_cursor=next_cursor)
