@@ -1,44 +1,74 @@
-"""User lifecycle rules (SPEC §4, after ODJ User Management).
+"""User lifecycle rules (SPEC §4, after ODJ User Management): every
+transition of a user's ``lifecycle`` is decided here and recorded here.
 
-Pure functions decide the state; :func:`transition` applies one and records
-it in ``lifecycle_history``.
+- created with the required IdP attributes: ``ACTIVE``; without them:
+  ``CREATED`` (:func:`target_state`);
+- ``CREATED`` -> ``ACTIVE`` when the profile sync filled them, ``ERROR`` when
+  it could not after N runs (:func:`after_profile_sync`);
+- ``ERROR`` -> ``CREATED`` on an admin's reset (:func:`after_reset`);
+- ``CREATED``/``ACTIVE``/``ERROR`` -> ``SUSPENDED`` on ``active=false``, a
+  block or a passed expiration date (:func:`target_state`,
+  :func:`expiry_due`); back to ``ACTIVE`` (or ``CREATED``) when reactivated
+  before the deletion sync (:func:`target_state`);
+- ``SUSPENDED`` -> ``INACTIVE`` at the deletion sync after the grace period
+  (:func:`deletion_due`);
+- SCIM ``DELETE``: ``SUSPENDED``, a service account ``INACTIVE``
+  (:func:`after_delete`); a service account is created ``ACTIVE``.
+
+The rules are pure functions of a user's row and the time (``now``: the
+job's clock for a scheduled run, which ``idstore jobs run --as-of`` moves);
+the batch jobs select their users with the SQL twins of the same rules
+(:func:`expiry_due_clause`, :func:`deletion_due_clause`). :func:`transition`
+applies one state to one user and :func:`history_row` is the record every
+transition leaves in ``lifecycle_history`` (time, cause, actor, request id or
+job run id).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import cast
+from datetime import datetime, time
+from typing import Any, cast
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table, and_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import side_rows
 from .actor import Actor
 from .models import Lifecycle, LifecycleTransition, User, UserType, utcnow
 
+EXPIRABLE = (Lifecycle.CREATED, Lifecycle.ACTIVE, Lifecycle.ERROR)
+"""States the expiry job moves to ``SUSPENDED`` once the expiration date passed."""
 
-def is_suspended(user: User) -> bool:
+
+def expired(user: User, now: datetime) -> bool:
+    """Whether the user's expiration date has come (it is no longer valid at ``now``)."""
+    return user.expiration_date is not None and user.expiration_date <= now
+
+
+def is_suspended(user: User, now: datetime | None = None) -> bool:
     """Whether something currently stops the user: SCIM ``active=false``,
     ``blocked``, an expiration date in the past, or a SCIM delete. An
     unassigned ``active`` (``None``) stops nothing: only ``false`` deactivates."""
     if user.active is False or user.blocked or user.deleted_at is not None:
         return True
-    return user.expiration_date is not None and user.expiration_date <= utcnow()
+    return expired(user, now or utcnow())
 
 
 def has_required_attributes(user: User, required: Iterable[str]) -> bool:
     return all(getattr(user, name, None) for name in required)
 
 
-def target_state(user: User, required: Iterable[str]) -> Lifecycle:
-    """The state the user should be in now, given its current state.
+def target_state(user: User, required: Iterable[str], now: datetime | None = None) -> Lifecycle:
+    """The state the user should be in after a write, given its current state.
 
     ``ERROR`` stays ``ERROR`` until an admin resets it (unless the user is
     suspended meanwhile); ``INACTIVE`` stays ``INACTIVE`` while nothing
     reactivates the user.
     """
     current = Lifecycle(user.lifecycle) if user.lifecycle else None
-    suspended = is_suspended(user)
+    suspended = is_suspended(user, now)
     if user.user_type == UserType.SERVICE_ACCOUNT.value:
         if user.deleted_at is not None:
             return Lifecycle.INACTIVE
@@ -52,7 +82,102 @@ def target_state(user: User, required: Iterable[str]) -> Lifecycle:
     return Lifecycle.ACTIVE if has_required_attributes(user, required) else Lifecycle.CREATED
 
 
+def after_delete(user: User) -> Lifecycle:
+    """A SCIM ``DELETE``: a person waits ``SUSPENDED`` for the deletion sync; a
+    service account has nothing downstream to wind down and goes ``INACTIVE``."""
+    if user.user_type == UserType.SERVICE_ACCOUNT.value:
+        return Lifecycle.INACTIVE
+    return Lifecycle.SUSPENDED
+
+
+def after_profile_sync(
+    user: User, required: Iterable[str], attempts: int, max_attempts: int
+) -> Lifecycle:
+    """A ``CREATED`` user after the profile sync looked it up (``attempts``
+    look-ups so far, this one included): ``ACTIVE`` once the required
+    attributes are there, ``ERROR`` after ``max_attempts`` without them,
+    still ``CREATED`` before that. A user in any other state is not the
+    profile sync's to move."""
+    if user.lifecycle != Lifecycle.CREATED.value:
+        return Lifecycle(user.lifecycle)
+    if has_required_attributes(user, required):
+        return Lifecycle.ACTIVE
+    return Lifecycle.ERROR if attempts >= max_attempts else Lifecycle.CREATED
+
+
+def after_reset(user: User) -> Lifecycle:
+    """An admin's reset: an ``ERROR`` user goes back to ``CREATED`` for the
+    profile sync to try again; any other state stays as it is."""
+    if user.lifecycle == Lifecycle.ERROR.value:
+        return Lifecycle.CREATED
+    return Lifecycle(user.lifecycle)
+
+
+def expiry_due(user: User, now: datetime) -> bool:
+    """Whether the expiry job suspends ``user`` at ``now``."""
+    return (
+        user.deleted_at is None
+        and user.lifecycle in {state.value for state in EXPIRABLE}
+        and expired(user, now)
+    )
+
+
+def expiry_due_clause(now: datetime) -> ColumnElement[bool]:
+    """:func:`expiry_due` in SQL (served by ``ix_users_expiration_date``)."""
+    return and_(
+        User.expiration_date.is_not(None),
+        User.expiration_date <= now,
+        User.lifecycle.in_([state.value for state in EXPIRABLE]),
+        User.deleted_at.is_(None),
+    )
+
+
+def deletion_cutoff(now: datetime, zone: str) -> datetime:
+    """Start of ``now``'s day in ``zone``: the deletion sync takes the users
+    suspended before it (a user suspended today has until tomorrow's run)."""
+    local = now.astimezone(ZoneInfo(zone))
+    return datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
+
+
+def deletion_due(user: User, cutoff: datetime) -> bool:
+    """Whether the deletion sync deprovisions ``user``: suspended before ``cutoff``."""
+    return user.lifecycle == Lifecycle.SUSPENDED.value and user.lifecycle_changed_at < cutoff
+
+
+def deletion_due_clause(cutoff: datetime) -> ColumnElement[bool]:
+    """:func:`deletion_due` in SQL (served by ``ix_users_lifecycle_since``)."""
+    return and_(
+        User.lifecycle == Lifecycle.SUSPENDED.value,
+        User.lifecycle_changed_at < cutoff,
+    )
+
+
 _TRANSITIONS = cast(Table, LifecycleTransition.__table__)
+HISTORY = _TRANSITIONS
+"""``lifecycle_history``, for the batch jobs that write many rows in one statement."""
+
+
+def history_row(
+    user_id: str,
+    from_state: str | None,
+    to: Lifecycle,
+    cause: str,
+    actor: Actor,
+    occurred_at: datetime,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """The ``lifecycle_history`` row of one transition."""
+    return {
+        "user_id": user_id,
+        "from_state": from_state or None,
+        "to_state": to.value,
+        "cause": cause,
+        "actor": actor.name,
+        "message": message,
+        "occurred_at": occurred_at,
+        "request_id": actor.request_id,
+        "job_run_id": actor.job_run_id,
+    }
 
 
 def transition(
@@ -62,23 +187,17 @@ def transition(
     cause: str,
     actor: Actor,
     message: str | None = None,
+    now: datetime | None = None,
 ) -> bool:
     """Move ``user`` to ``to`` and record it; nothing happens when it is there already."""
     if user.lifecycle == to.value:
         return False
+    at = now or utcnow()
     side_rows.add(
         session,
         _TRANSITIONS,
-        {
-            "user_id": user.id,
-            "from_state": user.lifecycle or None,
-            "to_state": to.value,
-            "cause": cause,
-            "actor": actor.name,
-            "message": message,
-            "occurred_at": utcnow(),
-        },
+        history_row(user.id, user.lifecycle, to, cause, actor, at, message),
     )
     user.lifecycle = to.value
-    user.lifecycle_changed_at = utcnow()
+    user.lifecycle_changed_at = at
     return True

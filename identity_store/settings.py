@@ -9,11 +9,53 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_FILE = "idstore.db"
+
+DEFAULT_GRAPH_ATTRIBUTE_MAP = {
+    "onPremisesSamAccountName": "idp_username",
+    "userPrincipalName": "idp_cloud_username",
+    "employeeId": "idp_workforce_id",
+}
+"""Microsoft Graph user property -> store attribute (profile sync)."""
+
+GRAPH_FILLABLE = frozenset(
+    {
+        "idp_username",
+        "idp_cloud_username",
+        "idp_workforce_id",
+        "display_name",
+        "given_name",
+        "family_name",
+        "title",
+        "department",
+        "employee_number",
+        "preferred_language",
+    }
+)
+"""Store attributes the profile sync may fill: single-valued, plain strings."""
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def require_https_unless_loopback(url: str) -> str:
+    """``url`` itself when it is ``https://``, or ``http://`` to a loopback
+    host (an emulator in tests); a ``ValueError`` otherwise: credentials and
+    personal data never travel in clear text over a network."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise ValueError(f"{url!r} is not an absolute URL")
+    if parts.scheme == "https":
+        return url.rstrip("/")
+    if parts.scheme == "http" and (host in LOOPBACK_HOSTS or host.startswith("127.")):
+        return url.rstrip("/")
+    raise ValueError(f"{url!r} must use https:// (http:// only for a loopback host)")
 
 
 def default_database_url() -> str:
@@ -120,12 +162,120 @@ class Settings(BaseSettings):
     auth0_client_secret: SecretStr | None = None
     """Secret of the Auth0 machine-to-machine application (sync module)."""
 
+    # -- The worker and its scheduled jobs (docs/operations.md, "Worker") --
+
+    worker_in_process: bool = True
+    """On the embedded SQLite default, ``idstore serve`` runs the worker (the
+    scheduled jobs) in its own process. Never on PostgreSQL: run
+    ``idstore worker`` there."""
+
+    jobs_timezone: str = "UTC"
+    """Time zone of the cron schedules and of the deletion sync's "day"
+    (an IANA name such as ``Europe/Rome``)."""
+
+    job_profile_sync_schedule: str = "every 5m"
+    """When ``profile-sync`` runs: ``every <n>s|m|h|d``, a cron expression
+    (five fields, in ``jobs_timezone``), or ``off``."""
+
+    job_deletion_sync_schedule: str = "0 2 * * *"
+    """When ``deletion-sync`` runs (default: 02:00 every day)."""
+
+    job_expiry_schedule: str = "every 1m"
+    """When ``expiry`` runs."""
+
+    job_lease_seconds: float = Field(default=60.0, ge=1.0)
+    """How long a claimed run stays its worker's without a heartbeat; the
+    worker renews it every third of that. A worker killed mid-run is taken
+    over this long after its last heartbeat."""
+
+    job_batch_size: int = Field(default=500, ge=1, le=10_000)
+    """Users one transaction of a job handles."""
+
+    worker_poll_seconds: float = Field(default=15.0, gt=0)
+    """Longest a worker sleeps between looks at its schedules (it wakes
+    earlier for a tick); also how soon it notices a run to take over."""
+
+    # -- Profile sync: Microsoft Graph (SPEC §6) --
+
+    graph_base_url: str = "https://graph.microsoft.com"
+    """Microsoft Graph; plain ``http://`` only for a loopback host."""
+
+    graph_login_url: str = "https://login.microsoftonline.com"
+    """Microsoft identity platform's token endpoint host."""
+
+    graph_tenant_id: str | None = None
+    graph_client_id: str | None = None
+    graph_client_secret: SecretStr | None = None
+    """Client credentials of the app registration (``User.Read.All``).
+    Without all three the profile sync reports "not configured"."""
+
+    graph_attribute_map: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_GRAPH_ATTRIBUTE_MAP)
+    )
+    """Graph user property -> store attribute the profile sync fills; in the
+    environment ``graphProperty=store_attribute`` pairs separated by commas."""
+
+    graph_requests_per_second: float = Field(default=50.0, gt=0)
+    """Most requests per second the profile sync sends to Graph (all of its
+    concurrent look-ups together)."""
+
+    graph_concurrency: int = Field(default=8, ge=1, le=64)
+    """Look-ups in flight at once."""
+
+    graph_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    profile_sync_max_attempts: int = Field(default=3, ge=1)
+    """Runs that may look a ``CREATED`` user up without filling its required
+    attributes before it goes ``ERROR``."""
+
     @field_validator("required_idp_attributes", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("graph_attribute_map", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = {}
+            for part in value.split(","):
+                if not part.strip():
+                    continue
+                source, sep, target = part.partition("=")
+                if not sep or not source.strip() or not target.strip():
+                    raise ValueError(f"expected graphProperty=store_attribute, got {part!r}")
+                pairs[source.strip()] = target.strip()
+            return pairs
+        return value
+
+    @field_validator("graph_attribute_map")
+    @classmethod
+    def _known_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value.values()) - set(GRAPH_FILLABLE))
+        if unknown:
+            raise ValueError(f"cannot fill {unknown}; fillable: {sorted(GRAPH_FILLABLE)}")
+        return value
+
+    @field_validator("graph_base_url", "graph_login_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        return require_https_unless_loopback(value)
+
+    @field_validator("jobs_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def graph_configured(self) -> bool:
+        """Whether the profile sync has what it needs to ask Microsoft Graph."""
+        return bool(self.graph_tenant_id and self.graph_client_id and self.graph_client_secret)
 
     @property
     def is_sqlite(self) -> bool:

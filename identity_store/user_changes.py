@@ -31,7 +31,6 @@ from .models import (
     Group,
     GroupMember,
     IdpSource,
-    Lifecycle,
     User,
     UserAddress,
     UserMultiValue,
@@ -464,15 +463,7 @@ async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
     user.deleted_at = utcnow()
     user.active = False
     user.updated_at = utcnow()
-    lifecycle.transition(
-        session,
-        user,
-        Lifecycle.INACTIVE
-        if user.user_type == UserType.SERVICE_ACCOUNT.value
-        else Lifecycle.SUSPENDED,
-        "deleted",
-        actor,
-    )
+    lifecycle.transition(session, user, lifecycle.after_delete(user), "deleted", actor)
     await session.flush()
     group_ids = await _leave_groups(session, user)
     counts.change(session, "User", -1)

@@ -18,7 +18,7 @@ import uvicorn
 from identity_store import migrate, tokens
 from identity_store.errors import DatabaseConnectionError, StoreError
 from identity_store.settings import Settings
-from idstore import logs
+from idstore import logs, worker_commands
 
 
 def _print_err(message: str) -> None:
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_sub.add_parser("revoke", help="revoke a token by name or id")
     revoke.add_argument("name")
     token.set_defaults(handler=cmd_token)
+
+    worker_commands.add_parsers(sub)
     return parser
 
 
@@ -160,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except StoreError as exc:
         _print_err(f"idstore: {exc.detail}")
+        return 2
+    except worker_commands.ERRORS as exc:
+        _print_err(f"idstore: {exc}")
         return 2
     return result
 

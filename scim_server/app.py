@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,9 +19,14 @@ from .middleware import ProviderMiddleware, RequestIdMiddleware, ScimPathMiddlew
 from .routes import scim_routes
 from .state import AppState, TokenCache
 
+Background = Callable[[Store], AbstractAsyncContextManager[None]]
+"""Something that runs beside the server while it serves, given the open
+store: the composition root passes the in-process worker (SQLite default)."""
 
-def create_app(settings: Settings) -> Starlette:
-    """The whole HTTP application for ``settings``; the store opens in the lifespan."""
+
+def create_app(settings: Settings, *, background: Background | None = None) -> Starlette:
+    """The whole HTTP application for ``settings``; the store opens in the
+    lifespan, and ``background`` runs from startup to shutdown."""
     scim_provider = provider()
 
     @asynccontextmanager
@@ -31,7 +36,8 @@ def create_app(settings: Settings) -> Starlette:
             settings=settings, store=store, tokens=TokenCache(settings.token_cache_seconds)
         )
         try:
-            yield
+            async with background(store) if background else nullcontext():
+                yield
         finally:
             await store.close()
 

@@ -43,6 +43,7 @@ STORE_PUBLIC = frozenset(
         "identity_store.filtering",
         "identity_store.filtering.terms",
         "identity_store.groups",
+        "identity_store.job_runs",
         "identity_store.paging",
         "identity_store.settings",
         "identity_store.store",
@@ -50,9 +51,9 @@ STORE_PUBLIC = frozenset(
         "identity_store.users",
     }
 )
-"""The store's public API: what the server (and later the sync) may import."""
+"""The store's public API: what the server and the sync may import."""
 
-PUBLIC_API_USERS = ("scim_server",)
+PUBLIC_API_USERS = ("scim_server", "identity_sync")
 
 COMPOSITION_ROOT_FORBIDDEN = ("sqlalchemy", "identity_store.models")
 """What ``idstore/`` must not import, as dotted prefixes: SQL belongs in the

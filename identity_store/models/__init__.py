@@ -12,11 +12,14 @@ from .enums import (
     MemberType,
     MultiValuedAttribute,
     OutboxStatus,
+    RunStatus,
+    RunTrigger,
     StepStatus,
     UserType,
 )
 from .group import Group, GroupMember
 from .job import Job
+from .job_run import JobRun
 from .outbox import OutboxEntry
 from .rbac import Binding, BindingGroup, BindingSubject, GroupRoleMapping, Role
 from .user import User, UserAddress, UserMultiValue
@@ -35,6 +38,7 @@ __all__ = [
     "IdpSource",
     "Job",
     "JobKind",
+    "JobRun",
     "JobStatus",
     "Lifecycle",
     "LifecycleTransition",
@@ -44,6 +48,8 @@ __all__ = [
     "OutboxStatus",
     "ResourceCount",
     "Role",
+    "RunStatus",
+    "RunTrigger",
     "StepStatus",
     "User",
     "UserAddress",

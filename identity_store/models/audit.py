@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, BigIntPK, JSONType, ulid_column_type, utcnow
@@ -46,3 +46,7 @@ class LifecycleTransition(Base):
     actor: Mapped[str] = mapped_column(String(255))
     message: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    """The request that caused it (SCIM, management API)."""
+    job_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The job run that caused it (``job_runs.id``)."""

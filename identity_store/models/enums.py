@@ -56,6 +56,21 @@ class JobStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class RunStatus(StrEnum):
+    """State of a scheduled job's run (``job_runs.status``)."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    INTERRUPTED = "INTERRUPTED"
+    """Released by its worker on shutdown; the next worker takes it over."""
+
+
+class RunTrigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+
+
 class JobKind(StrEnum):
     IMPORT = "IMPORT"
     BULK_ACTIVATION = "BULK_ACTIVATION"

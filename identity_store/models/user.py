@@ -48,7 +48,16 @@ class User(Base):
         Index("ix_users_external_id", "external_id"),
         Index("ix_users_idp_reference_id", "idp_reference_id"),
         Index("ix_users_manager_id", "manager_id"),
-        Index("ix_users_lifecycle", "lifecycle"),
+        # Users by state and since when: the deletion sync's "suspended before
+        # today", the profile sync's "still CREATED".
+        Index("ix_users_lifecycle_since", "lifecycle", "lifecycle_changed_at"),
+        # The expiry job's one query: dates that passed.
+        Index(
+            "ix_users_expiration_date",
+            "expiration_date",
+            sqlite_where=text("expiration_date IS NOT NULL"),
+            postgresql_where=text("expiration_date IS NOT NULL"),
+        ),
         Index("ix_users_user_group", "user_group"),
         Index("ix_users_created_at", "created_at"),
         Index("ix_users_updated_at", "updated_at"),
@@ -113,6 +122,9 @@ class User(Base):
     lifecycle_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     status: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     """Steps ``{name, status, message, updated_at}`` such as ``AUTH0_SYNC``."""
+    profile_sync_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Profile-sync runs that looked the user up and could not fill its
+    required attributes; at ``profile_sync_max_attempts`` it goes ``ERROR``."""
 
     # Management fields (SPEC §3, after Mia-Platform's User Manager Service)
     user_group: Mapped[str | None] = mapped_column(String(128))

@@ -1,0 +1,41 @@
+"""The scheduled jobs of the product, by name, with their schedules from the
+settings: what ``idstore worker`` and ``idstore jobs`` run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from identity_store.settings import Settings
+from identity_store.store import Store
+
+from .clock import Clock
+from .schedules import Schedule, parse
+from .worker import Job, Worker
+
+JobFactory = Callable[[Settings, Clock], Job]
+
+JOBS: dict[str, tuple[str, JobFactory]] = {}
+"""Job name -> (name of its schedule setting, factory)."""
+
+
+def schedule_setting(settings: Settings, name: str) -> str:
+    field = JOBS[name][0]
+    return str(getattr(settings, field))
+
+
+def schedules(settings: Settings) -> dict[str, Schedule]:
+    """Every job's schedule, parsed (a setting that does not parse raises
+    :class:`~identity_sync.schedules.ScheduleError` naming it)."""
+    return {name: parse(schedule_setting(settings, name), settings.jobs_timezone) for name in JOBS}
+
+
+def build_jobs(settings: Settings, clock: Clock) -> dict[str, Job]:
+    return {name: factory(settings, clock) for name, (_, factory) in JOBS.items()}
+
+
+def build_worker(store: Store, clock: Clock, *, only: list[str] | None = None) -> Worker:
+    """The worker of every job (or of ``only`` those) on its schedule."""
+    jobs = build_jobs(store.settings, clock)
+    if only is not None:
+        jobs = {name: job for name, job in jobs.items() if name in only}
+    return Worker(store, jobs, schedules(store.settings), clock=clock)
