@@ -2,6 +2,9 @@
 
 Cron expressions are croniter's (Pallets-Eco): five fields, evaluated in the
 configured zone so that "02:00" stays 02:00 across daylight-saving changes.
+Each wall-clock time ticks once: one the clocks skip (spring forward) ticks
+at the next instant that exists, one they repeat (fall back) at its first
+occurrence.
 Intervals (``every 5m``) fall on multiples of their length since the Unix
 epoch, so every worker computes the same ticks without talking to the others.
 
@@ -49,11 +52,13 @@ class Schedule:
             elapsed = int((now - _EPOCH).total_seconds())
             return _EPOCH + timedelta(seconds=elapsed - elapsed % step)
         if self.cron is not None:
-            local = now.astimezone(ZoneInfo(self.zone))
-            if croniter.match(self.cron, local.replace(microsecond=0)) and local.second == 0:
-                return local.replace(microsecond=0).astimezone(UTC)
-            tick: datetime = croniter(self.cron, local).get_prev(datetime)
-            return tick.astimezone(UTC)
+            zone = ZoneInfo(self.zone)
+            local = now.astimezone(zone)
+            if local.second == 0 and croniter.match(self.cron, local.replace(microsecond=0)):
+                tick: datetime = local.replace(microsecond=0)
+            else:
+                tick = croniter(self.cron, local).get_prev(datetime)
+            return _first_occurrence(tick, zone)
         return None
 
     def next(self, now: datetime) -> datetime | None:
@@ -63,10 +68,22 @@ class Schedule:
             assert previous is not None
             return previous + self.interval
         if self.cron is not None:
-            local = now.astimezone(ZoneInfo(self.zone))
-            tick: datetime = croniter(self.cron, local).get_next(datetime)
-            return tick.astimezone(UTC)
+            zone = ZoneInfo(self.zone)
+            ticks = croniter(self.cron, now.astimezone(zone))
+            while True:
+                tick = _first_occurrence(ticks.get_next(datetime), zone)
+                if tick > now:
+                    return tick
         return None
+
+
+def _first_occurrence(tick: datetime, zone: ZoneInfo) -> datetime:
+    """``tick`` in UTC, or the first time its wall-clock time happened that
+    day when the clocks fell back (02:30 happens twice on such a night; the
+    job runs at the first): a daily job still ticks once a day."""
+    wall = tick.astimezone(zone).replace(tzinfo=None)
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    return min(first, tick.astimezone(UTC))
 
 
 def parse(text: str, zone: str = "UTC") -> Schedule:

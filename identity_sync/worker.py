@@ -290,6 +290,25 @@ class Worker:
         """Ask the loop and every run to stop at their next checkpoint."""
         self.stopping.set()
 
+    def start_due(self) -> asyncio.Task[list[RunRecord]]:
+        """Claim due ticks and start their runs in the background; the task
+        returns the runs started (a job still running in this worker from an
+        earlier tick is not started again: one run per job at a time)."""
+
+        async def start() -> list[RunRecord]:
+            runs = await self.claim_due()
+            for run in runs:
+                self._running[run.job] = asyncio.create_task(self.execute(run))
+            return runs
+
+        return asyncio.create_task(start())
+
+    async def drain(self) -> None:
+        """Wait for the runs in progress to end (finish, or stop at a checkpoint)."""
+        running = [task for task in self._running.values() if not task.done()]
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
     async def run_forever(self) -> None:
         """Claim and run due ticks until :meth:`stop`; then wait for the runs
         in progress to reach a checkpoint and hand themselves back."""
@@ -301,8 +320,7 @@ class Worker:
         failures = 0
         while not self.stopping.is_set():
             try:
-                for run in await self.claim_due():
-                    self._running[run.job] = asyncio.create_task(self.execute(run))
+                await self.start_due()
                 failures = 0
             except StoreError as exc:
                 failures += 1
@@ -313,7 +331,5 @@ class Worker:
                 delay = min(delay, min(60.0, 2.0**failures))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=max(delay, 0.05))
-        running = [task for task in self._running.values() if not task.done()]
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+        await self.drain()
         log.info("worker %s stopped", self.name)
