@@ -159,9 +159,6 @@ class Settings(BaseSettings):
     file (``<database>.dev-token``, mode 0600), so the same token works across
     restarts. Never done on PostgreSQL."""
 
-    auth0_client_secret: SecretStr | None = None
-    """Secret of the Auth0 machine-to-machine application (sync module)."""
-
     # -- The worker and its scheduled jobs (docs/operations.md, "Worker") --
 
     worker_in_process: bool = True

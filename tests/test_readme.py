@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from identity_store.settings import Settings
+
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 SHELLS = {"sh": "dash", "bash": "bash"}
 
@@ -86,3 +88,15 @@ async def test_the_readme_patch_that_sets_idp_username_makes_the_first_user_acti
     assert patched.status_code == 200, patched.text
     extension = "urn:idstore:params:scim:schemas:extension:idstore:2.0:User"
     assert patched.json()[extension]["lifecycle"] == "ACTIVE"
+
+
+def test_every_setting_is_in_the_readme_s_table(repo_root: Path) -> None:
+    """Each environment variable the product reads is documented in the README."""
+    readme = (repo_root / "README.md").read_text()
+    missing = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        variable = alias if isinstance(alias, str) else f"IDSTORE_{name.upper()}"
+        if f"`{variable}`" not in readme:
+            missing.append(variable)
+    assert missing == []
