@@ -9,7 +9,7 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 
 from .clock import Clock
-from .schedules import Schedule, parse
+from .schedules import Schedule, ScheduleError, parse
 from .worker import Job, Worker
 
 JobFactory = Callable[[Settings, Clock], Job]
@@ -26,7 +26,13 @@ def schedule_setting(settings: Settings, name: str) -> str:
 def schedules(settings: Settings) -> dict[str, Schedule]:
     """Every job's schedule, parsed (a setting that does not parse raises
     :class:`~identity_sync.schedules.ScheduleError` naming it)."""
-    return {name: parse(schedule_setting(settings, name), settings.jobs_timezone) for name in JOBS}
+    parsed = {}
+    for name, (field, _) in JOBS.items():
+        try:
+            parsed[name] = parse(schedule_setting(settings, name), settings.jobs_timezone)
+        except ScheduleError as exc:
+            raise ScheduleError(f"IDSTORE_{field.upper()}: {exc}") from exc
+    return parsed
 
 
 def build_jobs(settings: Settings, clock: Clock) -> dict[str, Job]:

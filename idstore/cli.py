@@ -28,6 +28,10 @@ def _print_err(message: str) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
+    if settings.is_sqlite and settings.worker_in_process:
+        # The in-process worker reads its schedules at startup: a typo stops
+        # the command here with one line, not the server with a traceback.
+        worker_commands.check_schedules(settings)
     if settings.is_sqlite and not args.no_migrate:
         migrate.upgrade(settings)
     if settings.is_sqlite and settings.dev_token:

@@ -94,9 +94,16 @@ def _job_names(settings: Settings, wanted: list[str] | None) -> list[str] | None
     return names
 
 
+def check_schedules(settings: Settings) -> None:
+    """Raise :class:`ScheduleError` (one line, naming the setting's value)
+    when a job's schedule does not parse."""
+    registry.schedules(settings)
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     logging.config.dictConfig(logs.log_config(settings.log_level))
     only = _job_names(settings, args.job)
+    check_schedules(settings)
 
     async def work(store: Store) -> int:
         worker = registry.build_worker(store, SystemClock(), only=only)

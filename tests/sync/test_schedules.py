@@ -113,7 +113,7 @@ def test_a_bad_schedule_setting_names_the_job_s_setting() -> None:
     settings = Settings(job_expiry_schedule="every 5 minutes")
     if "expiry" not in registry.JOBS:
         pytest.fail("the expiry job is not registered")
-    with pytest.raises(ScheduleError, match="every 5 minutes"):
+    with pytest.raises(ScheduleError, match=r"^IDSTORE_JOB_EXPIRY_SCHEDULE: 'every 5 minutes'"):
         registry.schedules(settings)
 
 
