@@ -3,6 +3,7 @@ that ``idstore serve`` runs in its own process on the SQLite default."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -100,11 +101,22 @@ def test_a_schedule_that_does_not_parse_stops_serve_in_one_line(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
-async def test_serve_runs_the_worker_in_its_own_process_on_sqlite(tmp_path: Path) -> None:
+async def _latest_runs(url: str) -> dict[str, job_runs.RunRecord]:
+    store = await Store.open(Settings(DATABASE_URL=url))
+    try:
+        return await job_runs.latest_runs(store, JOBS)
+    except StoreError:  # the server has not migrated the database yet
+        return {}
+    finally:
+        await store.close()
+
+
+def test_serve_runs_the_worker_in_its_own_process_on_sqlite(tmp_path: Path) -> None:
     """``make run`` is the whole product: the server claims each job's latest
     tick at startup (one catch-up) and stops its runs cleanly on SIGTERM."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["PORT"] = "0"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'idstore.db'}"
     process = subprocess.Popen(
         [*IDSTORE, "serve"],
         cwd=tmp_path,
@@ -112,9 +124,6 @@ async def test_serve_runs_the_worker_in_its_own_process_on_sqlite(tmp_path: Path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    store = await Store.open(
-        Settings(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'idstore.db'}")
     )
     try:
         deadline = time.monotonic() + 60
@@ -124,14 +133,10 @@ async def test_serve_runs_the_worker_in_its_own_process_on_sqlite(tmp_path: Path
             if time.monotonic() > deadline:
                 pytest.fail(f"the in-process worker ran {sorted(latest)} in 60 s")
             time.sleep(0.2)
-            try:
-                latest = await job_runs.latest_runs(store, JOBS)
-            except StoreError:  # the server has not migrated the database yet
-                latest = {}
+            latest = asyncio.run(_latest_runs(url))
         assert all(r.trigger == "schedule" for r in latest.values())
         assert {r.status for r in latest.values()} == {"SUCCEEDED"}
     finally:
-        await store.close()
         process.terminate()
         code = process.wait(timeout=30)
         if process.stderr is not None:
