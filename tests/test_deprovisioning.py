@@ -113,7 +113,8 @@ class World:
 
     async def run(self, job: str, as_of: datetime = AS_OF, *, dry_run: bool = False) -> RunRecord:
         worker = registry.build_worker(self.store, ManualClock(as_of), only=[job])
-        run = await worker.run_now(job, as_of=as_of, dry_run=dry_run)
+        # Bounded: a job that pages wrongly would run forever.
+        run = await asyncio.wait_for(worker.run_now(job, as_of=as_of, dry_run=dry_run), 60)
         assert run is not None
         assert run.status == "SUCCEEDED", run.message
         return run
