@@ -397,6 +397,10 @@ async def test_jobs_run_as_of_applies_the_rules_at_that_time(
         "99999-01-01T00:00:00",
         "2030-06-15T10:00:00+99:00",
         "x" * 10_000,
+        "2030-06-15T10:00:00.000000000000000000000000000000000000000000000000001",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00",
     ],
 )
 def test_jobs_run_refuses_an_as_of_that_is_not_a_time(settings: Settings, value: str) -> None:
