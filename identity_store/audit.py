@@ -1,8 +1,16 @@
 """Append-only audit log and outbox rows, written in the caller's transaction
-(when it commits: :mod:`identity_store.side_rows`)."""
+(when it commits: :mod:`identity_store.side_rows`).
+
+:func:`entry_row` and :func:`outbox_row` are the rows themselves, for the
+batch jobs that write many of them in one statement
+(:func:`identity_store.row_inserts.insert_rows` into :data:`AUDIT` and
+:data:`OUTBOX`); :func:`record` and :func:`enqueue` add one row to the
+change in progress.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table
@@ -12,8 +20,52 @@ from . import side_rows
 from .actor import Actor
 from .models import AuditEntry, OutboxEntry, OutboxStatus, utcnow
 
-_AUDIT = cast(Table, AuditEntry.__table__)
-_OUTBOX = cast(Table, OutboxEntry.__table__)
+AUDIT = cast(Table, AuditEntry.__table__)
+OUTBOX = cast(Table, OutboxEntry.__table__)
+
+
+def entry_row(
+    actor: Actor,
+    action: str,
+    resource_type: str,
+    resource_id: str | None,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """One ``audit_log`` row: who did what to which resource, when."""
+    return {
+        "occurred_at": at or utcnow(),
+        "token_id": actor.token_id,
+        "actor": actor.name,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "request_id": actor.request_id,
+        "details": details or {},
+    }
+
+
+def outbox_row(
+    target: str,
+    operation: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    payload: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """One pending ``outbox`` row, due at once."""
+    now = at or utcnow()
+    return {
+        "target": target,
+        "operation": operation,
+        "aggregate_type": aggregate_type,
+        "aggregate_id": aggregate_id,
+        "payload": payload or {},
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def record(
@@ -26,20 +78,7 @@ def record(
 ) -> None:
     """Insert an audit row; it commits or rolls back with the change it
     describes."""
-    side_rows.add(
-        session,
-        _AUDIT,
-        {
-            "occurred_at": utcnow(),
-            "token_id": actor.token_id,
-            "actor": actor.name,
-            "action": action,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "request_id": actor.request_id,
-            "details": details or {},
-        },
-    )
+    side_rows.add(session, AUDIT, entry_row(actor, action, resource_type, resource_id, details))
 
 
 def enqueue(
@@ -52,19 +91,6 @@ def enqueue(
 ) -> None:
     """Insert an outbox row for a downstream effect of the change in progress
     (SPEC §3 "Outbox": written in the same transaction)."""
-    now = utcnow()
     side_rows.add(
-        session,
-        _OUTBOX,
-        {
-            "target": target,
-            "operation": operation,
-            "aggregate_type": aggregate_type,
-            "aggregate_id": aggregate_id,
-            "payload": payload or {},
-            "status": OutboxStatus.PENDING.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        },
+        session, OUTBOX, outbox_row(target, operation, aggregate_type, aggregate_id, payload)
     )

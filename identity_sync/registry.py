@@ -9,6 +9,8 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 
 from .clock import Clock
+from .deletion_sync import DeletionSync
+from .expiry import Expiry
 from .schedules import Schedule, ScheduleError, parse
 from .worker import Job, Worker
 
@@ -16,6 +18,9 @@ JobFactory = Callable[[Settings, Clock], Job]
 
 JOBS: dict[str, tuple[str, JobFactory]] = {}
 """Job name -> (name of its schedule setting, factory)."""
+
+JOBS["deletion-sync"] = ("job_deletion_sync_schedule", DeletionSync)
+JOBS["expiry"] = ("job_expiry_schedule", Expiry)
 
 
 def schedule_setting(settings: Settings, name: str) -> str:

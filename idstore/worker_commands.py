@@ -76,12 +76,27 @@ def _run_line(run: RunRecord) -> str:
     )
 
 
+AS_OF_MAX_LENGTH = 64
+"""Longest ``--as-of`` read (an ISO 8601 time with microseconds and an offset
+is 32 characters)."""
+
+
 def _parse_as_of(value: str) -> datetime:
+    """An ISO 8601 time (UTC unless it says otherwise), in UTC, in the years
+    2 to 9998: a job converts it to its time zone, which must not leave the
+    calendar ``datetime`` can hold."""
+    if len(value) > AS_OF_MAX_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {value[:AS_OF_MAX_LENGTH]!r}... ({len(value)} characters)"
+        )
     try:
         when = datetime.fromisoformat(value)
-    except ValueError as exc:
+        when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    if not 1 < when.year < 9999:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time in the years 2-9998: {value!r}")
+    return when
 
 
 def _job_names(settings: Settings, wanted: list[str] | None) -> list[str] | None:

@@ -39,6 +39,7 @@ STORE_PUBLIC = frozenset(
         "identity_store",
         "identity_store.actor",
         "identity_store.attributes",
+        "identity_store.deprovisioning",
         "identity_store.errors",
         "identity_store.filtering",
         "identity_store.filtering.terms",
