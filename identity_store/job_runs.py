@@ -32,6 +32,7 @@ from .store import Store
 
 __all__ = [
     "MAX_ERRORS",
+    "Retry",
     "RunRecord",
     "RunStatus",
     "claim_tick",
@@ -50,6 +51,16 @@ MAX_ERRORS = 100
 """Errors a run keeps (the first ones); ``counts["errors"]`` counts them all."""
 
 _RUNS = cast(Table, JobRun.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """When a ``FAILED`` run of a tick is tried again: ``after`` its failure,
+    while it has had fewer than ``max_attempts`` attempts. A database outage
+    or a directory that was down must not cost a nightly job its night."""
+
+    after: timedelta
+    max_attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +162,12 @@ async def claim_tick(
     worker: str,
     now: datetime,
     lease: timedelta,
+    retry: Retry | None = None,
 ) -> RunRecord | None:
     """Claim the tick ``scheduled_for`` of ``job`` for ``worker``: the new run,
-    or the run taken over from a worker that died or let it go; ``None``
-    when another worker holds it or it is finished."""
+    or the run taken over from a worker that died or let it go (or that
+    failed, per ``retry``); ``None`` when another worker holds it or it is
+    done."""
     claimed = await _insert_run(
         store,
         job,
@@ -168,7 +181,9 @@ async def claim_tick(
     )
     if claimed is not None:
         return claimed
-    return await take_over(store, job, scheduled_for, worker=worker, now=now, lease=lease)
+    return await take_over(
+        store, job, scheduled_for, worker=worker, now=now, lease=lease, retry=retry
+    )
 
 
 async def take_over(
@@ -179,14 +194,25 @@ async def take_over(
     worker: str,
     now: datetime,
     lease: timedelta,
+    retry: Retry | None = None,
 ) -> RunRecord | None:
-    """Take the run of this tick over when its lease ran out or its worker
-    released it; ``None`` when it is held or finished. One conditional
+    """Take the run of this tick over when its lease ran out, its worker
+    released it, or (with ``retry``) it failed long enough ago and has
+    attempts left; ``None`` when it is held or done. One conditional
     ``UPDATE``: of two workers trying at once, one matches the row."""
-    taken_over = or_(
+    conditions = [
         and_(_RUNS.c.status == RunStatus.RUNNING.value, _RUNS.c.lease_until < now),
         _RUNS.c.status == RunStatus.INTERRUPTED.value,
-    )
+    ]
+    if retry is not None:
+        conditions.append(
+            and_(
+                _RUNS.c.status == RunStatus.FAILED.value,
+                _RUNS.c.finished_at <= now - retry.after,
+                _RUNS.c.attempts < retry.max_attempts,
+            )
+        )
+    taken_over = or_(*conditions)
 
     async def work(session: AsyncSession) -> RunRecord | None:
         statement = (
@@ -197,6 +223,7 @@ async def take_over(
                 worker=worker,
                 lease_until=now + lease,
                 heartbeat_at=now,
+                finished_at=None,
                 attempts=_RUNS.c.attempts + 1,
             )
             .returning(*_RUNS.c)
@@ -254,13 +281,25 @@ async def _update_owned(store: Store, run_id: int, worker: str, values: dict[str
 
 
 async def heartbeat(
-    store: Store, run_id: int, *, worker: str, now: datetime, lease: timedelta
+    store: Store,
+    run_id: int,
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    counts: Mapping[str, int] | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
 ) -> bool:
-    """Renew ``worker``'s lease on the run; ``False`` when the run is no
-    longer its own (taken over after the lease ran out): stop working on it."""
-    return await _update_owned(
-        store, run_id, worker, {"lease_until": now + lease, "heartbeat_at": now}
-    )
+    """Renew ``worker``'s lease on the run, recording its progress so far
+    (``counts``, ``errors``: a worker killed later leaves them to whoever takes
+    the run over); ``False`` when the run is no longer its own (taken over
+    after the lease ran out): stop working on it."""
+    values: dict[str, Any] = {"lease_until": now + lease, "heartbeat_at": now}
+    if counts is not None:
+        values["counts"] = dict(counts)
+    if errors is not None:
+        values["errors"] = _bounded(errors)
+    return await _update_owned(store, run_id, worker, values)
 
 
 def _bounded(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from datetime import datetime, time
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Table, and_
+from sqlalchemy import ColumnElement, Table, and_, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import side_rows
@@ -113,6 +113,18 @@ def after_reset(user: User) -> Lifecycle:
     return Lifecycle(user.lifecycle)
 
 
+EXPIRY_CANDIDATES = and_(
+    User.expiration_date.is_not(None),
+    User.deleted_at.is_(None),
+    # Literal states, not bound parameters: the predicate of the partial
+    # index ``ix_users_expiration_date`` is this very text, which is what
+    # lets PostgreSQL's planner use it for a prepared statement too.
+    text("users.lifecycle IN ('CREATED', 'ACTIVE', 'ERROR')"),
+)
+"""Users the expiry job may ever suspend: dated, live, not suspended yet
+(:data:`EXPIRABLE`); ``ix_users_expiration_date`` holds exactly these."""
+
+
 def expiry_due(user: User, now: datetime) -> bool:
     """Whether the expiry job suspends ``user`` at ``now``."""
     return (
@@ -124,12 +136,7 @@ def expiry_due(user: User, now: datetime) -> bool:
 
 def expiry_due_clause(now: datetime) -> ColumnElement[bool]:
     """:func:`expiry_due` in SQL (served by ``ix_users_expiration_date``)."""
-    return and_(
-        User.expiration_date.is_not(None),
-        User.expiration_date <= now,
-        User.lifecycle.in_([state.value for state in EXPIRABLE]),
-        User.deleted_at.is_(None),
-    )
+    return and_(EXPIRY_CANDIDATES, User.expiration_date <= now)
 
 
 def deletion_cutoff(now: datetime, zone: str) -> datetime:

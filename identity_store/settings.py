@@ -185,6 +185,16 @@ class Settings(BaseSettings):
     worker renews it every third of that. A worker killed mid-run is taken
     over this long after its last heartbeat."""
 
+    job_retry_seconds: float = Field(default=300.0, ge=0)
+    """How long after a run of a tick failed a worker tries that tick again
+    (a database or directory outage must not cost a nightly job its night)."""
+
+    job_max_attempts: int = Field(default=3, ge=1)
+    """A tick whose run failed is tried again (after ``job_retry_seconds``)
+    while it has had fewer attempts than this (every worker that held it
+    counts one: its first run, take-overs, retries); then the next tick is
+    the next chance."""
+
     job_batch_size: int = Field(default=500, ge=1, le=10_000)
     """Users one transaction of a job handles."""
 

@@ -126,6 +126,10 @@ class Worker:
         self.clock: Clock = clock or SystemClock()
         self.name = name or worker_id()
         self.lease = timedelta(seconds=self.settings.job_lease_seconds)
+        self.retry = job_runs.Retry(
+            after=timedelta(seconds=self.settings.job_retry_seconds),
+            max_attempts=self.settings.job_max_attempts,
+        )
         self.stopping = asyncio.Event()
         self._running: dict[str, asyncio.Task[RunRecord | None]] = {}
 
@@ -163,7 +167,13 @@ class Worker:
             if name in self._running and not self._running[name].done():
                 continue
             run = await job_runs.claim_tick(
-                self.store, name, tick, worker=self.name, now=now, lease=self.lease
+                self.store,
+                name,
+                tick,
+                worker=self.name,
+                now=now,
+                lease=self.lease,
+                retry=self.retry,
             )
             if run is not None:
                 claimed.append(run)
@@ -272,7 +282,13 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 kept = await job_runs.heartbeat(
-                    self.store, ctx.run.id, worker=self.name, now=self.clock.now(), lease=self.lease
+                    self.store,
+                    ctx.run.id,
+                    worker=self.name,
+                    now=self.clock.now(),
+                    lease=self.lease,
+                    counts=ctx.counts,
+                    errors=ctx.errors,
                 )
             except StoreError as exc:
                 log.warning(

@@ -122,14 +122,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(store: Store) -> int:
         worker = registry.build_worker(store, SystemClock(), only=only)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
         if args.until_idle:
             runs = await worker.run_due()
             for run in runs:
                 print(_run_line(run))
             return 1 if any(run.status == "FAILED" for run in runs) else 0
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
         await worker.run_forever()
         return 0
 

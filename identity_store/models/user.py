@@ -13,6 +13,12 @@ from .enums import Lifecycle
 
 NAME = String(255)
 LONG = String(1024)
+EXPIRY_INDEX_WHERE = (
+    "expiration_date IS NOT NULL AND deleted_at IS NULL "
+    "AND lifecycle IN ('CREATED', 'ACTIVE', 'ERROR')"
+)
+"""Predicate of ``ix_users_expiration_date``: the users the expiry job may
+still suspend (``identity_store.lifecycle.EXPIRY_CANDIDATES``)."""
 NORMALIZED_VALUE_LENGTH = 512
 """How many characters ``user_multi_values.value_normalized`` keeps of a value's
 comparison key: a longer value is compared through ``lower(value)``."""
@@ -51,12 +57,14 @@ class User(Base):
         # Users by state and since when: the deletion sync's "suspended before
         # today", the profile sync's "still CREATED".
         Index("ix_users_lifecycle_since", "lifecycle", "lifecycle_changed_at"),
-        # The expiry job's one query: dates that passed.
+        # The expiry job's one query: dates that passed, of users it may
+        # still suspend (lifecycle.EXPIRY_CANDIDATES), so that users long
+        # suspended or inactive with past dates are not scanned every minute.
         Index(
             "ix_users_expiration_date",
             "expiration_date",
-            sqlite_where=text("expiration_date IS NOT NULL"),
-            postgresql_where=text("expiration_date IS NOT NULL"),
+            sqlite_where=text(EXPIRY_INDEX_WHERE),
+            postgresql_where=text(EXPIRY_INDEX_WHERE),
         ),
         Index("ix_users_user_group", "user_group"),
         Index("ix_users_created_at", "created_at"),

@@ -57,7 +57,22 @@ class Batches:
         return f"{self.batches} batches"
 
 
-def _worker(store: Store, job: Batches, clock: ManualClock, schedule: str = "every 5m") -> Worker:
+@dataclass
+class Failing:
+    """A job whose every run fails."""
+
+    name: str = "batches"
+    summary: str = "test job that fails"
+    runs: int = 0
+
+    async def run(self, ctx: RunContext) -> str | None:
+        self.runs += 1
+        raise RuntimeError("database went away")
+
+
+def _worker(
+    store: Store, job: Batches | Failing, clock: ManualClock, schedule: str = "every 5m"
+) -> Worker:
     return Worker(store, {job.name: job}, {job.name: parse(schedule)}, clock=clock)
 
 
@@ -270,8 +285,73 @@ async def test_a_job_that_raises_is_recorded_failed_with_its_error(store: Store)
     assert run.counts == {"done": 2, "errors": 1}
     assert run.errors == [{"message": "user 01J could not be read", "user_id": "01J"}]
     assert run.finished_at is not None
-    # A failed tick is not run again: the next tick is the next chance.
+    # A failed tick is not run again at once: it is retried later (below).
     assert await _worker(store, Batches(), ManualClock(START)).run_due() == []
+
+
+async def test_a_failed_tick_is_retried_after_a_while_until_its_attempts_run_out(
+    store: Store,
+) -> None:
+    """A nightly job that met an outage runs again the same night, not the next."""
+    clock = ManualClock(START)
+    retry = store.settings.job_retry_seconds
+    attempts = store.settings.job_max_attempts
+    assert attempts == 3
+
+    worker = _worker(store, Failing(), clock, schedule="0 2 * * *")
+    (first,) = await worker.run_due()
+    assert (first.status, first.attempts) == (RunStatus.FAILED, 1)
+
+    clock.advance(retry - 1)
+    assert await worker.run_due() == []
+    clock.advance(1)
+    (second,) = await worker.run_due()
+    assert (second.id, second.status, second.attempts) == (first.id, RunStatus.FAILED, 2)
+
+    clock.advance(retry)
+    healed = Batches()
+    (third,) = await _worker(store, healed, clock, schedule="0 2 * * *").run_due()
+    assert (third.id, third.status, third.attempts) == (first.id, RunStatus.SUCCEEDED, 3)
+    assert third.message == "3 batches"
+    assert third.finished_at == clock.now()
+
+
+async def test_a_tick_that_keeps_failing_stops_at_its_last_attempt(store: Store) -> None:
+    clock = ManualClock(START)
+
+    failing = Failing()
+    worker = _worker(store, failing, clock, schedule="0 2 * * *")
+    for _ in range(5):
+        await worker.run_due()
+        clock.advance(store.settings.job_retry_seconds)
+    assert failing.runs == store.settings.job_max_attempts
+    (run,) = await job_runs.history(store, "batches")
+    assert (run.status, run.attempts) == (RunStatus.FAILED, store.settings.job_max_attempts)
+
+
+async def test_a_heartbeat_records_the_run_s_progress(store: Store) -> None:
+    """A worker killed after a heartbeat leaves what it did so far to the next."""
+    clock = ManualClock(START)
+    tick = datetime(2026, 12, 2, 10, 5, tzinfo=UTC)
+    run = await job_runs.claim_tick(
+        store, "batches", tick, worker="w", now=clock.now(), lease=LEASE
+    )
+    assert run is not None
+    assert await job_runs.heartbeat(
+        store,
+        run.id,
+        worker="w",
+        now=clock.now(),
+        lease=LEASE,
+        counts={"done": 7},
+        errors=[{"message": "one"}],
+    )
+    clock.advance(LEASE.total_seconds() + 1)
+    job = Batches(batches=9)
+    (finished,) = await _worker(store, job, clock).run_due()
+    assert job.ran == [7, 8]
+    assert finished.counts == {"done": 9}
+    assert finished.errors == [{"message": "one"}]
 
 
 async def test_a_run_keeps_its_first_hundred_errors_and_counts_all(store: Store) -> None:

@@ -6,7 +6,8 @@
   user (``ERROR`` after the configured number).
 - ``ix_users_lifecycle_since`` replaces ``ix_users_lifecycle``: users by state
   and since when (the deletion sync's "suspended before today").
-- ``ix_users_expiration_date`` (partial, dates set): the expiry job's query.
+- ``ix_users_expiration_date`` (partial: dated, live users not yet
+  suspended): the expiry job's query.
 - ``lifecycle_history.request_id`` / ``job_run_id``: what caused a transition.
 
 Revision ID: 0006
@@ -26,6 +27,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_EXPIRY_WHERE = (
+    "expiration_date IS NOT NULL AND deleted_at IS NULL "
+    "AND lifecycle IN ('CREATED', 'ACTIVE', 'ERROR')"
+)
 _JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 
 
@@ -64,8 +69,8 @@ def upgrade() -> None:
             "ix_users_expiration_date",
             ["expiration_date"],
             unique=False,
-            sqlite_where=sa.text("expiration_date IS NOT NULL"),
-            postgresql_where=sa.text("expiration_date IS NOT NULL"),
+            sqlite_where=sa.text(_EXPIRY_WHERE),
+            postgresql_where=sa.text(_EXPIRY_WHERE),
         )
     with op.batch_alter_table("lifecycle_history", schema=None) as batch_op:
         batch_op.add_column(sa.Column("request_id", sa.String(length=64), nullable=True))
@@ -79,8 +84,8 @@ def downgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_users_expiration_date",
-            sqlite_where=sa.text("expiration_date IS NOT NULL"),
-            postgresql_where=sa.text("expiration_date IS NOT NULL"),
+            sqlite_where=sa.text(_EXPIRY_WHERE),
+            postgresql_where=sa.text(_EXPIRY_WHERE),
         )
         batch_op.drop_index("ix_users_lifecycle_since")
         batch_op.create_index("ix_users_lifecycle", ["lifecycle"], unique=False)
