@@ -68,6 +68,16 @@ def _text(value: Any) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _moment(value: Any) -> str:
+    """A step's ``updated_at`` (ISO 8601 text) to the second, as the other times."""
+    if isinstance(value, str):
+        try:
+            return _text(datetime.fromisoformat(value))
+        except ValueError:
+            pass
+    return _text(value)
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -121,7 +131,7 @@ def _lines(view: UserLifecycle) -> list[str]:
         for step in view.status:
             lines.append(
                 f"  {_text(step.get('name')):<14} {_text(step.get('status')):<8} "
-                f"{_text(step.get('updated_at'))}  {_text(step.get('message'))}"
+                f"{_moment(step.get('updated_at'))}  {_text(step.get('message'))}"
             )
     lines.append("history (oldest first)")
     for t in view.history:

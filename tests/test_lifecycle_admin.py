@@ -48,7 +48,7 @@ async def _gave_up(store: Store, user_id: str) -> None:
             session,
             user,
             Lifecycle.ERROR,
-            "profile sync",
+            "profile-sync",
             job_actor("profile-sync", PROFILE_RUN),
             GAVE_UP,
         )
@@ -151,7 +151,7 @@ async def test_a_user_not_in_error_cannot_be_reset_and_nothing_is_written(
 
         async def work(session: Any) -> None:
             user = await session.get(User, user_id)
-            lifecycle.transition(session, user, Lifecycle.INACTIVE, "deletion sync", ADMIN)
+            lifecycle.transition(session, user, Lifecycle.INACTIVE, "deletion-sync", ADMIN)
 
         await store.transaction(work)
     elif then == "deleted":
@@ -192,7 +192,7 @@ async def test_two_concurrent_resets_reset_once(store: Store) -> None:
     )
     assert sorted(type(r).__name__ for r in results) == ["StateError", "UserLifecycle"]
     history = await lifecycle_admin.user_history(store, user_id)
-    assert [t.cause for t in history] == ["created", "profile sync", "reset"]
+    assert [t.cause for t in history] == ["created", "profile-sync", "reset"]
 
 
 async def test_user_history_is_every_transition_oldest_first(store: Store) -> None:
@@ -232,7 +232,7 @@ async def test_the_history_of_a_removed_user_outlives_its_row(store: Store) -> N
     async def remove(session: Any) -> None:
         user = await session.get(User, user_id)
         lifecycle.transition(
-            session, user, Lifecycle.INACTIVE, "deletion sync", job_actor("deletion-sync", 5)
+            session, user, Lifecycle.INACTIVE, "deletion-sync", job_actor("deletion-sync", 5)
         )
         await session.flush()
         await session.execute(delete(User).where(User.id == user_id))

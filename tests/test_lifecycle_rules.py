@@ -416,7 +416,7 @@ def test_history_row_names_the_transition_its_actor_and_its_request() -> None:
 
 
 def test_history_row_of_a_job_names_its_run() -> None:
-    row = history_row("01USER", "SUSPENDED", INACTIVE, "deletion sync", job_actor("x", 7), NOW)
+    row = history_row("01USER", "SUSPENDED", INACTIVE, "deletion-sync", job_actor("x", 7), NOW)
     assert (row["actor"], row["request_id"], row["job_run_id"]) == ("job:x", "job-run-7", 7)
     assert row["message"] is None
 

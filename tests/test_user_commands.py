@@ -44,10 +44,15 @@ async def _in_error(store: Store, name: str = "ada@corp.example") -> str:
         user = await session.get(User, user_id)
         user.profile_sync_attempts = 3
         user.status = [
-            {"name": "PROFILE_SYNC", "status": "ERROR", "message": GAVE_UP, "updated_at": "t"}
+            {
+                "name": "PROFILE_SYNC",
+                "status": "ERROR",
+                "message": GAVE_UP,
+                "updated_at": "2026-12-02T10:04:09.538751+00:00",
+            }
         ]
         lifecycle.transition(
-            session, user, Lifecycle.ERROR, "profile sync", job_actor("profile-sync", 12), GAVE_UP
+            session, user, Lifecycle.ERROR, "profile-sync", job_actor("profile-sync", 12), GAVE_UP
         )
 
     await store.transaction(work)
@@ -62,12 +67,12 @@ async def test_user_show_prints_the_state_its_steps_and_its_history(store: Store
     assert lines[0] == f"user {user_id}  ada@corp.example  PERSON"
     assert lines[1].startswith("lifecycle   ERROR since 20")
     assert "profile sync attempts  3" in lines
-    assert f"  PROFILE_SYNC   ERROR    t  {GAVE_UP}" in lines
+    assert f"  PROFILE_SYNC   ERROR    2026-12-02T10:04:09+00:00  {GAVE_UP}" in lines
     history = lines[lines.index("history (oldest first)") + 1 :]
     assert len(history) == 2
     assert "        - -> CREATED   created        token:entra  req-create" in history[0]
     assert (
-        "  CREATED -> ERROR     profile sync   job:profile-sync  job-run-12  run #12"
+        "  CREATED -> ERROR     profile-sync   job:profile-sync  job-run-12  run #12"
         in (history[1])
     )
     assert history[1].endswith(GAVE_UP)
@@ -90,7 +95,7 @@ async def test_user_show_json_is_the_lifecycle_the_store_reads(store: Store) -> 
     assert shown["status"] == view.status
     assert [(h["from"], h["to"], h["cause"], h["job_run_id"]) for h in shown["history"]] == [
         (None, "CREATED", "created", None),
-        ("CREATED", "ERROR", "profile sync", 12),
+        ("CREATED", "ERROR", "profile-sync", 12),
     ]
 
 
