@@ -10,8 +10,8 @@ a rule no test holds, and a row is missing from the tables.
     .venv/bin/python tests/mutations/lifecycle_mutations.py --suite   # whole suite for each
     .venv/bin/python tests/mutations/lifecycle_mutations.py --without-tables  # suite before
 
-Every mutation is applied to a copy of the repository's packages and tests
-in a temporary directory (the working tree is never touched), where pytest
+Every mutation is applied to a copy of the repository's files in a
+temporary directory (the working tree is never touched), where pytest
 runs the lifecycle tests (both databases, as conftest.py decides), stopping
 at the first failure, which is reported as the test that killed it. Exit 1
 when a mutation survives, or when a mutation no longer applies (its text is
@@ -36,7 +36,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = Path("identity_store/lifecycle.py")
-COPIED = ("identity_store", "identity_sync", "idstore", "scim_server", "tests", "pyproject.toml")
 LIFECYCLE_TESTS = (
     "tests/test_lifecycle_rules.py",
     "tests/test_lifecycle_writes.py",
@@ -374,11 +373,22 @@ def mutated(source: str, mutation: Mutation) -> str:
 
 
 def copy_tree(into: Path) -> None:
-    for name in COPIED:
+    """The repository's files as they are in the working tree (tracked, and
+    new ones git does not ignore): some tests read README.md, docs/, the
+    Dockerfile."""
+    git = shutil.which("git")
+    if git is None:
+        raise RuntimeError("git is needed to list the repository's files")
+    listed = subprocess.run(
+        [git, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
         source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
+        if source.is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, into / name)
 
 
