@@ -127,7 +127,7 @@ def _view(user: User | None, user_id: str, history: list[Transition]) -> UserLif
         user_type=user.user_type,
         lifecycle=user.lifecycle,
         lifecycle_changed_at=user.lifecycle_changed_at,
-        status=list(user.status or []),
+        status=[step for step in user.status or [] if isinstance(step, dict)],
         profile_sync_attempts=user.profile_sync_attempts,
         active=user.active,
         blocked=user.blocked,

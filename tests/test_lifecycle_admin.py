@@ -279,3 +279,19 @@ def test_a_state_error_is_a_409_where_errors_become_responses() -> None:
     SCIM layer answers any StateError: 409, the detail as it is."""
     status, detail, scim_type, _ = describe(StateError("user X is ACTIVE, not ERROR"))
     assert (status, detail, scim_type) == (409, "user X is ACTIVE, not ERROR", None)
+
+
+async def test_status_entries_that_are_not_steps_are_left_out(store: Store) -> None:
+    """``status`` is a JSON column: what is not a ``{name, ...}`` object in it is
+    neither shown nor kept by a reset."""
+    user_id = await _new(store)
+    await _gave_up(store, user_id)
+
+    async def junk(session: Any) -> None:
+        user = await session.get(User, user_id)
+        user.status = ["PROFILE_SYNC", 3, None, AUTH0_STEP]
+
+    await store.transaction(junk)
+    assert (await lifecycle_admin.user_lifecycle(store, user_id)).status == [AUTH0_STEP]
+    after = await lifecycle_admin.reset_user(store, user_id, ADMIN)
+    assert [s["name"] for s in after.status] == ["AUTH0_SYNC", "PROFILE_SYNC"]
