@@ -439,10 +439,12 @@ def main() -> int:
         help="the whole suite but the tests written with this check (what it caught before)",
     )
     parser.add_argument("--jobs", type=int, default=2, help="mutations checked at once (2)")
+    parser.add_argument("pytest_args", nargs="*", help="more arguments of pytest (after --)")
     args = parser.parse_args()
     tests = [] if args.suite else list(LIFECYCLE_TESTS)
     if args.without_tables:
         tests = [f"--ignore={path}" for path in TABLES]
+    tests += args.pytest_args
     chosen = [x for x in MUTATIONS if not args.k or args.k in x.name]
     source = (ROOT / TARGET).read_text()
     stale = []
