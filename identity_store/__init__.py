@@ -6,7 +6,8 @@ The public API, which the server, the sync workers and the CLI use (and
 - :mod:`identity_store.store`: :class:`~identity_store.store.Store`, the open
   store, and its transaction runner;
 - the use cases, one module per aggregate: :mod:`identity_store.users`,
-  :mod:`identity_store.groups`, :mod:`identity_store.tokens`;
+  :mod:`identity_store.groups`, :mod:`identity_store.tokens`, and a user's
+  lifecycle for its operators, :mod:`identity_store.lifecycle_admin`;
 - the types they take and return: :mod:`identity_store.actor`,
   :mod:`identity_store.paging`, :mod:`identity_store.attributes`,
   :mod:`identity_store.settings`, and the errors they raise,

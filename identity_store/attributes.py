@@ -374,6 +374,7 @@ def _user_attributes() -> list[Attribute]:
         text(product("userType"), "user_type"),
         Attribute(product("tags"), str, column="tags", rows=Rows.TAGS, writable=True),
         Attribute(product("lifecycle"), str, column="lifecycle"),
+        Attribute(product("lifecycleChangedAt"), datetime, column="lifecycle_changed_at"),
         Attribute(product("status"), None, column="status", refused="'status' cannot be filtered"),
         *(
             Attribute(

@@ -32,6 +32,11 @@ class VersionMismatchError(StoreError):
     """The stored version is not the one the caller based its change on."""
 
 
+class StateError(StoreError):
+    """The resource is not in a state the operation applies to (an admin's
+    reset of a user that is not in ``ERROR``); nothing was written."""
+
+
 class ValidationError(StoreError):
     """A value is not acceptable for the store."""
 

@@ -27,7 +27,7 @@ job run id).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -69,13 +69,13 @@ def target_state(user: User, required: Iterable[str], now: datetime | None = Non
     """
     current = Lifecycle(user.lifecycle) if user.lifecycle else None
     suspended = is_suspended(user, now)
+    if suspended and current is Lifecycle.INACTIVE:
+        return Lifecycle.INACTIVE  # a person's or a service account's
     if user.user_type == UserType.SERVICE_ACCOUNT.value:
         if user.deleted_at is not None:
             return Lifecycle.INACTIVE
         return Lifecycle.SUSPENDED if suspended else Lifecycle.ACTIVE
     if suspended:
-        if current is Lifecycle.INACTIVE:
-            return Lifecycle.INACTIVE
         return Lifecycle.SUSPENDED
     if current is Lifecycle.ERROR:
         return Lifecycle.ERROR
@@ -143,7 +143,11 @@ def deletion_cutoff(now: datetime, zone: str) -> datetime:
     """Start of ``now``'s day in ``zone``: the deletion sync takes the users
     suspended before it (a user suspended today has until tomorrow's run)."""
     local = now.astimezone(ZoneInfo(zone))
-    return datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
+    midnight = datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
+    # A day whose midnight the clocks skip (America/Santiago in September)
+    # starts after the gap: through UTC, 00:00 -04 becomes 01:00 -03, a time
+    # that exists (and compares equal to its instant in other zones).
+    return midnight.astimezone(UTC).astimezone(local.tzinfo)
 
 
 def deletion_due(user: User, cutoff: datetime) -> bool:

@@ -31,6 +31,7 @@ from .models import (
     Group,
     GroupMember,
     IdpSource,
+    Lifecycle,
     User,
     UserAddress,
     UserMultiValue,
@@ -387,6 +388,21 @@ async def insert_user(
     return user
 
 
+_STOPPED = frozenset({Lifecycle.SUSPENDED.value, Lifecycle.INACTIVE.value})
+
+
+def _cause(before: str, user: User) -> str:
+    """The history's ``cause`` of a write's transition, from what the user now
+    is: what suspends it (``deactivated``, ``blocked``, ``expired``), or
+    ``reactivated`` out of ``SUSPENDED``/``INACTIVE``, or ``updated`` (an
+    admin's write that filled or removed required attributes)."""
+    if lifecycle.is_suspended(user):
+        if user.active is False:
+            return "deactivated"
+        return "blocked" if user.blocked else "expired"
+    return "reactivated" if before in _STOPPED else "updated"
+
+
 async def write_replacement(
     session: AsyncSession,
     user: User,
@@ -402,7 +418,7 @@ async def write_replacement(
     _validate(data, max_values)
     if normalize(data.user_name) != user.user_name_normalized:
         await _ensure_user_name_free(session, data.user_name, except_id=user.id)
-    was_suspended = lifecycle.is_suspended(user)
+    before = user.lifecycle
     _apply(user, data)
     values = _multi_value_rows(data)
     if _multi_value_key(values) != _multi_value_key(user.multi_values):
@@ -411,13 +427,12 @@ async def write_replacement(
     if _address_key(addresses) != _address_key(user.addresses):
         await _replace_entries(session, user, UserAddress, addresses)
     user.updated_at = utcnow()
-    cause = "updated"
-    if was_suspended and not lifecycle.is_suspended(user):
-        cause = "reactivated"
-    elif not was_suspended and lifecycle.is_suspended(user):
-        cause = "deactivated" if user.active is False else "blocked"
     lifecycle.transition(
-        session, user, lifecycle.target_state(user, required_attributes), cause, actor
+        session,
+        user,
+        lifecycle.target_state(user, required_attributes),
+        _cause(before, user),
+        actor,
     )
     try:
         await session.flush()

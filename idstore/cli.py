@@ -18,7 +18,7 @@ import uvicorn
 from identity_store import migrate, tokens
 from identity_store.errors import DatabaseConnectionError, StoreError
 from identity_store.settings import Settings
-from idstore import logs, worker_commands
+from idstore import logs, user_commands, worker_commands
 
 
 def _print_err(message: str) -> None:
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=cmd_token)
 
     worker_commands.add_parsers(sub)
+    user_commands.add_parsers(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ from identity_store.errors import (
     InvalidFilterError,
     InvalidSortError,
     NotFoundError,
+    StateError,
     StoreError,
     UnavailableError,
     ValidationError,
@@ -100,6 +101,8 @@ def _from_store_error(error: StoreError) -> tuple[int, str, str | None, dict[str
     if isinstance(error, ConflictError):
         return 409, error.detail, "uniqueness", None
     if isinstance(error, ConcurrentUpdateError):
+        return 409, error.detail, None, None
+    if isinstance(error, StateError):
         return 409, error.detail, None, None
     if isinstance(error, VersionMismatchError):
         return 412, error.detail, None, None

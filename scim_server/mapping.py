@@ -8,6 +8,7 @@ names); writing turns a resource validated by scim2-models into the store's
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -76,6 +77,12 @@ PRODUCT_READ_ONLY = _columns(
 ADDRESS_COLUMNS = _columns(
     USER_ATTRIBUTES.sub_attributes(f"{CORE_USER_SCHEMA}:addresses"), sub=True
 )
+STEP_KEYS = {
+    a.path.partition(".")[2]: _snake(a.path.partition(".")[2])
+    for a in USER_ATTRIBUTES.sub_attributes(f"{PRODUCT_USER_SCHEMA}:status")
+}
+"""SCIM sub-attribute of a ``status`` step → its key in the stored step
+(``updatedAt`` → ``updated_at``, identity_store.status_steps)."""
 
 
 # (SCIM name, scim2-models field, column), computed once rather than per request.
@@ -174,10 +181,22 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
     if user.custom_data is not None:  # an empty object is a value, not an absence
         product["customData"] = user.custom_data
     _put(product, "tags", list(user.tags or []))
-    _put(product, "status", list(user.status or []))
+    _put(product, "status", [_step(step) for step in user.status or [] if isinstance(step, dict)])
     doc["schemas"].append(PRODUCT_USER_SCHEMA)
     doc[PRODUCT_USER_SCHEMA] = product
     return doc
+
+
+def _step(stored: dict[str, Any]) -> dict[str, Any]:
+    """A ``status`` step as the schema names it, its time as every SCIM time."""
+    step: dict[str, Any] = {}
+    for key, stored_key in STEP_KEYS.items():
+        value = stored.get(stored_key)
+        if key == "updatedAt" and isinstance(value, str):
+            with contextlib.suppress(ValueError):  # else kept as the job wrote it
+                value = _iso(datetime.fromisoformat(value))
+        _put(step, key, value)
+    return step
 
 
 def group_document(record: GroupRecord, base_url: str) -> dict[str, Any]:

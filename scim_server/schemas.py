@@ -84,6 +84,9 @@ class IdentityStoreUser(Extension):
     lifecycle: Annotated[str | None, Mutability.read_only] = None
     """``CREATED``, ``ACTIVE``, ``ERROR``, ``SUSPENDED`` or ``INACTIVE`` (SPEC §4)."""
 
+    lifecycle_changed_at: Annotated[datetime | None, Mutability.read_only] = None
+    """When the user entered its ``lifecycle`` state."""
+
     status: Annotated[list[StatusStep] | None, Mutability.read_only] = None
     """Synchronisation steps and their state."""
 

@@ -38,7 +38,7 @@ from scim_server.schemas import IdentityStoreUser, ScimGroup, ScimUser
 
 NOT_ATTRIBUTES = {
     "password_hash": "a hash of the write-only password, never its value",
-    "lifecycle_changed_at": "lifecycle history, not a SCIM attribute",
+    "profile_sync_attempts": "the profile sync's own counter (idstore user show prints it)",
     "role_ids": "RBAC roles, not SCIM roles",
     "providers": "social identities of the management API",
     "last_logged_in_at": "management API",
@@ -234,7 +234,17 @@ MAPPING_BEFORE_THE_TABLE: dict[str, dict[str, str]] = {
         "expirationDate": "expiration_date",
         "blocked": "blocked",
     },
-    "PRODUCT_READ_ONLY": {"lifecycle": "lifecycle", "authUserId": "auth_user_id"},
+    "PRODUCT_READ_ONLY": {
+        "lifecycle": "lifecycle",
+        "lifecycleChangedAt": "lifecycle_changed_at",
+        "authUserId": "auth_user_id",
+    },
+    "STEP_KEYS": {
+        "name": "name",
+        "status": "status",
+        "message": "message",
+        "updatedAt": "updated_at",
+    },
     "ADDRESS_COLUMNS": {
         "formatted": "formatted",
         "streetAddress": "street_address",
