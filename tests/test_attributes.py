@@ -43,7 +43,6 @@ NOT_ATTRIBUTES = {
     "providers": "social identities of the management API",
     "last_logged_in_at": "management API",
     "deleted_at": "a deleted user is not served over SCIM",
-    "profile_sync_attempts": "the profile sync's own counter",
 }
 """Columns of ``users`` no SCIM attribute reads, and why."""
 
