@@ -43,6 +43,7 @@ NOT_ATTRIBUTES = {
     "providers": "social identities of the management API",
     "last_logged_in_at": "management API",
     "deleted_at": "a deleted user is not served over SCIM",
+    "profile_sync_attempts": "the profile sync's counter; its PROFILE_SYNC status step says it",
 }
 """Columns of ``users`` no SCIM attribute reads, and why."""
 
