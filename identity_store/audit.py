@@ -12,8 +12,53 @@ from . import side_rows
 from .actor import Actor
 from .models import AuditEntry, OutboxEntry, OutboxStatus, utcnow
 
-_AUDIT = cast(Table, AuditEntry.__table__)
-_OUTBOX = cast(Table, OutboxEntry.__table__)
+AUDIT = cast(Table, AuditEntry.__table__)
+OUTBOX = cast(Table, OutboxEntry.__table__)
+"""The tables, for a batch job that writes many rows in one statement
+(:func:`identity_store.row_inserts.insert_rows` of :func:`audit_row` /
+:func:`outbox_row`)."""
+
+
+def audit_row(
+    actor: Actor,
+    action: str,
+    resource_type: str,
+    resource_id: str | None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``audit_log`` row of one action."""
+    return {
+        "occurred_at": utcnow(),
+        "token_id": actor.token_id,
+        "actor": actor.name,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "request_id": actor.request_id,
+        "details": details or {},
+    }
+
+
+def outbox_row(
+    target: str,
+    operation: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``outbox`` row of one downstream effect, due now."""
+    now = utcnow()
+    return {
+        "target": target,
+        "operation": operation,
+        "aggregate_type": aggregate_type,
+        "aggregate_id": aggregate_id,
+        "payload": payload or {},
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def record(
@@ -26,20 +71,7 @@ def record(
 ) -> None:
     """Insert an audit row; it commits or rolls back with the change it
     describes."""
-    side_rows.add(
-        session,
-        _AUDIT,
-        {
-            "occurred_at": utcnow(),
-            "token_id": actor.token_id,
-            "actor": actor.name,
-            "action": action,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "request_id": actor.request_id,
-            "details": details or {},
-        },
-    )
+    side_rows.add(session, AUDIT, audit_row(actor, action, resource_type, resource_id, details))
 
 
 def enqueue(
@@ -52,19 +84,6 @@ def enqueue(
 ) -> None:
     """Insert an outbox row for a downstream effect of the change in progress
     (SPEC §3 "Outbox": written in the same transaction)."""
-    now = utcnow()
     side_rows.add(
-        session,
-        _OUTBOX,
-        {
-            "target": target,
-            "operation": operation,
-            "aggregate_type": aggregate_type,
-            "aggregate_id": aggregate_id,
-            "payload": payload or {},
-            "status": OutboxStatus.PENDING.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        },
+        session, OUTBOX, outbox_row(target, operation, aggregate_type, aggregate_id, payload)
     )
