@@ -9,6 +9,7 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 
 from .clock import Clock
+from .profile_sync import ProfileSync
 from .schedules import Schedule, parse
 from .worker import Job, Worker
 
@@ -39,3 +40,6 @@ def build_worker(store: Store, clock: Clock, *, only: list[str] | None = None) -
     if only is not None:
         jobs = {name: job for name, job in jobs.items() if name in only}
     return Worker(store, jobs, schedules(store.settings), clock=clock)
+
+
+JOBS["profile-sync"] = ("job_profile_sync_schedule", ProfileSync)
