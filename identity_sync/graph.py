@@ -20,8 +20,9 @@ every concurrent look-up of this client, not just the one that was told;
 ``RateLimit-Remaining: 0`` with ``RateLimit-Reset`` pauses them likewise
 before Graph has to say no. Other 5xx answers, timeouts and connection
 errors are retried with capped exponential backoff and jitter. Besides, the
-client never sends more than ``graph_requests_per_second`` (a pacer shared by
-all its look-ups) nor more than ``graph_concurrency`` requests at once.
+client sends no more than ``graph_requests_per_second`` on average, in bursts
+of at most :data:`PACER_BURST` (a pacer shared by all its look-ups), and no
+more than ``graph_concurrency`` requests at once.
 
 All waiting goes through the injected :class:`~identity_sync.clock.Clock`,
 so tests drive time instead of sleeping.
@@ -74,6 +75,10 @@ MAX_ATTEMPTS = 5
 MAX_THROTTLED = 10
 """Throttled answers (429) one look-up waits through before Graph counts as
 unavailable: the limit should be met by the pacer, not by waiting forever."""
+
+PACER_BURST = 4
+"""Look-ups that may start at once after a lull: enough to catch up on slots
+a busy event loop made late, far below what Graph tolerates in a burst."""
 
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
@@ -181,18 +186,22 @@ def _error_of(body: bytes) -> str:
 
 
 class Pacer:
-    """At most ``rate`` starts per second among all who ask (a token bucket
-    of one token, on the clock), with pauses everyone waits out.
+    """At most ``rate`` starts per second among all who ask, on average, and
+    at most ``burst`` at once: a token bucket of ``burst`` tokens on the clock
+    (as the generic cell rate algorithm: a theoretical arrival time that each
+    start pushes one interval further), with pauses everyone waits out.
 
     Each caller reserves the next free slot and sleeps until it; a pause
     (a ``Retry-After``) that begins meanwhile voids the slot and the caller
-    takes a new one after the pause, so the end of a pause is no burst."""
+    takes a new one after the pause. The burst lets starts that came late
+    (the event loop was busy) catch up, so the allowance is used, not lost."""
 
-    def __init__(self, rate: float, clock: Clock) -> None:
+    def __init__(self, rate: float, clock: Clock, burst: int = 1) -> None:
         self.interval = 1.0 / rate
+        self.tolerance = (max(burst, 1) - 1) * self.interval
         self.clock = clock
         self._origin = clock.now()
-        self._next = 0.0
+        self._arrival = 0.0
         self._paused_until = 0.0
 
     def _now(self) -> float:
@@ -206,8 +215,9 @@ class Pacer:
     async def wait(self) -> None:
         while True:
             now = self._now()
-            slot = max(now, self._next, self._paused_until)
-            self._next = slot + self.interval
+            arrival = max(self._arrival, now, self._paused_until)
+            slot = max(now, arrival - self.tolerance, self._paused_until)
+            self._arrival = arrival + self.interval
             if slot > now:
                 await self.clock.sleep(slot - now)
             if self._paused_until <= self._now():
@@ -251,7 +261,7 @@ class GraphClient:
             "scope": GRAPH_SCOPE,
             "grant_type": "client_credentials",
         }
-        self.pacer = Pacer(settings.graph_requests_per_second, clock)
+        self.pacer = Pacer(settings.graph_requests_per_second, clock, PACER_BURST)
         self._slots = asyncio.Semaphore(settings.graph_concurrency)
         self._token: _Token | None = None
         self._token_lock = asyncio.Lock()

@@ -21,6 +21,7 @@ from identity_sync.graph import (
     MAX_ATTEMPTS,
     MAX_BODY_BYTES,
     MAX_RETRY_AFTER_SECONDS,
+    PACER_BURST,
     GraphClient,
     GraphUnavailable,
     LookupRefused,
@@ -355,16 +356,32 @@ async def test_the_pacer_spaces_starts_and_voids_slots_a_pause_covers(
     assert (clock.now() - start).total_seconds() == pytest.approx(3.4)
 
 
+async def test_the_pacer_lets_a_small_burst_catch_up_after_a_lull(clock: ManualClock) -> None:
+    """With a burst of 3, three starts go at once, then one per interval;
+    after a lull the burst is there again, never more."""
+    pacer = Pacer(10, clock, burst=3)
+    start = clock.now()
+    for _ in range(5):
+        await pacer.wait()
+    assert (clock.now() - start).total_seconds() == pytest.approx(0.2)
+    clock.advance(10)
+    clock.sleeps.clear()
+    for _ in range(4):
+        await pacer.wait()
+    assert clock.sleeps == [pytest.approx(0.1, abs=1e-5)]
+
+
 async def test_concurrent_look_ups_share_one_pace(graph: GraphEmulator, clock: ManualClock) -> None:
-    """Twenty look-ups at once at ten a second: they start a tenth of a
-    second apart (1.9 s for all), not twenty at once."""
+    """Twenty look-ups at once at ten a second: after the first
+    :data:`PACER_BURST`, they start a tenth of a second apart, not twenty at
+    once."""
     ids = [graph.add_user(**{SAM: f"u{n}"}) for n in range(20)]
     async with _client(graph, clock, graph_requests_per_second=10.0) as client:
         start = clock.now()
         found = await asyncio.gather(*(client.get_user(i, [SAM]) for i in ids))
     assert all(user is not None for user in found)
-    assert (clock.now() - start).total_seconds() == pytest.approx(1.9)
-    assert clock.sleeps == [pytest.approx(0.1, abs=1e-5)] * 19
+    assert (clock.now() - start).total_seconds() == pytest.approx((20 - PACER_BURST) / 10)
+    assert clock.sleeps == [pytest.approx(0.1, abs=1e-5)] * (20 - PACER_BURST)
 
 
 async def test_no_more_look_ups_in_flight_than_the_concurrency(
