@@ -7,12 +7,16 @@ A run pages through the ``CREATED`` users (``job_batch_size`` at a time, by
 id); for each batch it looks the users up concurrently
 (:class:`~identity_sync.graph.GraphClient`: paced, bounded, throttling
 honoured), then stores what it found in one transaction
-(:func:`identity_store.profiles.apply_lookups`) and reaches a checkpoint. A
-user with nothing missing moves on without a look-up. A Graph outage
+(:func:`identity_store.profiles.apply_lookups`). The store of a batch runs
+while the next batch is looked up, so that Graph's allowance is not left
+unused while the database works; the run reaches its checkpoint between the
+two, once the previous batch is committed. A user with nothing missing moves
+on without a look-up. A Graph outage
 (:class:`~identity_sync.graph.GraphUnavailable`) stops the run where it is:
-the batch in flight is dropped, so its users keep their state and no attempt
-is counted against them, and the run fails with the reason. A dry run looks
-up and counts what would change, and writes nothing.
+the batch being looked up is dropped, so its users keep their state and no
+attempt is counted against them (the batch being stored still commits), and
+the run fails with the reason. A dry run looks up and counts what would
+change, and writes nothing.
 
 One run counts at most one look-up per user: pages go forward by id, and a
 run taken over after its worker died skips the users it counted already
@@ -77,35 +81,49 @@ class ProfileSync:
         # A run taken over (or released and resumed) skips whom it counted.
         counted_by = ctx.actor if ctx.run.attempts > 1 else None
         async with GraphClient(settings, ctx.clock) as graph:
-            after: str | None = None
-            while True:
-                batch = await profiles.created_users(
-                    ctx.store,
-                    after_id=after,
-                    limit=settings.job_batch_size,
-                    counted_by=counted_by,
-                )
-                if not batch:
-                    break
-                after = batch[-1].id
-                todo = [user for user in batch if not user.counted]
-                ctx.count("counted_before_take_over", len(batch) - len(todo))
-                notes = _Notes()
-                lookups = await self._look_up(graph, todo, notes)
-                applied = await profiles.apply_lookups(
-                    ctx.store,
-                    lookups,
-                    ctx.actor,
-                    ctx.as_of,
-                    settings.profile_sync_max_attempts,
-                    dry_run=ctx.dry_run,
-                )
-                for kind, n in (notes.counts + applied.counts).items():
-                    ctx.count(kind, n)
-                for error in notes.errors + applied.errors:
-                    ctx.error(**error)
-                ctx.checkpoint()
+            storing: asyncio.Task[None] | None = None
+            try:
+                after: str | None = None
+                while True:
+                    batch = await profiles.created_users(
+                        ctx.store,
+                        after_id=after,
+                        limit=settings.job_batch_size,
+                        counted_by=counted_by,
+                    )
+                    if not batch:
+                        break
+                    after = batch[-1].id
+                    todo = [user for user in batch if not user.counted]
+                    notes = _Notes()
+                    notes.counts["counted_before_take_over"] = len(batch) - len(todo)
+                    lookups = await self._look_up(graph, todo, notes)
+                    if storing is not None:
+                        await storing
+                        storing = None
+                    ctx.checkpoint()
+                    storing = asyncio.create_task(self._store(ctx, lookups, notes))
+            finally:
+                if storing is not None:
+                    # The batch being stored is whole: let it commit, whatever
+                    # stopped the run (its counts are then the run's).
+                    await asyncio.shield(storing)
         return self._summary(ctx)
+
+    async def _store(self, ctx: RunContext, lookups: list[Lookup], notes: _Notes) -> None:
+        """Store one batch's look-ups and add what happened to the run's record."""
+        applied = await profiles.apply_lookups(
+            ctx.store,
+            lookups,
+            ctx.actor,
+            ctx.as_of,
+            ctx.settings.profile_sync_max_attempts,
+            dry_run=ctx.dry_run,
+        )
+        for kind, n in (notes.counts + applied.counts).items():
+            ctx.count(kind, n)
+        for error in notes.errors + applied.errors:
+            ctx.error(**error)
 
     def _summary(self, ctx: RunContext) -> str:
         c = ctx.counts

@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -222,6 +223,10 @@ class GraphEmulator:
         self._generation = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.on_look_up: Callable[[int], None] | None = None
+        """Called (in the emulator's thread) with the number of each look-up
+        as it arrives: a test's way to act at a given point of a run."""
+        self._look_ups = 0
         """Most look-ups that were being answered at once."""
         self.rate_limit: RateLimit | None = None
         self.delay = 0.0
@@ -285,6 +290,8 @@ class GraphEmulator:
             self.quota_headers = {}
             self.in_flight = self.max_in_flight = 0
             self._generation += 1  # look-ups still being answered count no more
+            self.on_look_up = None
+            self._look_ups = 0
             self.client_secret = "emulator-secret"
             self.token_lifetime = 3599
 
@@ -318,10 +325,11 @@ class GraphEmulator:
 
     # -- Serving -------------------------------------------------------------
 
-    def start(self) -> GraphEmulator:
+    def start(self, port: int = 0) -> GraphEmulator:
+        """Serve on ``port`` of 127.0.0.1 (a free one by default)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         sock.listen(512)  # connections wait in the backlog until uvicorn accepts
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -454,6 +462,10 @@ class GraphEmulator:
             generation = self._generation
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._look_ups += 1
+            number, hook = self._look_ups, self.on_look_up
+        if hook is not None:
+            hook(number)
         try:
             response = await self._user_answer(request)
         finally:

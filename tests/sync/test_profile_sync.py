@@ -409,9 +409,9 @@ async def test_a_second_run_changes_nothing_once_everything_is_filled(
 async def test_a_run_taken_over_counts_one_attempt_per_user(
     open_store: OpenStore, graph: GraphEmulator, clock: ManualClock
 ) -> None:
-    """A worker stops after its first batch and hands the run back; the
-    worker that takes the tick over neither looks those users up again nor
-    counts them twice."""
+    """A worker told to stop while its second batch is looked up stores its
+    first batch and hands the run back; the worker that takes the tick over
+    neither looks the stored user up again nor counts it twice."""
     store = await open_store(job_batch_size=1)
     ids = [
         await _create(store, f"u{n}@example.com", key=f"9b0c5bb4-7d4c-4b11-9f59-0d2bde0e7c1{n}")
@@ -424,24 +424,27 @@ async def test_a_run_taken_over_counts_one_attempt_per_user(
         store, JOB, tick, worker=first.name, now=clock.now(), lease=lease
     )
     assert run is not None
-    first.stop()  # SIGTERM: the run stops at its first checkpoint
+    loop = asyncio.get_running_loop()
+    # SIGTERM while the second user is being looked up.
+    graph.on_look_up = lambda n: loop.call_soon_threadsafe(first.stop) if n == 2 else None
     released = await first.execute(run)
     assert released is not None
     assert released.status == "INTERRUPTED"
     assert [(await _user(store, i)).profile_sync_attempts for i in ids] == [1, 0, 0]
 
+    graph.on_look_up = None
     second = _worker(store, clock)
     taken = await job_runs.claim_tick(
         store, JOB, tick, worker=second.name, now=clock.now(), lease=lease
     )
     assert taken is not None
-    assert taken.id == run.id
-    assert taken.attempts == 2
+    assert (taken.id, taken.attempts) == (run.id, 2)
     done = await second.execute(taken)
     assert done is not None
     assert done.status == "SUCCEEDED"
     assert [(await _user(store, i)).profile_sync_attempts for i in ids] == [1, 1, 1]
-    assert len(graph.seen()) == 3
+    looked_up = [seen.path.rsplit("/", 1)[1] for seen in graph.seen()]
+    assert looked_up == [f"9b0c5bb4-7d4c-4b11-9f59-0d2bde0e7c1{n}" for n in (0, 1, 1, 2)]
     assert done.counts["counted_before_take_over"] == 1
     assert done.counts["still_created"] == 3
 
