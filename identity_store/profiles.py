@@ -99,10 +99,8 @@ class Lookup:
     """Attribute -> the directory's value."""
     reasons: Mapping[str, str] = field(default_factory=dict)
     """Attribute -> why there is no value ("not found in the directory
-    (404)", "employeeId empty in the directory"...)."""
-    looked_up: bool = True
-    """``False`` for a user with nothing missing, not looked up: it only
-    moves on, and no attempt is counted."""
+    (404)", "employeeId empty in the directory"...). A user with nothing
+    missing needs no look-up: its ``Lookup`` is empty, and it goes ``ACTIVE``."""
 
 
 @dataclass(slots=True)
@@ -257,8 +255,7 @@ def _decide(
             continue
         filled[name] = value
     state = {name: filled.get(name, row[name]) for name in (*required, *targets)}
-    looked_up = lookup.looked_up
-    attempts = (row["profile_sync_attempts"] or 0) + (1 if looked_up else 0)
+    attempts = (row["profile_sync_attempts"] or 0) + 1  # counted only if still missing
     subject = User(id=user_id, lifecycle=row["lifecycle"], **state)
     to = lifecycle.after_profile_sync(subject, required, attempts, max_attempts)
     missing = [name for name in required if not _present(state[name])]

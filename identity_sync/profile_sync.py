@@ -153,7 +153,7 @@ class ProfileSync:
 
     async def _look_up_one(self, graph: GraphClient, user: PendingUser, notes: _Notes) -> Lookup:
         if not user.missing:
-            return Lookup(user, looked_up=False)
+            return Lookup(user)
         reasons = {name: UNMAPPED for name in user.missing if name not in self.sources}
         wanted = [name for name in user.empty if name in self.sources]
         properties = [prop for name in wanted for prop in self.sources[name]]
