@@ -9,6 +9,7 @@ import asyncio
 import gzip
 import random
 import socket
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -215,22 +216,63 @@ async def test_a_429_waits_the_retry_after_graph_names(
     assert clock.sleeps == [pytest.approx(7.0)]
 
 
-async def test_a_429_pauses_every_concurrent_look_up(
-    graph: GraphEmulator, clock: ManualClock
-) -> None:
-    """Graph's throttling is per application: after one 429, no look-up of
-    the client starts before the ``Retry-After`` is over."""
-    ids = [graph.add_user(**{SAM: f"u{n}"}) for n in range(6)]
+class SteppedClock:
+    """A clock whose sleepers wait until the test moves time past their
+    deadline (a :class:`ManualClock` moves time for everyone at each sleep,
+    which hides who waited)."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self.sleepers: list[tuple[datetime, asyncio.Task[Any] | None, asyncio.Future[None]]] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        woken = asyncio.get_running_loop().create_future()
+        self.sleepers.append(
+            (self._now + timedelta(seconds=seconds), asyncio.current_task(), woken)
+        )
+        await woken
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+        for deadline, _, woken in list(self.sleepers):
+            if deadline <= self._now:
+                self.sleepers.remove((deadline, _, woken))
+                woken.set_result(None)
+
+
+async def _until(condition: Any, deadline: float = 10.0) -> None:
+    """Let the loop (and the emulator) work until ``condition()`` holds."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    while not condition():
+        assert loop.time() < give_up, "the condition never held"
+        await asyncio.sleep(0.001)
+
+
+async def test_a_429_pauses_every_concurrent_look_up(graph: GraphEmulator) -> None:
+    """Graph's throttling is per application: after one 429, a look-up that
+    was never refused waits out the ``Retry-After`` too, before it is sent."""
+    first, second = (graph.add_user(**{SAM: f"u{n}"}) for n in range(2))
     graph.fail_next(1, 429, retry_after="30")
-    async with _client(graph, clock) as client:
-        start = clock.now()
-        await client.get_user(ids[0], [SAM])  # the one told to wait
-        seen_before = len(graph.seen())
-        found = await asyncio.gather(*(client.get_user(i, [SAM]) for i in ids[1:]))
-    assert all(user is not None for user in found)
-    assert seen_before == 2
-    assert (clock.now() - start).total_seconds() >= 30
-    assert _statuses(graph) == [429] + [200] * 6
+    clock = SteppedClock(datetime(2026, 12, 7, 9, 0, tzinfo=UTC))
+    settings = _settings(graph, graph_concurrency=1)
+    async with GraphClient(settings, clock, rng=random.Random(7)) as client:
+        # One request at a time: the first is sent (and refused), the other queues.
+        told = asyncio.create_task(client.get_user(first, [SAM]))
+        other = asyncio.create_task(client.get_user(second, [SAM]))
+        await _until(lambda: len(clock.sleepers) == 1)
+        assert clock.sleepers[0][1] is other  # it waits the pause, unasked
+        assert clock.sleepers[0][0] == clock.now() + timedelta(seconds=30)
+        assert len(graph.seen()) == 1
+        clock.advance(30)
+        assert all(user is not None for user in await asyncio.gather(told, other))
+    assert _statuses(graph) == [429, 200, 200]
 
 
 async def test_a_huge_retry_after_is_capped(graph: GraphEmulator, clock: ManualClock) -> None:

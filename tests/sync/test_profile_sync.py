@@ -149,6 +149,8 @@ class Case:
     selected: str | None = None
     """The ``$select`` sent, or ``None``: no look-up at all."""
     has_key: bool = True
+    told_auth0: bool = False
+    """An ``auth0 upsert`` outbox row was written (an attribute or the state changed)."""
 
 
 CASES = [
@@ -162,6 +164,7 @@ CASES = [
         "filled idp_username, idp_cloud_username, idp_workforce_id from the directory",
         {"idp_username": "ada", "idp_cloud_username": "ada@contoso.com", "idp_workforce_id": "E-1"},
         f"{SAM},{UPN},{EMPLOYEE_ID}",
+        told_auth0=True,
     ),
     Case(
         "partly found: what was found is stored, still CREATED",
@@ -173,6 +176,7 @@ CASES = [
         f"missing idp_username: {SAM} empty in the directory (attempt 1 of 3)",
         {"idp_username": None, "idp_cloud_username": "ada@contoso.com"},
         f"{SAM},{UPN},{EMPLOYEE_ID}",
+        told_auth0=True,
     ),
     Case(
         "an empty string is empty",
@@ -204,6 +208,7 @@ CASES = [
         "ERROR",
         "missing idp_username: not found in the directory (404) (after 3 attempts)",
         selected=f"{SAM},{EMPLOYEE_ID}",
+        told_auth0=True,
     ),
     Case(
         "a client's values are never overwritten, nor asked for",
@@ -219,6 +224,7 @@ CASES = [
             "idp_workforce_id": "W-SCIM",
         },
         SAM,
+        told_auth0=True,
     ),
     Case(
         "a value the directory should not hold is refused, not stored",
@@ -250,6 +256,7 @@ CASES = [
         "OK",
         "required attributes present",
         {"idp_username": "ada"},
+        told_auth0=True,
     ),
 ]
 
@@ -278,6 +285,8 @@ async def test_profile_sync_rules(
     assert user.version == before.version + 1
     selects = [seen.query.get("$select") for seen in graph.seen()]
     assert selects == ([case.selected] if case.selected else [])
+    upserts = await _count(store, OutboxEntry, aggregate_id=user_id, operation="upsert")
+    assert upserts - 1 == int(case.told_auth0)  # the create wrote the first
 
 
 async def test_a_user_that_goes_active_leaves_its_trail(
@@ -589,6 +598,54 @@ async def test_apply_lookups_skips_a_user_written_since_it_was_read(
     )
     assert applied.counts == {"skipped": 1}
     assert (await _user(store, user_id)).idp_username is None
+
+
+async def test_apply_lookups_skips_a_user_moved_on_without_a_new_version(
+    open_store: OpenStore, graph: GraphEmulator, clock: ManualClock
+) -> None:
+    """A user another job moved out of ``CREATED`` (a set-based statement
+    that left its version) is not the profile sync's any more."""
+    store = await open_store()
+    user_id = await _create(store, "ada@contoso.com", key="9b0c5bb4-7d4c-4b11-9f59-0d2bde0e7c11")
+    [pending] = await profiles.created_users(store, after_id=None, limit=10)
+
+    async def suspend(session: AsyncSession) -> None:
+        await session.execute(update(User).where(User.id == user_id).values(lifecycle="SUSPENDED"))
+
+    await store.transaction(suspend)
+    applied = await profiles.apply_lookups(
+        store, [Lookup(pending, values={"idp_username": "ada"})], ACTOR, clock.now(), 3
+    )
+    assert applied.counts == {"skipped": 1}
+    user = await _user(store, user_id)
+    assert (user.lifecycle, user.idp_username) == ("SUSPENDED", None)
+
+
+async def test_apply_lookups_never_overwrites_a_value_that_is_there(
+    open_store: OpenStore, graph: GraphEmulator, clock: ManualClock
+) -> None:
+    """Whatever a look-up brings, an attribute with a value keeps it; only
+    the empty ones are filled."""
+    store = await open_store()
+    user_id = await _create(
+        store, "ada@contoso.com", key="9b0c5bb4-7d4c-4b11-9f59-0d2bde0e7c11", idp_workforce_id="W-1"
+    )
+    [pending] = await profiles.created_users(store, after_id=None, limit=10)
+    values = {
+        "idp_username": "ada",
+        "idp_cloud_username": "x@contoso.com",
+        "idp_workforce_id": "W-2",
+    }
+    applied = await profiles.apply_lookups(
+        store, [Lookup(pending, values=values)], ACTOR, clock.now(), 3
+    )
+    assert applied.counts == {"activated": 1, "filled": 1}
+    user = await _user(store, user_id)
+    assert (user.idp_username, user.idp_cloud_username, user.idp_workforce_id) == (
+        "ada",
+        "ada@contoso.com",
+        "W-1",
+    )
 
 
 async def test_apply_lookups_refuses_what_the_column_cannot_hold(
