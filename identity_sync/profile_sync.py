@@ -7,10 +7,11 @@ A run pages through the ``CREATED`` users (``job_batch_size`` at a time, by
 id); for each batch it looks the users up concurrently
 (:class:`~identity_sync.graph.GraphClient`: paced, bounded, throttling
 honoured), then stores what it found in one transaction
-(:func:`identity_store.profiles.apply_lookups`). The store of a batch runs
-while the next batch is looked up, so that Graph's allowance is not left
-unused while the database works; the run reaches its checkpoint between the
-two, once the previous batch is committed. A user with nothing missing moves
+(:func:`identity_store.profiles.apply_lookups`). The store of a batch, and
+the read of the next page, run while the next batch is looked up, so that
+Graph's allowance is not left unused while the database works; the run
+reaches its checkpoint between two batches, once the previous one is
+committed. A user with nothing missing moves
 on without a look-up. A Graph outage
 (:class:`~identity_sync.graph.GraphUnavailable`) stops the run where it is:
 the batch being looked up is dropped, so its users keep their state and no
@@ -26,6 +27,7 @@ run taken over after its worker died skips the users it counted already
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,20 +82,27 @@ class ProfileSync:
             return NOT_CONFIGURED
         # A run taken over (or released and resumed) skips whom it counted.
         counted_by = ctx.actor if ctx.run.attempts > 1 else None
+
+        def read(after: str | None) -> asyncio.Task[list[PendingUser]]:
+            return asyncio.create_task(
+                profiles.created_users(
+                    ctx.store,
+                    after_id=after,
+                    limit=settings.job_batch_size,
+                    counted_by=counted_by,
+                )
+            )
+
         async with GraphClient(settings, ctx.clock) as graph:
+            reading: asyncio.Task[list[PendingUser]] | None = read(None)
             storing: asyncio.Task[None] | None = None
             try:
-                after: str | None = None
-                while True:
-                    batch = await profiles.created_users(
-                        ctx.store,
-                        after_id=after,
-                        limit=settings.job_batch_size,
-                        counted_by=counted_by,
-                    )
+                while reading is not None:
+                    batch = await reading
+                    # The next page is read while this one is looked up.
+                    reading = read(batch[-1].id) if batch else None
                     if not batch:
                         break
-                    after = batch[-1].id
                     todo = [user for user in batch if not user.counted]
                     notes = _Notes()
                     notes.counts["counted_before_take_over"] = len(batch) - len(todo)
@@ -104,6 +113,9 @@ class ProfileSync:
                     ctx.checkpoint()
                     storing = asyncio.create_task(self._store(ctx, lookups, notes))
             finally:
+                if reading is not None:
+                    with contextlib.suppress(Exception):
+                        await reading  # a read only; its result is not needed
                 if storing is not None:
                     # The batch being stored is whole: let it commit, whatever
                     # stopped the run (its counts are then the run's).
