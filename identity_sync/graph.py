@@ -76,7 +76,7 @@ MAX_THROTTLED = 10
 """Throttled answers (429) one look-up waits through before Graph counts as
 unavailable: the limit should be met by the pacer, not by waiting forever."""
 
-PACER_BURST = 4
+PACER_BURST = 10
 """Look-ups that may start at once after a lull: enough to catch up on slots
 a busy event loop made late, far below what Graph tolerates in a burst."""
 
