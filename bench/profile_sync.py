@@ -9,9 +9,10 @@ The database ``idstore_bench_jobs`` is dropped and created again on the
 server of ``--server`` (default: local PostgreSQL), migrated with the
 project's migrations, and seeded in bulk (users without ``idp_username``
 and ``idp_cloud_username``). The emulator (tests/emulators/graph.py) serves
-on 127.0.0.1 in this process's background thread, as in the tests, or in
-a process of its own with ``--emulator process``. The run is the job as
-``idstore jobs run profile-sync`` runs it (registry, worker, store).
+on 127.0.0.1 from a process of its own, as Graph is another machine's, or
+with ``--emulator thread`` from this process's background thread, as in the
+tests. The run is the job as ``idstore jobs run profile-sync`` runs it
+(registry, worker, store).
 """
 
 from __future__ import annotations
