@@ -1,7 +1,7 @@
 """Append-only audit log and outbox rows, written in the caller's transaction
 (when it commits: :mod:`identity_store.side_rows`).
 
-:func:`entry_row` and :func:`outbox_row` are the rows themselves, for the
+:func:`audit_row` and :func:`outbox_row` are the rows themselves, for the
 batch jobs that write many of them in one statement
 (:func:`identity_store.row_inserts.insert_rows` into :data:`AUDIT` and
 :data:`OUTBOX`); :func:`record` and :func:`enqueue` add one row to the
@@ -24,7 +24,7 @@ AUDIT = cast(Table, AuditEntry.__table__)
 OUTBOX = cast(Table, OutboxEntry.__table__)
 
 
-def entry_row(
+def audit_row(
     actor: Actor,
     action: str,
     resource_type: str,
@@ -78,7 +78,7 @@ def record(
 ) -> None:
     """Insert an audit row; it commits or rolls back with the change it
     describes."""
-    side_rows.add(session, AUDIT, entry_row(actor, action, resource_type, resource_id, details))
+    side_rows.add(session, AUDIT, audit_row(actor, action, resource_type, resource_id, details))
 
 
 def enqueue(

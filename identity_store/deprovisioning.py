@@ -191,7 +191,7 @@ async def expire_batch(
                 )
             )
             entries.append(
-                audit.entry_row(
+                audit.audit_row(
                     actor,
                     "user.expire",
                     "User",
@@ -359,7 +359,7 @@ async def _deprovision(
             )
         )
         entries.append(
-            audit.entry_row(
+            audit.audit_row(
                 actor,
                 "user.deprovision",
                 "User",

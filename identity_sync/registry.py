@@ -11,16 +11,18 @@ from identity_store.store import Store
 from .clock import Clock
 from .deletion_sync import DeletionSync
 from .expiry import Expiry
+from .profile_sync import ProfileSync
 from .schedules import Schedule, ScheduleError, parse
 from .worker import Job, Worker
 
 JobFactory = Callable[[Settings, Clock], Job]
 
-JOBS: dict[str, tuple[str, JobFactory]] = {}
+JOBS: dict[str, tuple[str, JobFactory]] = {
+    "profile-sync": ("job_profile_sync_schedule", ProfileSync),
+    "deletion-sync": ("job_deletion_sync_schedule", DeletionSync),
+    "expiry": ("job_expiry_schedule", Expiry),
+}
 """Job name -> (name of its schedule setting, factory)."""
-
-JOBS["deletion-sync"] = ("job_deletion_sync_schedule", DeletionSync)
-JOBS["expiry"] = ("job_expiry_schedule", Expiry)
 
 
 def schedule_setting(settings: Settings, name: str) -> str:

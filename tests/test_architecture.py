@@ -47,6 +47,7 @@ STORE_PUBLIC = frozenset(
         "identity_store.job_runs",
         "identity_store.lifecycle_admin",
         "identity_store.paging",
+        "identity_store.profiles",
         "identity_store.settings",
         "identity_store.store",
         "identity_store.tokens",
