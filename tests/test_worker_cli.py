@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -138,7 +139,8 @@ def test_serve_runs_the_worker_in_its_own_process_on_sqlite(tmp_path: Path) -> N
         assert {r.status for r in latest.values()} == {"SUCCEEDED"}
     finally:
         process.terminate()
-        code = process.wait(timeout=30)
-        if process.stderr is not None:
-            process.stderr.close()
-    assert code == 0
+        _, stderr = process.communicate(timeout=30)
+    # uvicorn re-raises SIGTERM once it has shut down (exit status -15); the
+    # worker's own last line says that it stopped rather than being cut off.
+    assert re.search(r"worker \S+ stopped", stderr), stderr
+    assert "Traceback" not in stderr
