@@ -43,7 +43,7 @@ from typing import Any, cast
 from sqlalchemy import String, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import audit, lifecycle, row_inserts
+from . import audit, lifecycle, row_inserts, status_steps
 from .actor import Actor
 from .models import AuditEntry, Lifecycle, StepStatus, User
 from .store import Store
@@ -59,7 +59,7 @@ __all__ = [
     "created_users",
 ]
 
-STEP = "PROFILE_SYNC"
+STEP = status_steps.PROFILE_SYNC
 """The name of the profile sync's step in a user's ``status``."""
 
 CAUSE = "profile-sync"
@@ -208,17 +208,6 @@ def _missing_message(missing: Sequence[str], reasons: Mapping[str, str]) -> str:
     return "; ".join(f"missing {', '.join(names)}: {why}" for why, names in by_reason.items())
 
 
-def _with_step(steps: Any, step: dict[str, Any]) -> list[dict[str, Any]]:
-    """``steps`` with the profile sync's step replaced (or added at the end)."""
-    kept = [s for s in (steps or []) if not (isinstance(s, dict) and s.get("name") == STEP)]
-    position = next(
-        (i for i, s in enumerate(steps or []) if isinstance(s, dict) and s.get("name") == STEP),
-        len(kept),
-    )
-    kept.insert(position, step)
-    return kept
-
-
 @dataclass(slots=True)
 class _Outcome:
     """One user's new state."""
@@ -282,14 +271,14 @@ def _decide(
     applied.counts["filled"] += len(filled)
     version = row["version"] + 1
     changed_state = to.value != row["lifecycle"]
-    step = {"name": STEP, "status": status.value, "message": message, "updated_at": now.isoformat()}
+    step = status_steps.step(STEP, status, message, now)
     values = {
         "b_id": user_id,
         "b_version": row["version"],
         **{f"b_{name}": filled.get(name, row[name]) for name in targets},
         "b_lifecycle": to.value,
         "b_lifecycle_changed_at": now if changed_state else row["lifecycle_changed_at"],
-        "b_status": _with_step(row["status"], step),
+        "b_status": status_steps.with_step(row["status"], step),
         "b_profile_sync_attempts": attempts,
         "b_new_version": version,
         "b_updated_at": now,
