@@ -10,18 +10,15 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from identity_store import lifecycle_admin
 from identity_store.actor import Actor
 from identity_store.errors import NotFoundError
 from identity_store.lifecycle_admin import Transition, UserLifecycle
 from identity_store.settings import Settings
-from identity_store.store import Store
-
-T = TypeVar("T")
+from idstore.opening import with_store
 
 USER_ID = re.compile(r"[0-9A-Za-z]{1,64}")
 """What a user id given on the command line may be: ids are ULIDs (26
@@ -45,14 +42,6 @@ def _actor() -> Actor:
         who = ""
     name = f"cli:{who}" if who else "cli"
     return Actor(name=name[:255], request_id=f"cli-{uuid.uuid4().hex}")
-
-
-async def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
-    store = await Store.open(settings)
-    try:
-        return await work(store)
-    finally:
-        await store.close()
 
 
 def _text(value: Any) -> str:
@@ -158,7 +147,7 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
 def _show(args: argparse.Namespace, settings: Settings) -> int:
     try:
         view = asyncio.run(
-            _with_store(settings, lambda store: lifecycle_admin.user_lifecycle(store, args.id))
+            with_store(settings, lambda store: lifecycle_admin.user_lifecycle(store, args.id))
         )
     except NotFoundError:
         return _no_user(args.id)
@@ -173,7 +162,7 @@ def _reset(args: argparse.Namespace, settings: Settings) -> int:
     actor = _actor()
     try:
         view = asyncio.run(
-            _with_store(settings, lambda store: lifecycle_admin.reset_user(store, args.id, actor))
+            with_store(settings, lambda store: lifecycle_admin.reset_user(store, args.id, actor))
         )
     except NotFoundError:
         return _no_user(args.id)

@@ -9,9 +9,8 @@ import json
 import logging.config
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from identity_store import job_runs
 from identity_store.job_runs import RunRecord
@@ -21,20 +20,11 @@ from identity_sync import registry
 from identity_sync.clock import SystemClock
 from identity_sync.schedules import ScheduleError
 from idstore import logs
-
-T = TypeVar("T")
+from idstore.opening import with_store
 
 
 class UsageError(Exception):
     """A command line that names something that does not exist (exit 2)."""
-
-
-async def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
-    store = await Store.open(settings)
-    try:
-        return await work(store)
-    finally:
-        await store.close()
 
 
 def _when(value: datetime | None) -> str:
@@ -133,7 +123,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         await worker.run_forever()
         return 0
 
-    return asyncio.run(_with_store(settings, work))
+    return asyncio.run(with_store(settings, work))
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,7 +140,7 @@ def _jobs_list(args: argparse.Namespace, settings: Settings) -> int:
     schedules = registry.schedules(settings)
     now = datetime.now(UTC)
     latest = asyncio.run(
-        _with_store(settings, lambda store: job_runs.latest_runs(store, list(registry.JOBS)))
+        with_store(settings, lambda store: job_runs.latest_runs(store, list(registry.JOBS)))
     )
     rows = []
     for name in registry.JOBS:
@@ -188,7 +178,7 @@ def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(sig, worker.stop)
         return await worker.run_now(args.name, as_of=args.as_of, dry_run=args.dry_run)
 
-    run = asyncio.run(_with_store(settings, work))
+    run = asyncio.run(with_store(settings, work))
     if run is None:
         print("idstore: the run's outcome could not be read back", file=sys.stderr)
         return 1
@@ -198,7 +188,7 @@ def _jobs_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _jobs_history(args: argparse.Namespace, settings: Settings) -> int:
     runs = asyncio.run(
-        _with_store(settings, lambda store: job_runs.history(store, args.name, limit=args.limit))
+        with_store(settings, lambda store: job_runs.history(store, args.name, limit=args.limit))
     )
     if args.json:
         print(json.dumps([_run_json(run) for run in runs], indent=2))
