@@ -223,8 +223,8 @@ MUTATIONS = [
         "reset-any-state",
         "after_reset makes any user CREATED",
         (
-            "    return Lifecycle(user.lifecycle)\n\n\ndef expiry_due",
-            "    return Lifecycle.CREATED\n\n\ndef expiry_due",
+            "    return Lifecycle(user.lifecycle)\n\n\nEXPIRY_CANDIDATES",
+            "    return Lifecycle.CREATED\n\n\nEXPIRY_CANDIDATES",
         ),
     ),
     # -- expiry_due and its SQL twin
@@ -256,17 +256,22 @@ MUTATIONS = [
     m(
         "expiry-clause-strict",
         "expiry_due_clause: < instead of <=",
-        ("User.expiration_date <= now,", "User.expiration_date < now,"),
+        ("User.expiration_date <= now)", "User.expiration_date < now)"),
     ),
     m(
         "expiry-clause-backwards",
         "expiry_due_clause reads the date backwards",
-        ("User.expiration_date <= now,", "User.expiration_date >= now,"),
+        ("User.expiration_date <= now)", "User.expiration_date >= now)"),
+    ),
+    m(
+        "expiry-clause-states",
+        "expiry_due_clause forgets ERROR users (its literal states)",
+        ("IN ('CREATED', 'ACTIVE', 'ERROR')", "IN ('CREATED', 'ACTIVE')"),
     ),
     m(
         "expiry-clause-deleted",
         "expiry_due_clause takes SCIM-deleted users",
-        ("        User.deleted_at.is_(None),\n", ""),
+        ("    User.deleted_at.is_(None),\n    # Literal", "    # Literal"),
     ),
     # -- deletion_cutoff, deletion_due and its SQL twin
     m(
