@@ -61,7 +61,7 @@ def _run_line(run: RunRecord) -> str:
     flags = " (dry run)" if run.dry_run else ""
     message = f"  {run.message}" if run.message else ""
     return (
-        f"#{run.id:<6} {run.trigger:<8} {_when(run.started_at)}  {run.status:<11} "
+        f"#{run.id:<6} {run.job:<14} {run.trigger:<8} {_when(run.started_at)}  {run.status:<11} "
         f"{duration:>8}  {counts}{flags}{message}"
     )
 
