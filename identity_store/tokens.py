@@ -35,7 +35,7 @@ from .database import create_engine, create_session_factory
 from .errors import ConflictError, NotFoundError, ValidationError
 from .models import ApiToken, new_id, utcnow
 from .settings import Settings
-from .store import Store
+from .store import Store, database_errors
 
 PREFIX = "idst"
 SCOPES = frozenset({"scim:read", "scim:write", "admin"})
@@ -141,8 +141,11 @@ async def _transaction(settings: Settings) -> AsyncIterator[AsyncSession]:
     command: committed when the block ends, rolled back when it raises."""
     engine = create_engine(settings, null_pool=True)
     try:
-        async with create_session_factory(engine)() as session, session.begin():
-            yield session
+        # A database that cannot be reached is UnavailableError (one line
+        # from the command), not a driver's traceback.
+        with database_errors():
+            async with create_session_factory(engine)() as session, session.begin():
+                yield session
     finally:
         await engine.dispose()
 

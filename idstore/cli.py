@@ -16,7 +16,7 @@ from datetime import timedelta
 import uvicorn
 
 from identity_store import migrate, tokens
-from identity_store.errors import DatabaseConnectionError, StoreError
+from identity_store.errors import StoreError, UnavailableError
 from identity_store.settings import Settings
 from idstore import logs, user_commands, worker_commands
 
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     try:
         result: int = args.handler(args, settings)
-    except DatabaseConnectionError as exc:
+    except UnavailableError as exc:  # DatabaseConnectionError among them
         _print_err(f"idstore: {exc.detail}")
         return 1
     except StoreError as exc:

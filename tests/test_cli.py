@@ -182,6 +182,30 @@ def test_migrate_says_in_one_line_why_it_cannot_connect(
     assert "s3cret-pw" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["token", "list"],
+        ["token", "create", "--name", "x", "--scope", "admin"],
+        ["token", "revoke", "x"],
+        ["jobs", "list"],
+        ["jobs", "history", "expiry"],
+        ["jobs", "run", "expiry"],
+        ["user", "show", "01JAAAAAAAAAAAAAAAAAAAAAAA"],
+        ["user", "reset", "01JAAAAAAAAAAAAAAAAAAAAAAA"],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_command_whose_database_is_unreachable_says_so_in_one_line(args: list[str]) -> None:
+    """Every command that reads or writes the store answers an unreachable
+    server with one line and exit 1 (as ``migrate`` does), never a traceback."""
+    result = _run(args, _postgres_url(host="127.0.0.1", port=_closed_port()))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "idstore: the store is temporarily unavailable; retry later", lines
+    assert "Traceback" not in result.stderr
+
+
 def _serve_once(cwd: Path) -> str:
     """Start ``idstore serve`` on the SQLite default in ``cwd``, check that its
     dev token lists users, stop it, and return the token it printed."""
