@@ -14,13 +14,12 @@ from identity_store import deprovisioning
 from identity_store.settings import Settings
 
 from .clock import Clock
-from .worker import RunContext
+from .worker import RunContext, batches
 
 
 class DeletionSync:
-    """The ``deletion-sync`` job: batches of
-    :func:`~identity_store.deprovisioning.deprovision_batch` until one comes
-    back short."""
+    """The ``deletion-sync`` job: :func:`~identity_sync.worker.batches` of
+    :func:`~identity_store.deprovisioning.deprovision_batch`."""
 
     name = "deletion-sync"
     summary = "deprovision users suspended before today: groups, bindings, roles, Auth0"
@@ -31,21 +30,21 @@ class DeletionSync:
 
     async def run(self, ctx: RunContext) -> str | None:
         cutoff = deprovisioning.deletion_cutoff(ctx.as_of, ctx.settings.jobs_timezone)
-        limit = ctx.settings.job_batch_size
         hard_delete = ctx.settings.hard_delete
-        after: str | None = None
         users = 0
-        while True:
-            batch = await deprovisioning.deprovision_batch(
+        async for batch in batches(
+            ctx,
+            lambda after: deprovisioning.deprovision_batch(
                 ctx.store,
                 cutoff=cutoff,
-                limit=limit,
+                limit=ctx.settings.job_batch_size,
                 actor=ctx.actor,
                 hard_delete=hard_delete,
                 now=ctx.as_of,
                 dry_run=ctx.dry_run,
                 after=after,
-            )
+            ),
+        ):
             users += batch.users
             ctx.count("deprovisioned", batch.users)
             ctx.count("memberships_removed", batch.memberships)
@@ -53,10 +52,6 @@ class DeletionSync:
             ctx.count("bindings_removed", batch.bindings)
             ctx.count("roles_removed", batch.roles)
             ctx.count("deleted", batch.deleted)
-            if batch.users < limit:
-                break
-            after = batch.last_id
-            ctx.checkpoint()
         verb = "would be" if ctx.dry_run else "were"
         action = "deleted" if hard_delete else "deprovisioned"
         return f"{users} users suspended before {cutoff.isoformat()} {verb} {action}"

@@ -11,13 +11,12 @@ from identity_store import deprovisioning
 from identity_store.settings import Settings
 
 from .clock import Clock
-from .worker import RunContext
+from .worker import RunContext, batches
 
 
 class Expiry:
-    """The ``expiry`` job: batches of
-    :func:`~identity_store.deprovisioning.expire_batch` until one comes back
-    short."""
+    """The ``expiry`` job: :func:`~identity_sync.worker.batches` of
+    :func:`~identity_store.deprovisioning.expire_batch`."""
 
     name = "expiry"
     summary = "suspend users whose expiration date passed"
@@ -27,23 +26,19 @@ class Expiry:
         self.clock = clock
 
     async def run(self, ctx: RunContext) -> str | None:
-        limit = ctx.settings.job_batch_size
-        after: str | None = None
         users = 0
-        while True:
-            batch = await deprovisioning.expire_batch(
+        async for batch in batches(
+            ctx,
+            lambda after: deprovisioning.expire_batch(
                 ctx.store,
                 now=ctx.as_of,
-                limit=limit,
+                limit=ctx.settings.job_batch_size,
                 actor=ctx.actor,
                 dry_run=ctx.dry_run,
                 after=after,
-            )
+            ),
+        ):
             users += batch.users
             ctx.count("suspended", batch.users)
-            if batch.users < limit:
-                break
-            after = batch.last_id
-            ctx.checkpoint()
         verb = "would be" if ctx.dry_run else "were"
         return f"{users} users expired by {ctx.as_of.isoformat()} {verb} suspended"

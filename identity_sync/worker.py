@@ -25,10 +25,10 @@ import os
 import secrets
 import socket
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from identity_store import job_runs
 from identity_store.actor import Actor, job_actor
@@ -90,6 +90,34 @@ class RunContext:
             raise Interrupted("the run's lease was lost to another worker")
         if self.stopping.is_set():
             raise Interrupted("the worker is shutting down")
+
+
+class Batch(Protocol):
+    """What a store's batch operation reports: how many users it took, and
+    the last one's id (where the next batch starts)."""
+
+    @property
+    def users(self) -> int: ...
+
+    @property
+    def last_id(self) -> str | None: ...
+
+
+B = TypeVar("B", bound=Batch)
+
+
+async def batches(ctx: RunContext, take: Callable[[str | None], Awaitable[B]]) -> AsyncIterator[B]:
+    """``take(after)`` for batches of ``job_batch_size`` users in id order,
+    each starting after the last one's last user, until one comes back short;
+    with a checkpoint between batches (never inside one)."""
+    after: str | None = None
+    while True:
+        batch = await take(after)
+        yield batch
+        if batch.users < ctx.settings.job_batch_size:
+            return
+        after = batch.last_id
+        ctx.checkpoint()
 
 
 class Job(Protocol):
