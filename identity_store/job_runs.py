@@ -18,7 +18,7 @@ lease-based scheduler needs; a skew shorter than the lease is harmless.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -115,6 +115,17 @@ def _insert(session: AsyncSession) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_RUNS)
 
 
+async def _returned_run(store: Store, statement: Callable[[AsyncSession], Any]) -> RunRecord | None:
+    """Run ``statement(session)`` (an INSERT or UPDATE ``RETURNING`` the run)
+    in its own transaction; the run it returned, if any."""
+
+    async def work(session: AsyncSession) -> RunRecord | None:
+        row = (await session.execute(statement(session))).first()
+        return _record(row) if row is not None else None
+
+    return await store.transaction(work)
+
+
 async def _insert_run(
     store: Store,
     job: str,
@@ -127,8 +138,8 @@ async def _insert_run(
     as_of: datetime,
     dry_run: bool,
 ) -> RunRecord | None:
-    async def work(session: AsyncSession) -> RunRecord | None:
-        statement = (
+    def statement(session: AsyncSession) -> Any:
+        return (
             _insert(session)
             .values(
                 job=job,
@@ -148,10 +159,8 @@ async def _insert_run(
             .on_conflict_do_nothing(index_elements=["job", "scheduled_for"])
             .returning(*_RUNS.c)
         )
-        row = (await session.execute(statement)).first()
-        return _record(row) if row is not None else None
 
-    return await store.transaction(work)
+    return await _returned_run(store, statement)
 
 
 async def claim_tick(
@@ -214,8 +223,8 @@ async def take_over(
         )
     taken_over = or_(*conditions)
 
-    async def work(session: AsyncSession) -> RunRecord | None:
-        statement = (
+    def statement(session: AsyncSession) -> Any:
+        return (
             update(_RUNS)
             .where(_RUNS.c.job == job, _RUNS.c.scheduled_for == scheduled_for, taken_over)
             .values(
@@ -228,10 +237,8 @@ async def take_over(
             )
             .returning(*_RUNS.c)
         )
-        row = (await session.execute(statement)).first()
-        return _record(row) if row is not None else None
 
-    return await store.transaction(work)
+    return await _returned_run(store, statement)
 
 
 async def start_manual(
