@@ -250,21 +250,18 @@ class Worker:
         log.info("job %s: run %d started (attempt %d)", run.job, run.id, run.attempts)
         beating = asyncio.create_task(self._heartbeat(ctx))
         try:
-            message = await job.run(ctx)
+            try:
+                message = await job.run(ctx)
+            finally:
+                beating.cancel()  # the run's outcome is written by _close alone
         except Interrupted as exc:
-            beating.cancel()
             if not ctx.lease_lost:
                 await self._close(ctx, None, str(exc))
             log.warning("job %s: run %d interrupted: %s", run.job, run.id, exc)
-        except asyncio.CancelledError:
-            beating.cancel()
-            raise
         except Exception as exc:
-            beating.cancel()
             log.exception("job %s: run %d failed", run.job, run.id)
             await self._close(ctx, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         else:
-            beating.cancel()
             await self._close(ctx, RunStatus.SUCCEEDED, message)
             log.info("job %s: run %d finished: %s", run.job, run.id, dict(ctx.counts))
         try:
