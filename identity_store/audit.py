@@ -52,8 +52,10 @@ def outbox_row(
     aggregate_id: str,
     payload: dict[str, Any] | None = None,
     at: datetime | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """One pending ``outbox`` row, due at once."""
+    """One pending ``outbox`` row, due at once; ``request_id`` is the
+    request (or job run) of the change, for the downstream log lines."""
     now = at or utcnow()
     return {
         "target": target,
@@ -65,6 +67,7 @@ def outbox_row(
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,
+        "request_id": request_id,
     }
 
 
@@ -83,6 +86,7 @@ def record(
 
 def enqueue(
     session: AsyncSession,
+    actor: Actor,
     target: str,
     operation: str,
     aggregate_type: str,
@@ -90,7 +94,9 @@ def enqueue(
     payload: dict[str, Any] | None = None,
 ) -> None:
     """Insert an outbox row for a downstream effect of the change in progress
-    (SPEC §3 "Outbox": written in the same transaction)."""
-    side_rows.add(
-        session, OUTBOX, outbox_row(target, operation, aggregate_type, aggregate_id, payload)
+    (SPEC §3 "Outbox": written in the same transaction), carrying the
+    actor's request id."""
+    row = outbox_row(
+        target, operation, aggregate_type, aggregate_id, payload, request_id=actor.request_id
     )
+    side_rows.add(session, OUTBOX, row)

@@ -208,6 +208,7 @@ async def expire_batch(
                     row.id,
                     {"version": version, "cause": EXPIRY_CAUSE},
                     at,
+                    actor.request_id,
                 )
             )
         await row_inserts.insert_rows(session, lifecycle.HISTORY, history)
@@ -377,7 +378,9 @@ async def _deprovision(
         payload: dict[str, Any] = {"cause": DELETION_CAUSE}
         if not hard_delete:
             payload["version"] = version
-        events.append(audit.outbox_row("auth0", operation, "User", row.id, payload, at))
+        events.append(
+            audit.outbox_row("auth0", operation, "User", row.id, payload, at, actor.request_id)
+        )
     for group_id, members in sorted(members_of.items()):
         events.append(
             audit.outbox_row(
@@ -387,6 +390,7 @@ async def _deprovision(
                 group_id,
                 {"members": sorted(members), "cause": DELETION_CAUSE},
                 at,
+                actor.request_id,
             )
         )
     await row_inserts.insert_rows(session, lifecycle.HISTORY, history)

@@ -198,7 +198,9 @@ async def insert_group(
         {"displayName": display_name, "members": len(added)},
     )
     if added:
-        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added})
+        audit.enqueue(
+            session, actor, "rbac", "members_added", "Group", group.id, {"members": added}
+        )
     return group
 
 
@@ -314,10 +316,12 @@ async def write_changes(
     )
     if removed_ids:
         audit.enqueue(
-            session, "rbac", "members_removed", "Group", group.id, {"members": removed_ids}
+            session, actor, "rbac", "members_removed", "Group", group.id, {"members": removed_ids}
         )
     if added_ids:
-        audit.enqueue(session, "rbac", "members_added", "Group", group.id, {"members": added_ids})
+        audit.enqueue(
+            session, actor, "rbac", "members_added", "Group", group.id, {"members": added_ids}
+        )
     return group
 
 
@@ -346,7 +350,7 @@ async def remove_group(session: AsyncSession, group: Group, actor: Actor) -> Non
     audit.record(
         session, actor, "group.delete", "Group", group.id, {"displayName": group.display_name}
     )
-    audit.enqueue(session, "rbac", "group_deleted", "Group", group.id, {})
+    audit.enqueue(session, actor, "rbac", "group_deleted", "Group", group.id, {})
 
 
 _DELETED_USER = (

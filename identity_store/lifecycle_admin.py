@@ -211,7 +211,7 @@ async def reset_user(
             user.id,
             {"version": user.version, "from": before, "to": to.value},
         )
-        audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
+        audit.enqueue(session, actor, "auth0", "upsert", "User", user.id, {"version": user.version})
         await session.run_sync(side_rows.write_pending)  # the history read back has the reset
         return _view(user, user.id, await _history(session, user.id))
 

@@ -295,7 +295,9 @@ def _decide(
     }
     outbox = None
     if filled or changed_state:
-        outbox = audit.outbox_row("auth0", "upsert", "User", user_id, {"version": version})
+        outbox = audit.outbox_row(
+            "auth0", "upsert", "User", user_id, {"version": version}, request_id=actor.request_id
+        )
     return _Outcome(
         values, history, audit.audit_row(actor, ACTION, "User", user_id, details), outbox
     )

@@ -8,7 +8,7 @@ It lives in the lowest package so that every layer may import it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -265,10 +265,89 @@ class Settings(BaseSettings):
             raise ValueError(f"cannot fill {unknown}; fillable: {sorted(GRAPH_FILLABLE)}")
         return value
 
+    # -- The outbox and the Auth0 sync (docs/auth0.md) --
+
+    auth_service: Literal["auth0", "none"] = "auth0"
+    """The authentication-service module users are pushed to (``none``: no
+    dispatcher delivers ``auth0`` rows; they wait)."""
+
+    auth0_base_url: str | None = None
+    """The tenant, such as ``https://tenant.eu.auth0.com``; plain ``http://``
+    only for a loopback host. Without it (or the client credentials) nothing
+    is sent and the rows wait."""
+
+    auth0_client_id: str | None = None
+    auth0_client_secret: SecretStr | None = None
+    """The machine-to-machine application's credentials (client-credentials
+    grant, audience ``{auth0_base_url}/api/v2/``)."""
+
+    auth0_connection: str = "Username-Password-Authentication"
+    """The database connection users are created in."""
+
+    auth0_connection_id: str | None = None
+    """That connection's id (``con_...``): bulk import jobs need it."""
+
+    auth0_password_on_create: bool = True
+    """Create accounts with a random password (``secrets``): a database
+    connection requires one; the user sets their own by a password-change
+    ticket."""
+
+    auth0_password_length: int = Field(default=32, ge=12, le=128)
+
+    auth0_requests_per_second: float = Field(default=10.0, gt=0)
+    """The tenant's Management API rate limit, shared by every worker (a
+    budget held in the database)."""
+
+    auth0_burst: int = Field(default=10, ge=1, le=1000)
+    """Requests that may go at once after a quiet spell."""
+
+    auth0_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    auth0_import_threshold: int = Field(default=1000, ge=0)
+    """A backlog of users without an Auth0 account above this many is created
+    by bulk import jobs instead of one request each (0: never)."""
+
+    auth0_import_poll_seconds: float = Field(default=5.0, gt=0)
+    """How often a running import job is polled."""
+
+    auth0_password_tickets_per_second: float = Field(default=2.0, gt=0)
+    """Rate of a bulk password-change job's tickets (within the overall budget)."""
+
+    auth0_ticket_result_url: str | None = None
+    """Where a password-change ticket sends the user afterwards."""
+
+    outbox_dry_run: bool = False
+    """Log what the dispatcher would send; send nothing, keep the rows."""
+
+    outbox_batch_size: int = Field(default=50, ge=1, le=1000)
+    """Users one claim of the dispatcher takes."""
+
+    outbox_concurrency: int = Field(default=8, ge=1, le=64)
+    """Deliveries in flight at once in one worker (each a different user)."""
+
+    outbox_lease_seconds: float = Field(default=60.0, ge=1.0)
+    """How long a claimed user stays a worker's without a heartbeat."""
+
+    outbox_max_attempts: int = Field(default=10, ge=1)
+    """Failed deliveries of a change before it is dead-lettered (throttling
+    does not count)."""
+
+    outbox_backoff_seconds: float = Field(default=2.0, gt=0)
+    outbox_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    """Retry ``n`` waits ``min(max, base * 2**(n-1))`` with full jitter."""
+
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    """How long an idle dispatcher waits before looking for due rows again."""
+
     @field_validator("graph_base_url", "graph_login_url")
     @classmethod
     def _https_unless_loopback(cls, value: str) -> str:
         return require_https_unless_loopback(value)
+
+    @field_validator("auth0_base_url")
+    @classmethod
+    def _auth0_https_unless_loopback(cls, value: str | None) -> str | None:
+        return None if value is None else require_https_unless_loopback(value).rstrip("/")
 
     @field_validator("jobs_timezone")
     @classmethod
@@ -283,6 +362,11 @@ class Settings(BaseSettings):
     def graph_configured(self) -> bool:
         """Whether the profile sync has what it needs to ask Microsoft Graph."""
         return bool(self.graph_tenant_id and self.graph_client_id and self.graph_client_secret)
+
+    @property
+    def auth0_configured(self) -> bool:
+        """Whether the Auth0 sync has what it needs to call the Management API."""
+        return bool(self.auth0_base_url and self.auth0_client_id and self.auth0_client_secret)
 
     @property
     def is_sqlite(self) -> bool:

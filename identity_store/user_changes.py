@@ -384,7 +384,7 @@ async def insert_user(
         raise _flush_conflict(exc, data) from exc
     counts.change(session, "User", +1)
     audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
-    audit.enqueue(session, "auth0", "upsert", "User", user.id, {"version": user.version})
+    audit.enqueue(session, actor, "auth0", "upsert", "User", user.id, {"version": user.version})
     return user
 
 
@@ -440,7 +440,7 @@ async def write_replacement(
         raise _flush_conflict(exc, data) from exc
     audit.record(session, actor, action, "User", user.id, {"version": user.version})
     operation = "block" if lifecycle.is_suspended(user) else "upsert"
-    audit.enqueue(session, "auth0", operation, "User", user.id, {"version": user.version})
+    audit.enqueue(session, actor, "auth0", operation, "User", user.id, {"version": user.version})
     return user
 
 
@@ -490,10 +490,11 @@ async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
         user.id,
         {"userName": user.user_name, "groups": group_ids},
     )
-    audit.enqueue(session, "auth0", "delete", "User", user.id, {"version": user.version})
+    audit.enqueue(session, actor, "auth0", "delete", "User", user.id, {"version": user.version})
     for group_id in group_ids:
         audit.enqueue(
             session,
+            actor,
             "rbac",
             "members_removed",
             "Group",

@@ -20,7 +20,7 @@ from .enums import (
 from .group import Group, GroupMember
 from .job import Job
 from .job_run import JobRun
-from .outbox import OutboxEntry
+from .outbox import OutboxEntry, OutboxLease, RateBudget, SyncState
 from .rbac import Binding, BindingGroup, BindingSubject, GroupRoleMapping, Role
 from .user import User, UserAddress, UserMultiValue
 from .user_group_config import UserGroupConfig
@@ -45,12 +45,15 @@ __all__ = [
     "MemberType",
     "MultiValuedAttribute",
     "OutboxEntry",
+    "OutboxLease",
     "OutboxStatus",
+    "RateBudget",
     "ResourceCount",
     "Role",
     "RunStatus",
     "RunTrigger",
     "StepStatus",
+    "SyncState",
     "User",
     "UserAddress",
     "UserGroupConfig",

@@ -44,8 +44,12 @@ class MemberType(StrEnum):
 
 class OutboxStatus(StrEnum):
     PENDING = "PENDING"
+    """To deliver, at ``next_attempt_at`` or later."""
     DONE = "DONE"
+    """Delivered (or found to need nothing): ``outcome`` says what happened."""
     FAILED = "FAILED"
+    """Dead letter: a permanent error, or too many failed attempts; kept with
+    ``last_error`` until ``idstore outbox retry`` puts it back."""
 
 
 class JobStatus(StrEnum):

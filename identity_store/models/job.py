@@ -32,3 +32,6 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    locked_by: Mapped[str | None] = mapped_column(String(255))
+    """The worker running it; another worker takes it over when ``locked_until`` passed."""
+    locked_until: Mapped[datetime | None] = mapped_column()
