@@ -25,7 +25,7 @@ import os
 import secrets
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -130,6 +130,20 @@ class Job(Protocol):
     async def run(self, ctx: RunContext) -> str | None: ...
 
 
+class Loop(Protocol):
+    """A loop the worker runs beside its scheduled jobs: an outbox
+    dispatcher (:class:`identity_sync.dispatcher.Dispatcher`)."""
+
+    @property
+    def label(self) -> str: ...
+
+    async def run_forever(self, stopping: asyncio.Event) -> None: ...
+
+    async def drain(self, *, stopping: asyncio.Event | None = None) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
 def worker_id() -> str:
     """``host:pid:random``: which process holds a run."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -146,8 +160,10 @@ class Worker:
         *,
         clock: Clock | None = None,
         name: str | None = None,
+        loops: Sequence[Loop] = (),
     ) -> None:
         self.store = store
+        self.loops = list(loops)
         self.settings = store.settings
         self.jobs = dict(jobs)
         self.schedules = dict(schedules)
@@ -213,6 +229,17 @@ class Worker:
         runs = await self.claim_due()
         finished = await asyncio.gather(*(self.execute(run) for run in runs))
         return [run for run in finished if run is not None]
+
+    async def drain_loops(self) -> dict[str, Any]:
+        """Let every loop deliver what is due, then return (``idstore worker
+        --until-idle``); what each did, by its label."""
+        done = await asyncio.gather(*(loop.drain(stopping=self.stopping) for loop in self.loops))
+        return {loop.label: result for loop, result in zip(self.loops, done, strict=True)}
+
+    async def close(self) -> None:
+        """Release what the loops hold (their HTTP clients)."""
+        for loop in self.loops:
+            await loop.close()
 
     async def run_now(
         self, name: str, *, as_of: datetime | None = None, dry_run: bool = False
@@ -358,6 +385,7 @@ class Worker:
             self.name,
             ", ".join(f"{n} ({s.text})" for n, s in self.schedules.items() if n in self.jobs),
         )
+        loops = [asyncio.create_task(loop.run_forever(self.stopping)) for loop in self.loops]
         failures = 0
         while not self.stopping.is_set():
             try:
@@ -373,4 +401,6 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=max(delay, 0.05))
         await self.drain()
+        if loops:
+            await asyncio.gather(*loops, return_exceptions=True)
         log.info("worker %s stopped", self.name)

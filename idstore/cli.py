@@ -18,7 +18,7 @@ import uvicorn
 from identity_store import migrate, tokens
 from identity_store.errors import StoreError, UnavailableError
 from identity_store.settings import Settings
-from idstore import logs, user_commands, worker_commands
+from idstore import logs, outbox_commands, user_commands, worker_commands
 
 
 def _print_err(message: str) -> None:
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker_commands.add_parsers(sub)
     user_commands.add_parsers(sub)
+    outbox_commands.add_parsers(sub)
     return parser
 
 

@@ -37,6 +37,7 @@ FORBIDDEN = {
 STORE_PUBLIC = frozenset(
     {
         "identity_store",
+        "identity_store.accounts",
         "identity_store.actor",
         "identity_store.attributes",
         "identity_store.deprovisioning",
@@ -46,6 +47,7 @@ STORE_PUBLIC = frozenset(
         "identity_store.groups",
         "identity_store.job_runs",
         "identity_store.lifecycle_admin",
+        "identity_store.outbox",
         "identity_store.paging",
         "identity_store.profiles",
         "identity_store.settings",

@@ -67,6 +67,7 @@ class User(Base):
             postgresql_where=text(EXPIRY_INDEX_WHERE),
         ),
         Index("ix_users_user_group", "user_group"),
+        Index("ix_users_auth_user_id", "auth_user_id"),
         Index("ix_users_created_at", "created_at"),
         Index("ix_users_updated_at", "updated_at"),
     )

@@ -9,6 +9,7 @@
 - ``sync_states``: per target and user, the remote id and the fields last
   delivered (an update sends only what changed).
 - ``jobs.locked_by`` / ``locked_until``: the worker running a job.
+- ``ix_users_auth_user_id``: a user by its Auth0 id (adoption, ``/userinfo``).
 
 Revision ID: 0007
 Revises: 0006
@@ -72,9 +73,11 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("locked_by", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_users_auth_user_id", "users", ["auth_user_id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_users_auth_user_id", table_name="users")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_column("locked_until")
         batch_op.drop_column("locked_by")

@@ -1,0 +1,430 @@
+"""The outbox dispatcher of the authentication service (SPEC §6 "Outbox",
+docs/auth0.md): delivers the ``auth0`` rows the store's changes write.
+
+Each round claims a batch of users (:func:`identity_store.outbox.claim`: a
+lease per user, so one delivery per user is in flight across all workers,
+and no transaction stays open while the service is called), reads those
+users as they are now (:func:`identity_store.accounts.subjects`), and brings
+the service to that state: all of a user's pending rows in one delivery,
+whatever they said (:mod:`identity_sync.account_rules` decides what the
+service should hold). Deliveries run concurrently, up to
+``outbox_concurrency``, paced by the tenant's budget in the database
+(:class:`DatabaseRateLimiter`). The leases are renewed while the round runs.
+
+A delivery either completes (rows ``DONE`` with their outcome, the account's
+id kept on the user, in one transaction) or fails
+(:func:`~identity_sync.account_rules.decide`: retried later with backoff and
+jitter, at the time a 429 names without counting an attempt, or
+dead-lettered with its error). Every step is idempotent: a worker killed
+between the service's answer and our commit leaves the rows pending; the
+next delivery finds the account (by its deterministic id, or by e-mail) and
+adopts it instead of creating a second one.
+
+``outbox_dry_run``: each due row is read and logged with what would be sent
+(:meth:`Dispatcher.dry_run`); nothing is sent, the rows stay pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from identity_store import accounts, outbox
+from identity_store.accounts import AccountSubject
+from identity_store.errors import StoreError
+from identity_store.outbox import Claim, Delivered, Failed
+from identity_store.settings import Settings
+from identity_store.store import Store
+
+from .account_rules import Action, Plan, RetryPolicy, changes, decide, plan, random_password
+from .auth_service import (
+    AuthAccount,
+    AuthProfile,
+    AuthService,
+    Exists,
+    NotFound,
+    Permanent,
+    Transient,
+    current_request_id,
+)
+from .clock import Clock, SystemClock
+
+__all__ = ["DatabaseRateLimiter", "Dispatcher", "Totals"]
+
+log = logging.getLogger("idstore.outbox")
+
+
+class DatabaseRateLimiter:
+    """The tenant's request budget, held in the database and shared by every
+    worker (:func:`identity_store.outbox.reserve`)."""
+
+    def __init__(self, store: Store, target: str, *, rate: float, burst: int, clock: Clock) -> None:
+        self.store = store
+        self.target = target
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+
+    async def acquire(self) -> None:
+        wait = await outbox.reserve(
+            self.store,
+            self.target,
+            rate=self.rate,
+            burst=self.burst,
+            now=self.clock.now().timestamp(),
+        )
+        if wait > 0:
+            await self.clock.sleep(wait)
+
+    async def pause_until(self, epoch_seconds: float) -> None:
+        await outbox.pause(self.store, self.target, until=epoch_seconds)
+
+
+@dataclass(slots=True)
+class Totals:
+    """What the dispatcher did (since it started, or in one drain)."""
+
+    rounds: int = 0
+    delivered: int = 0
+    """Users whose rows completed."""
+    rows: int = 0
+    failed: int = 0
+    dead: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Totals) -> None:
+        self.rounds += other.rounds
+        self.delivered += other.delivered
+        self.rows += other.rows
+        self.failed += other.failed
+        self.dead += other.dead
+        for k, v in other.outcomes.items():
+            self.outcomes[k] = self.outcomes.get(k, 0) + v
+
+
+def _kind(outcome: str) -> str:
+    return outcome.split(":", 1)[0].split(" (", 1)[0]
+
+
+def _log(event: str, claim: Claim, **fields: object) -> None:
+    line = {
+        "event": event,
+        "target": claim.target,
+        "user": claim.aggregate_id,
+        "rows": len(claim.row_ids),
+        "request_id": claim.request_id,
+        **fields,
+    }
+    log.info(orjson.dumps(line).decode())
+
+
+class Dispatcher:
+    """Delivers ``service.name`` rows of ``store`` (module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        service: AuthService,
+        *,
+        clock: Clock | None = None,
+        name: str = "dispatcher",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.settings: Settings = store.settings
+        self.service = service
+        self.target = service.name
+        self.clock: Clock = clock or SystemClock()
+        self.name = name
+        self.rng = rng or random.Random()  # noqa: S311 (retry jitter, not a secret)
+        self.lease = timedelta(seconds=self.settings.outbox_lease_seconds)
+        self.policy = RetryPolicy(
+            max_attempts=self.settings.outbox_max_attempts,
+            base_seconds=self.settings.outbox_backoff_seconds,
+            max_seconds=self.settings.outbox_backoff_max_seconds,
+        )
+        self.totals = Totals()
+        self._dry_cursor = 0
+
+    @property
+    def label(self) -> str:
+        return f"outbox:{self.target}"
+
+    async def close(self) -> None:
+        await self.service.aclose()
+
+    # -- One round -------------------------------------------------------------
+
+    async def run_once(self) -> Totals:
+        """Claim one batch of users and deliver it; what was done (``rounds``
+        is 0 when nothing was due)."""
+        now = self.clock.now()
+        claims = await outbox.claim(
+            self.store,
+            self.target,
+            worker=self.name,
+            now=now,
+            lease=self.lease,
+            limit=self.settings.outbox_batch_size,
+        )
+        done = Totals()
+        if not claims:
+            return done
+        done.rounds = 1
+        renewing = asyncio.create_task(self._renew([c.aggregate_id for c in claims]))
+        try:
+            try:
+                found = await accounts.subjects(
+                    self.store, self.target, [c.aggregate_id for c in claims]
+                )
+            except StoreError:
+                await outbox.release(self.store, claims, worker=self.name)
+                raise
+            limit = asyncio.Semaphore(self.settings.outbox_concurrency)
+
+            async def one(claim: Claim) -> Delivered | Failed:
+                async with limit:
+                    return await self._deliver(claim, found.get(claim.aggregate_id))
+
+            results = await asyncio.gather(*(one(c) for c in claims))
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        delivered = [r for r in results if isinstance(r, Delivered)]
+        failed = [r for r in results if isinstance(r, Failed)]
+        now = self.clock.now()
+        await outbox.complete(self.store, delivered, worker=self.name, now=now)
+        await outbox.fail(self.store, failed, worker=self.name, now=now)
+        for d in delivered:
+            done.delivered += 1
+            done.rows += len(d.claim.row_ids)
+            kind = _kind(d.outcome)
+            done.outcomes[kind] = done.outcomes.get(kind, 0) + 1
+        for f in failed:
+            if f.retry_at is None:
+                done.dead += 1
+            else:
+                done.failed += 1
+        self.totals.add(done)
+        return done
+
+    async def _renew(self, aggregate_ids: list[str]) -> None:
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await outbox.renew(
+                    self.store,
+                    self.target,
+                    aggregate_ids,
+                    worker=self.name,
+                    until=self.clock.now() + self.lease,
+                )
+            except StoreError as exc:
+                log.warning("outbox: lease renewal failed: %s", exc.detail)
+
+    # -- One delivery ----------------------------------------------------------
+
+    async def _deliver(self, claim: Claim, subject: AccountSubject | None) -> Delivered | Failed:
+        token = current_request_id.set(claim.request_id)
+        try:
+            if claim.aggregate_type != "User" or subject is None:
+                return self._failed(
+                    claim, ValueError(f"no {self.target} delivery for {claim.aggregate_type}")
+                )
+            the_plan = plan(subject, hard_delete=self.settings.hard_delete)
+            try:
+                delivered = await self._carry_out(claim, subject, the_plan)
+            except Exception as exc:  # every failure is recorded: nothing is lost or stuck
+                failure = self._failed(claim, exc)
+                _log(
+                    "dead_letter" if failure.retry_at is None else "retry",
+                    claim,
+                    error=failure.error,
+                    retry_at=failure.retry_at.isoformat() if failure.retry_at else None,
+                )
+                return failure
+            _log("delivered", claim, outcome=delivered.outcome)
+            return delivered
+        finally:
+            current_request_id.reset(token)
+
+    def _failed(self, claim: Claim, exc: Exception) -> Failed:
+        decision = decide(
+            exc,
+            attempts=claim.attempts,
+            now=self.clock.now().timestamp(),
+            policy=self.policy,
+            rng=self.rng,
+        )
+        retry_at = (
+            datetime.fromtimestamp(decision.retry_at, UTC)
+            if decision.retry_at is not None
+            else None
+        )
+        return Failed(claim, decision.error, retry_at, counts=decision.counts)
+
+    async def _carry_out(self, claim: Claim, subject: AccountSubject, p: Plan) -> Delivered:
+        service = self.service
+        if p.action is Action.SKIP:
+            return Delivered(claim, f"skipped: {p.reason}")
+        if p.action is Action.REFUSE:
+            raise Permanent(p.reason)
+        if p.action is Action.DELETE:
+            assert p.remote_id is not None
+            await service.delete_user(p.remote_id)
+            return Delivered(claim, f"deleted: {p.reason}", forget_remote=True)
+        if p.action is Action.BLOCK:
+            assert p.remote_id is not None
+            synced = subject.sync.synced if subject.sync is not None else {}
+            if synced.get("blocked") is True:
+                return Delivered(claim, f"unchanged: already blocked ({p.reason})")
+            try:
+                account = await service.set_blocked(p.remote_id, True)
+            except NotFound:
+                return Delivered(claim, f"unchanged: no account to block ({p.reason})")
+            return Delivered(claim, f"blocked: {p.reason}", synced=account.fields())
+        assert p.profile is not None
+        profile = p.profile
+        if p.remote_id is None:
+            return await self._create(claim, profile, "created")
+        synced_fields = subject.sync.synced if subject.sync is not None else None
+        if subject.sync is not None and subject.sync.remote_id != p.remote_id:
+            synced_fields = None  # the account was set from elsewhere: send everything
+        wanted = changes(profile, synced_fields)
+        if not wanted:
+            return Delivered(claim, "unchanged", remote_id=p.remote_id, set_auth_user_id=True)
+        try:
+            account = await service.update_user(p.remote_id, wanted)
+        except NotFound:
+            return await self._create(claim, profile, "recreated")
+        return Delivered(
+            claim,
+            "updated: " + ",".join(sorted(wanted)),
+            remote_id=account.auth_user_id,
+            synced=account.fields(),
+            set_auth_user_id=True,
+        )
+
+    async def _create(self, claim: Claim, profile: AuthProfile, outcome: str) -> Delivered:
+        service = self.service
+        password = None
+        if self.settings.auth0_password_on_create:
+            password = random_password(self.settings.auth0_password_length)
+        try:
+            account = await service.create_user(profile, password=password)
+        except Exists:
+            account = await self._adopt(profile)
+            outcome = "adopted"
+        return Delivered(
+            claim,
+            outcome,
+            remote_id=account.auth_user_id,
+            synced=account.fields(),
+            set_auth_user_id=True,
+        )
+
+    async def _adopt(self, profile: AuthProfile) -> AuthAccount:
+        """The account that made the create clash: ours from an earlier try
+        (its deterministic id), else the one with the e-mail (a user deleted
+        here and kept blocked there, now created again): taken over,
+        unblocked as the store says, its metadata naming this user."""
+        service = self.service
+        try:
+            account = await service.get_user(service.remote_id(profile.user_id))
+        except NotFound:
+            matches = await service.find_by_email(profile.email)
+            if not matches:
+                raise Transient("the account exists but cannot be found by e-mail yet") from None
+            ours = [m for m in matches if m.store_user_id == profile.user_id]
+            account = (ours or matches)[0]
+        wanted = changes(profile, account.fields())
+        if wanted or account.store_user_id != profile.user_id:
+            account = await service.update_user(
+                account.auth_user_id, wanted, store_user_id=profile.user_id
+            )
+        return account
+
+    # -- Loops -----------------------------------------------------------------
+
+    async def drain(self, *, stopping: asyncio.Event | None = None) -> Totals:
+        """Deliver what is due, round after round, until nothing is
+        (``idstore worker --until-idle``); rows that failed and wait for a
+        later retry are left for later."""
+        total = Totals()
+        if self.settings.outbox_dry_run:
+            total.rows = await self.dry_run()
+            return total
+        while stopping is None or not stopping.is_set():
+            done = await self.run_once()
+            if not done.rounds:
+                break
+            total.add(done)
+        return total
+
+    async def run_forever(self, stopping: asyncio.Event) -> None:
+        """Deliver until ``stopping`` is set; an idle dispatcher looks again
+        every ``outbox_poll_seconds``; a database that is away is retried
+        with backoff."""
+        log.info("outbox dispatcher %s started for %s", self.name, self.target)
+        failures = 0
+        while not stopping.is_set():
+            delay = self.settings.outbox_poll_seconds
+            try:
+                if self.settings.outbox_dry_run:
+                    await self.dry_run()
+                    busy = False
+                else:
+                    busy = bool((await self.run_once()).rounds)
+                failures = 0
+            except StoreError as exc:
+                failures += 1
+                busy = False
+                delay = min(60.0, 2.0**failures)
+                log.warning("outbox: cannot reach the store: %s", exc.detail)
+            if busy:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+        log.info("outbox dispatcher %s stopped", self.name)
+
+    async def dry_run(self) -> int:
+        """Log what would be sent for each due row not logged yet; send
+        nothing, claim nothing, change nothing. The rows looked at."""
+        seen = 0
+        while True:
+            rows = await outbox.peek(
+                self.store,
+                self.target,
+                after_id=self._dry_cursor,
+                now=self.clock.now(),
+                limit=self.settings.outbox_batch_size,
+            )
+            if not rows:
+                return seen
+            found = await accounts.subjects(self.store, self.target, [r.aggregate_id for r in rows])
+            for row in rows:
+                subject = found.get(row.aggregate_id)
+                line: dict[str, object] = {
+                    "event": "dry_run",
+                    "target": self.target,
+                    "row": row.id,
+                    "user": row.aggregate_id,
+                    "request_id": row.request_id,
+                }
+                if subject is not None:
+                    p = plan(subject, hard_delete=self.settings.hard_delete)
+                    line.update(action=p.action.value, reason=p.reason, remote_id=p.remote_id)
+                    if p.profile is not None:
+                        synced = subject.sync.synced if subject.sync is not None else None
+                        line["fields"] = sorted(changes(p.profile, synced))
+                log.info(orjson.dumps(line).decode())
+            self._dry_cursor = rows[-1].id
+            seen += len(rows)
