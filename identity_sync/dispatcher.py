@@ -30,8 +30,10 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import orjson
 
@@ -55,9 +57,22 @@ from .auth_service import (
 )
 from .clock import Clock, SystemClock
 
-__all__ = ["DatabaseRateLimiter", "Dispatcher", "Totals"]
+__all__ = ["Companion", "DatabaseRateLimiter", "Dispatcher", "Totals"]
 
 log = logging.getLogger("idstore.outbox")
+
+
+class Companion(Protocol):
+    """Work the dispatcher does beside its rounds, in the same loop: the
+    bulk import jobs that take over a large backlog of creations
+    (:mod:`identity_sync.auth0_import`)."""
+
+    async def tick(self) -> bool:
+        """Do what is due now (start a job, poll one); whether anything is
+        still going on (a job running: the dispatcher is not idle)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class DatabaseRateLimiter:
@@ -135,6 +150,7 @@ class Dispatcher:
         clock: Clock | None = None,
         name: str = "dispatcher",
         rng: random.Random | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self.store = store
         self.settings: Settings = store.settings
@@ -150,6 +166,7 @@ class Dispatcher:
             max_seconds=self.settings.outbox_backoff_max_seconds,
         )
         self.totals = Totals()
+        self.companions = list(companions)
         self._dry_cursor = 0
 
     @property
@@ -157,7 +174,16 @@ class Dispatcher:
         return f"outbox:{self.target}"
 
     async def close(self) -> None:
+        for companion in self.companions:
+            await companion.close()
         await self.service.aclose()
+
+    async def _companions(self) -> bool:
+        """Let every companion do what is due; whether one is still busy."""
+        busy = False
+        for companion in self.companions:
+            busy = await companion.tick() or busy
+        return busy
 
     # -- One round -------------------------------------------------------------
 
@@ -363,10 +389,14 @@ class Dispatcher:
             total.rows = await self.dry_run()
             return total
         while stopping is None or not stopping.is_set():
+            busy = await self._companions()
             done = await self.run_once()
-            if not done.rounds:
-                break
             total.add(done)
+            if done.rounds:
+                continue
+            if not busy:
+                break
+            await self.clock.sleep(self.settings.auth0_import_poll_seconds)
         return total
 
     async def run_forever(self, stopping: asyncio.Event) -> None:
@@ -382,6 +412,7 @@ class Dispatcher:
                     await self.dry_run()
                     busy = False
                 else:
+                    await self._companions()
                     busy = bool((await self.run_once()).rounds)
                 failures = 0
             except StoreError as exc:
