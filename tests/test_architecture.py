@@ -46,6 +46,7 @@ STORE_PUBLIC = frozenset(
         "identity_store.filtering.terms",
         "identity_store.groups",
         "identity_store.job_runs",
+        "identity_store.jobs",
         "identity_store.lifecycle_admin",
         "identity_store.outbox",
         "identity_store.paging",
