@@ -12,21 +12,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select
+from sqlalchemy import Table, and_, func, select, union, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from .models import MultiValuedAttribute, OutboxEntry, OutboxStatus, User, UserGroupConfig
+from . import audit
+from .actor import Actor
+from .models import (
+    Lifecycle,
+    MultiValuedAttribute,
+    OutboxEntry,
+    OutboxLease,
+    OutboxStatus,
+    SyncState,
+    User,
+    UserGroupConfig,
+)
 from .models import UserMultiValue as MultiValue
 from .outbox import SyncRecord, sync_records
+from .row_inserts import insert_rows
 from .store import Store
 
-__all__ = ["AccountSubject", "subjects", "users_without_account"]
+__all__ = [
+    "AccountSubject",
+    "backlog_without_account",
+    "count_backlog",
+    "enqueue_resync",
+    "enqueue_without_account",
+    "subject_ids",
+    "subjects",
+    "user_ids",
+    "users_without_account",
+]
 
 _USERS = cast(Table, User.__table__)
 _VALUES = cast(Table, MultiValue.__table__)
 _GROUPS = cast(Table, UserGroupConfig.__table__)
 _OUTBOX = cast(Table, OutboxEntry.__table__)
+_LEASES = cast(Table, OutboxLease.__table__)
+_STATES = cast(Table, SyncState.__table__)
+_INACTIVE = Lifecycle.INACTIVE.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +202,189 @@ async def users_without_account(
         query = query.where(_USERS.c.id > after)
     async with store.reading() as session:
         return list((await session.scalars(query.order_by(_USERS.c.id).limit(limit))).all())
+
+
+# -- Backlogs, paging and enqueueing for the import, ticket and drift jobs --------
+
+ENQUEUE_BATCH = 1000
+"""Users one transaction of :func:`enqueue_without_account` writes rows for."""
+
+
+def _backlog_query(target: str, now: datetime) -> Any:
+    """Live users with no ``auth_user_id`` with a due pending row of
+    ``target`` that no worker holds now (the users an import job could take)."""
+    return select(_USERS.c.id).where(
+        _USERS.c.auth_user_id.is_(None),
+        _USERS.c.deleted_at.is_(None),
+        select(_OUTBOX.c.id)
+        .where(
+            _OUTBOX.c.aggregate_id == _USERS.c.id,
+            _OUTBOX.c.target == target,
+            _OUTBOX.c.status == OutboxStatus.PENDING.value,
+            _OUTBOX.c.next_attempt_at <= now,
+        )
+        .exists(),
+        ~select(_LEASES.c.aggregate_id)
+        .where(
+            _LEASES.c.target == target,
+            _LEASES.c.aggregate_id == _USERS.c.id,
+            _LEASES.c.locked_until > now,
+        )
+        .exists(),
+    )
+
+
+async def backlog_without_account(
+    store: Store, target: str, *, now: datetime, after: str | None, limit: int
+) -> list[str]:
+    """Ids of the users :func:`count_backlog` counts, in id order after ``after``."""
+    query = _backlog_query(target, now)
+    if after is not None:
+        query = query.where(_USERS.c.id > after)
+    async with store.reading() as session:
+        return list((await session.scalars(query.order_by(_USERS.c.id).limit(limit))).all())
+
+
+async def count_backlog(store: Store, target: str, *, now: datetime, limit: int) -> int:
+    """How many live users without an account have due pending rows of
+    ``target`` that no worker holds, counted up to ``limit`` (what decides
+    whether an import job is worth it: the count stops once it is known to
+    be above the threshold)."""
+    capped = _backlog_query(target, now).limit(limit).subquery()
+    async with store.reading() as session:
+        value = await session.scalar(select(func.count()).select_from(capped))
+    return int(value or 0)
+
+
+async def subject_ids(store: Store, target: str, *, after: str | None, limit: int) -> list[str]:
+    """Every id the sync of ``target`` knows, in id order after ``after``:
+    the users' (every row, deleted or not) and those of users removed for
+    good that still have a remote id kept (what the drift check pages through)."""
+    users = select(_USERS.c.id.label("id"))
+    removed = select(_STATES.c.aggregate_id.label("id")).where(
+        _STATES.c.target == target, _STATES.c.remote_id.is_not(None)
+    )
+    if after is not None:
+        users = users.where(_USERS.c.id > after)
+        removed = removed.where(_STATES.c.aggregate_id > after)
+    both = union(users, removed).subquery()
+    async with store.reading() as session:
+        return list(
+            (await session.scalars(select(both.c.id).order_by(both.c.id).limit(limit))).all()
+        )
+
+
+async def user_ids(
+    store: Store,
+    *,
+    after: str | None,
+    limit: int,
+    user_group: str | None = None,
+    ids: Sequence[str] | None = None,
+) -> list[str]:
+    """Ids of live users (not deleted, not ``INACTIVE``), in id order after
+    ``after``: all of them, those of ``user_group``, or those among ``ids``."""
+    query = select(_USERS.c.id).where(
+        _USERS.c.deleted_at.is_(None), _USERS.c.lifecycle != _INACTIVE
+    )
+    if user_group is not None:
+        query = query.where(_USERS.c.user_group == user_group)
+    if ids is not None:
+        query = query.where(_USERS.c.id.in_(list(ids)))
+    if after is not None:
+        query = query.where(_USERS.c.id > after)
+    async with store.reading() as session:
+        return list((await session.scalars(query.order_by(_USERS.c.id).limit(limit))).all())
+
+
+async def enqueue_without_account(
+    store: Store, target: str, actor: Actor, *, now: datetime, batch: int = ENQUEUE_BATCH
+) -> int:
+    """Write a pending ``upsert`` row of ``target`` for every live user (not
+    deleted, not ``INACTIVE``) with no ``auth_user_id`` and no pending row of
+    ``target`` (``idstore auth0 import --all``), carrying ``actor``'s request
+    id, one audit row per batch naming the users; how many were written.
+    Batches of ``batch`` users, each its own transaction."""
+    written = 0
+    after: str | None = None
+    while True:
+        query = select(_USERS.c.id).where(
+            _USERS.c.auth_user_id.is_(None),
+            _USERS.c.deleted_at.is_(None),
+            _USERS.c.lifecycle != _INACTIVE,
+            ~select(_OUTBOX.c.id)
+            .where(
+                _OUTBOX.c.aggregate_id == _USERS.c.id,
+                _OUTBOX.c.target == target,
+                _OUTBOX.c.status == OutboxStatus.PENDING.value,
+            )
+            .exists(),
+        )
+        if after is not None:
+            query = query.where(_USERS.c.id > after)
+        page_query = query.order_by(_USERS.c.id).limit(batch)
+
+        async def work(session: AsyncSession, page_query: Any = page_query) -> list[str]:
+            ids = list((await session.scalars(page_query)).all())
+            await _enqueue(session, target, ids, actor, now, "account missing")
+            return ids
+
+        ids = await store.transaction(work)
+        if not ids:
+            return written
+        written += len(ids)
+        after = ids[-1]
+
+
+async def _enqueue(
+    session: AsyncSession,
+    target: str,
+    ids: Sequence[str],
+    actor: Actor,
+    now: datetime,
+    reason: str,
+) -> None:
+    if not ids:
+        return
+    rows = [
+        audit.outbox_row(target, "upsert", "User", i, {"cause": reason}, now, actor.request_id)
+        for i in ids
+    ]
+    await insert_rows(session, audit.OUTBOX, rows)
+    entry = audit.audit_row(
+        actor, f"{target}.enqueue", "User", None, {"reason": reason, "users": list(ids)}, now
+    )
+    await insert_rows(session, audit.AUDIT, [entry])
+
+
+async def enqueue_resync(
+    store: Store,
+    target: str,
+    user_ids: Sequence[str],
+    actor: Actor,
+    *,
+    now: datetime,
+    reason: str,
+) -> int:
+    """Bring ``target`` to these users' current state whatever it holds now
+    (``idstore auth0 drift --repair``): what was last delivered is forgotten
+    (the remote id kept, the synced fields cleared, so the next delivery
+    sends every field and blocks even what was recorded as blocked) and a
+    pending ``upsert`` row written for each, in one transaction with one
+    audit row. How many rows were written."""
+    ids = list(dict.fromkeys(user_ids))
+    if not ids:
+        return 0
+
+    async def work(session: AsyncSession) -> int:
+        for start in range(0, len(ids), ENQUEUE_BATCH):
+            chunk = ids[start : start + ENQUEUE_BATCH]
+            await session.execute(
+                update(_STATES)
+                .where(_STATES.c.target == target, _STATES.c.aggregate_id.in_(chunk))
+                .values(synced={})
+            )
+            await _enqueue(session, target, chunk, actor, now, reason)
+        return len(ids)
+
+    return await store.transaction(work)
