@@ -212,18 +212,19 @@ ENQUEUE_BATCH = 1000
 
 def _backlog_query(target: str, now: datetime) -> Any:
     """Live users with no ``auth_user_id`` with a due pending row of
-    ``target`` that no worker holds now (the users an import job could take)."""
+    ``target`` that no worker holds now, none of whose pending rows failed
+    before (the users an import job may take: one that failed once, in a
+    delivery or in an import job, is left to the dispatcher, one by one)."""
+    pending = and_(
+        _OUTBOX.c.aggregate_id == _USERS.c.id,
+        _OUTBOX.c.target == target,
+        _OUTBOX.c.status == OutboxStatus.PENDING.value,
+    )
     return select(_USERS.c.id).where(
         _USERS.c.auth_user_id.is_(None),
         _USERS.c.deleted_at.is_(None),
-        select(_OUTBOX.c.id)
-        .where(
-            _OUTBOX.c.aggregate_id == _USERS.c.id,
-            _OUTBOX.c.target == target,
-            _OUTBOX.c.status == OutboxStatus.PENDING.value,
-            _OUTBOX.c.next_attempt_at <= now,
-        )
-        .exists(),
+        select(_OUTBOX.c.id).where(pending, _OUTBOX.c.next_attempt_at <= now).exists(),
+        ~select(_OUTBOX.c.id).where(pending, _OUTBOX.c.last_error.is_not(None)).exists(),
         ~select(_LEASES.c.aggregate_id)
         .where(
             _LEASES.c.target == target,
@@ -247,9 +248,9 @@ async def backlog_without_account(
 
 async def count_backlog(store: Store, target: str, *, now: datetime, limit: int) -> int:
     """How many live users without an account have due pending rows of
-    ``target`` that no worker holds, counted up to ``limit`` (what decides
-    whether an import job is worth it: the count stops once it is known to
-    be above the threshold)."""
+    ``target`` that no worker holds and that never failed, counted up to
+    ``limit`` (whether an import job is worth it: the count stops once it is
+    known to be above the threshold)."""
     capped = _backlog_query(target, now).limit(limit).subquery()
     async with store.reading() as session:
         value = await session.scalar(select(func.count()).select_from(capped))

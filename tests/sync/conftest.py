@@ -1,14 +1,20 @@
-"""Fixtures of the sync tests: the Microsoft Graph emulator on loopback and
-a clock the tests move themselves."""
+"""Fixtures of the sync tests: the Microsoft Graph and Auth0 emulators on
+loopback and a clock the tests move themselves."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from identity_sync.clock import ManualClock
+from identity_store.settings import Settings
+from identity_store.store import Store
+from identity_sync.auth0 import Auth0Client
+from identity_sync.clock import Clock, ManualClock
+from tests.emulators.auth0 import Auth0Emulator
 from tests.emulators.graph import GraphEmulator
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -32,3 +38,65 @@ def graph(graph_server: GraphEmulator) -> Iterator[GraphEmulator]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)
+
+
+@pytest.fixture(scope="session")
+def auth0_server() -> Iterator[Auth0Emulator]:
+    """One Auth0 emulator for the session (a real uvicorn on 127.0.0.1)."""
+    with Auth0Emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def auth0(auth0_server: Auth0Emulator) -> Iterator[Auth0Emulator]:
+    """The Auth0 emulator, empty; every exchange of the test kept to Auth0's
+    OpenAPI description."""
+    auth0_server.reset()
+    yield auth0_server
+    violations = list(auth0_server.contract_violations)
+    auth0_server.reset()
+    assert violations == []
+
+
+OpenStore = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture
+async def auth0_store(
+    settings: Settings, engine: AsyncEngine, auth0: Auth0Emulator
+) -> AsyncIterator[OpenStore]:
+    """Opens the store of this backend's database with the Auth0 emulator
+    configured (and any other settings given); each is closed after the test."""
+    opened: list[Store] = []
+
+    async def open_(**overrides: Any) -> Store:
+        fields: dict[str, Any] = {
+            "DATABASE_URL": settings.database_url,
+            **auth0.settings_fields(),
+            **overrides,
+        }
+        store = await Store.open(Settings(**fields))
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+NewClient = Callable[..., Auth0Client]
+
+
+@pytest.fixture
+async def auth0_clients(auth0: Auth0Emulator) -> AsyncIterator[NewClient]:
+    """Makes Auth0 clients of a store's settings (``new(store, clock,
+    **options)``); each is closed after the test."""
+    made: list[Auth0Client] = []
+
+    def new(store: Store, clock: Clock, **options: Any) -> Auth0Client:
+        made.append(Auth0Client(store.settings, clock=clock, **options))
+        return made[-1]
+
+    yield new
+    for service in made:
+        await service.aclose()
