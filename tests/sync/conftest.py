@@ -1,5 +1,6 @@
-"""Fixtures of the sync tests: the Microsoft Graph and Auth0 emulators on
-loopback and a clock the tests move themselves."""
+"""Fixtures of the sync tests: the Microsoft Graph emulator on loopback, the
+store and clients pointed at the Auth0 emulator (``auth0``, in
+tests/conftest.py), and a clock the tests move themselves."""
 
 from __future__ import annotations
 
@@ -38,24 +39,6 @@ def graph(graph_server: GraphEmulator) -> Iterator[GraphEmulator]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)
-
-
-@pytest.fixture(scope="session")
-def auth0_server() -> Iterator[Auth0Emulator]:
-    """One Auth0 emulator for the session (a real uvicorn on 127.0.0.1)."""
-    with Auth0Emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def auth0(auth0_server: Auth0Emulator) -> Iterator[Auth0Emulator]:
-    """The Auth0 emulator, empty; every exchange of the test kept to Auth0's
-    OpenAPI description."""
-    auth0_server.reset()
-    yield auth0_server
-    violations = list(auth0_server.contract_violations)
-    auth0_server.reset()
-    assert violations == []
 
 
 OpenStore = Callable[..., Awaitable[Store]]
