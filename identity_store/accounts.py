@@ -214,24 +214,27 @@ def _backlog_query(target: str, now: datetime) -> Any:
     """Live users with no ``auth_user_id`` with a due pending row of
     ``target`` that no worker holds now, none of whose pending rows failed
     before (the users an import job may take: one that failed once, in a
-    delivery or in an import job, is left to the dispatcher, one by one)."""
+    delivery or in an import job, is left to the dispatcher, one by one).
+
+    The three conditions are uncorrelated ``IN`` subqueries over the pending
+    rows (``ix_outbox_pending``) and the leases: each is read once, not once
+    per user."""
     pending = and_(
-        _OUTBOX.c.aggregate_id == _USERS.c.id,
         _OUTBOX.c.target == target,
         _OUTBOX.c.status == OutboxStatus.PENDING.value,
+        _OUTBOX.c.aggregate_type == "User",
+    )
+    due = select(_OUTBOX.c.aggregate_id).where(pending, _OUTBOX.c.next_attempt_at <= now)
+    failed = select(_OUTBOX.c.aggregate_id).where(pending, _OUTBOX.c.last_error.is_not(None))
+    held = select(_LEASES.c.aggregate_id).where(
+        _LEASES.c.target == target, _LEASES.c.locked_until > now
     )
     return select(_USERS.c.id).where(
         _USERS.c.auth_user_id.is_(None),
         _USERS.c.deleted_at.is_(None),
-        select(_OUTBOX.c.id).where(pending, _OUTBOX.c.next_attempt_at <= now).exists(),
-        ~select(_OUTBOX.c.id).where(pending, _OUTBOX.c.last_error.is_not(None)).exists(),
-        ~select(_LEASES.c.aggregate_id)
-        .where(
-            _LEASES.c.target == target,
-            _LEASES.c.aggregate_id == _USERS.c.id,
-            _LEASES.c.locked_until > now,
-        )
-        .exists(),
+        _USERS.c.id.in_(due),
+        _USERS.c.id.not_in(failed),
+        _USERS.c.id.not_in(held),
     )
 
 
@@ -315,6 +318,7 @@ async def enqueue_without_account(
             _USERS.c.lifecycle != _INACTIVE,
             ~select(_OUTBOX.c.id)
             .where(
+                _OUTBOX.c.aggregate_type == "User",
                 _OUTBOX.c.aggregate_id == _USERS.c.id,
                 _OUTBOX.c.target == target,
                 _OUTBOX.c.status == OutboxStatus.PENDING.value,
