@@ -61,6 +61,7 @@ import orjson
 
 from identity_store import accounts, jobs, outbox
 from identity_store.accounts import AccountSubject
+from identity_store.errors import StoreError
 from identity_store.jobs import JobKind, JobRecord, JobStatus
 from identity_store.outbox import Claim, Delivered, Failed
 from identity_store.settings import Settings
@@ -95,7 +96,10 @@ MAX_RUNNING_JOBS = 2
 """Import jobs running at once across all workers (Auth0 refuses a third)."""
 
 USERS_PER_CLAIM = 2000
-"""Users claimed at a time to fill files (a file of 500 KB holds about 2,000)."""
+"""Users claimed at a time to fill files (a file of 500 KB holds about
+2,000). It bounds the users of one job, hence of one
+:func:`identity_store.outbox.complete`, whose statements must stay under
+PostgreSQL's 32,767 parameters (about 9 per user)."""
 
 JOB_TIMEOUT = timedelta(hours=1)
 """A job Auth0 has not finished this long after it started is given up:
@@ -523,8 +527,14 @@ class ImportRunner:
 
     async def _poll_due(self, now: datetime) -> None:
         for job in list(self._jobs.values()):
-            if job.next_poll <= now:
+            if job.next_poll > now:
+                continue
+            try:
                 await self._poll(job)
+            except StoreError:
+                raise  # the dispatcher's loop waits for the store to come back
+            except Exception:  # one broken job must not stop the dispatcher: polled again
+                log.exception("auth0 import: polling job %s failed", job.job_id)
 
     async def _poll(self, job: _Running) -> None:
         now = self.clock.now()

@@ -500,3 +500,24 @@ async def test_no_job_lasts_forever(
     assert job.status == "FAILED"
     assert job.summary["message"] == "Auth0 has not finished the job after 1:00:00"
     await runner.service.aclose()
+
+
+async def test_a_job_status_auth0_answers_unreadably_gives_the_users_back(
+    auth0_store: OpenStore, auth0: Auth0Emulator, clock: ManualClock, auth0_clients: NewClient
+) -> None:
+    """Hostile input: a job read that is not JSON is no answer: the job is
+    given up and its users delivered one by one (adopting what it made)."""
+    _instant(auth0)
+    store = await auth0_store(auth0_import_threshold=3)
+    ids = await add_users(store, 5)
+    auth0.answer_next(1, 200, b"<html>maintenance</html>", only="GET /api/v2/jobs/{id}")
+    runner = ImportRunner(store, auth0_clients(store, clock), clock=clock, name="w1:import")
+    worker = dispatcher(store, auth0_clients(store, clock), clock, companions=[runner])
+    totals = await worker.drain()
+    await worker.close()
+    [job] = await jobs.list_jobs(store, kind=JobKind.AUTH0_IMPORT)
+    assert job.status == "FAILED"
+    assert job.summary["message"].startswith("Auth0 cannot tell how the job went: ")
+    assert totals.outcomes == {"adopted": 5}
+    assert sorted(accounts_by_store_id(auth0)) == sorted(ids)
+    no_duplicates(auth0)
