@@ -316,14 +316,13 @@ async def enqueue_without_account(
             _USERS.c.auth_user_id.is_(None),
             _USERS.c.deleted_at.is_(None),
             _USERS.c.lifecycle != _INACTIVE,
-            ~select(_OUTBOX.c.id)
-            .where(
-                _OUTBOX.c.aggregate_type == "User",
-                _OUTBOX.c.aggregate_id == _USERS.c.id,
-                _OUTBOX.c.target == target,
-                _OUTBOX.c.status == OutboxStatus.PENDING.value,
-            )
-            .exists(),
+            _USERS.c.id.not_in(
+                select(_OUTBOX.c.aggregate_id).where(
+                    _OUTBOX.c.target == target,
+                    _OUTBOX.c.status == OutboxStatus.PENDING.value,
+                    _OUTBOX.c.aggregate_type == "User",
+                )
+            ),
         )
         if after is not None:
             query = query.where(_USERS.c.id > after)
