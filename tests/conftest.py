@@ -28,6 +28,7 @@ from identity_store.database import create_engine, create_session_factory
 from identity_store.models import Base
 from identity_store.settings import Settings
 from scim_server.app import create_app
+from tests.emulators.auth0 import Auth0Emulator
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
@@ -290,3 +291,22 @@ async def store(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Any]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(scope="session")
+def auth0_server() -> Iterator[Auth0Emulator]:
+    """One Auth0 emulator for the session (a real uvicorn on 127.0.0.1)."""
+    with Auth0Emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def auth0(auth0_server: Auth0Emulator) -> Iterator[Auth0Emulator]:
+    """The Auth0 emulator, empty (no users, limit or fault); at teardown, no
+    request the test made and no answer it got broke Auth0's OpenAPI
+    description (a test that breaks it on purpose clears the list)."""
+    auth0_server.reset()
+    yield auth0_server
+    violations = list(auth0_server.contract_violations)
+    auth0_server.reset()
+    assert violations == [], "the Auth0 contract was broken:\n" + "\n".join(violations)
