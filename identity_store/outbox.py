@@ -637,18 +637,22 @@ async def status(store: Store, *, now: datetime) -> list[TargetStatus]:
             )
         ).all()
         users: dict[str, int] = dict(
-            await session.execute(
-                select(_OUTBOX.c.target, func.count(func.distinct(_OUTBOX.c.aggregate_id)))
-                .where(_OUTBOX.c.status == _PENDING)
-                .group_by(_OUTBOX.c.target)
-            )
+            (
+                await session.execute(
+                    select(_OUTBOX.c.target, func.count(func.distinct(_OUTBOX.c.aggregate_id)))
+                    .where(_OUTBOX.c.status == _PENDING)
+                    .group_by(_OUTBOX.c.target)
+                )
+            ).all()
         )
         leases: dict[str, int] = dict(
-            await session.execute(
-                select(_LEASES.c.target, func.count())
-                .where(_LEASES.c.locked_until > now)
-                .group_by(_LEASES.c.target)
-            )
+            (
+                await session.execute(
+                    select(_LEASES.c.target, func.count())
+                    .where(_LEASES.c.locked_until > now)
+                    .group_by(_LEASES.c.target)
+                )
+            ).all()
         )
     by_target: dict[str, dict[str, Any]] = defaultdict(dict)
     for target, state, n in counts:
