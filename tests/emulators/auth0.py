@@ -470,7 +470,16 @@ class Auth0Emulator:
         self._lock = threading.RLock()
         self.users: dict[str, dict[str, Any]] = {}
         """Auth0 id -> the user as Auth0 answers it (``user_id``, ``email``,
-        ``identities``, ``app_metadata``, ``created_at``...); tests read and seed it."""
+        ``identities``, ``app_metadata``, ``created_at``...); tests read and
+        seed it (:meth:`add_user`; after changing an ``email`` here in place,
+        call :meth:`reindex`)."""
+        self._addresses: dict[str, set[str]] = {}
+        """Lower-case e-mail -> ids of the users with it (a look-up index)."""
+        self._indexed = 0
+        """``len(self.users)`` as the index knows it (a test that adds or
+        removes users directly makes it differ, and the index is rebuilt)."""
+        self.record_requests = True
+        """Keep every request in :attr:`requests` (a long bench may turn it off)."""
         self.passwords: dict[str, str] = {}
         """Auth0 id -> the password it was created or last changed with."""
         self.jobs: dict[str, ImportJob] = {}
@@ -599,6 +608,9 @@ class Auth0Emulator:
         requests seen; the constructor's settings again."""
         with self._lock:
             self.users.clear()
+            self._addresses.clear()
+            self._indexed = 0
+            self.record_requests = True
             self.passwords.clear()
             self.jobs.clear()
             self.tickets.clear()
@@ -637,8 +649,18 @@ class Auth0Emulator:
                 connection or self.connection,
             )
             user.update(fields)
-            self.users[user["user_id"]] = user
+            self._store(user)
             return str(user["user_id"])
+
+    def reindex(self) -> None:
+        """Rebuild the e-mail index: needed only after a test changed a
+        user's ``email`` in :attr:`users` in place (adding or removing users
+        there is noticed)."""
+        with self._lock:
+            self._addresses = {}
+            for auth0_id, user in self.users.items():
+                self._addresses.setdefault(str(user.get("email", "")).lower(), set()).add(auth0_id)
+            self._indexed = len(self.users)
 
     def user_by_email(self, email: str, connection: str | None = None) -> dict[str, Any] | None:
         """The user with this e-mail (any case) in the connection, if any."""
@@ -845,7 +867,8 @@ class Auth0Emulator:
             injected,
         )
         with self._lock:
-            self.requests.append(seen)
+            if self.record_requests:
+                self.requests.append(seen)
 
     # -- The token endpoint (Authentication API) ------------------------------
 
@@ -1144,8 +1167,7 @@ class Auth0Emulator:
             return Answer(200, _project(user, query.get("fields"), query.get("include_fields")))
         if method == "PATCH":
             return self._update_user(user_id, body)
-        self.users.pop(user_id, None)
-        self.passwords.pop(user_id, None)
+        self._discard(user_id)
         return Answer(204)
 
     @staticmethod
@@ -1156,13 +1178,39 @@ class Auth0Emulator:
     def _bad(message: str, code: str = "invalid_body") -> Answer:
         return Answer(400, auth0_error(400, message, code))
 
-    def _by_email(self, email: str, connection: str) -> dict[str, Any] | None:
+    def _store(self, user: dict[str, Any]) -> None:
+        """Keep ``user`` (new, or with a new e-mail) and index its e-mail."""
+        if len(self.users) != self._indexed:
+            self.reindex()
+        auth0_id = user["user_id"]
+        if auth0_id not in self.users:
+            self._indexed += 1
+        self.users[auth0_id] = user
+        self._addresses.setdefault(str(user.get("email", "")).lower(), set()).add(auth0_id)
+
+    def _discard(self, auth0_id: str) -> None:
+        if len(self.users) != self._indexed:
+            self.reindex()
+        if self.users.pop(auth0_id, None) is not None:
+            self._indexed -= 1
+        self.passwords.pop(auth0_id, None)
+
+    def _with_email(self, email: str) -> list[dict[str, Any]]:
+        """The users whose e-mail is ``email`` in any case, oldest first."""
+        if len(self.users) != self._indexed:
+            self.reindex()
         wanted = email.lower()
-        for user in self.users.values():
+        found = []
+        for auth0_id in self._addresses.get(wanted, ()):
+            user = self.users.get(auth0_id)
+            if user is not None and str(user.get("email", "")).lower() == wanted:
+                found.append(user)
+        return sorted(found, key=lambda u: (str(u.get("created_at", "")), u["user_id"]))
+
+    def _by_email(self, email: str, connection: str) -> dict[str, Any] | None:
+        for user in self._with_email(email):
             identities = user.get("identities") or [{}]
-            if identities[0].get("connection") == connection and (
-                str(user.get("email", "")).lower() == wanted
-            ):
+            if identities[0].get("connection") == connection:
                 return user
         return None
 
@@ -1217,7 +1265,7 @@ class Auth0Emulator:
                 user[key] = body[key]
         user["app_metadata"] = copy.deepcopy(body.get("app_metadata", {}))
         user["user_metadata"] = copy.deepcopy(body.get("user_metadata", {}))
-        self.users[auth0_id] = user
+        self._store(user)
         if password is not None:
             self.passwords[auth0_id] = password
         self.created_per_email[user["email"]] += 1
@@ -1235,6 +1283,7 @@ class Auth0Emulator:
                 return self._bad("The specified new email already exists", "email_exists")
             user["email"] = email.lower()
             user["email_verified"] = bool(body.get("email_verified", False))
+            self._store(user)
         for key, value in body.items():
             if key in ("app_metadata", "user_metadata"):
                 merged = dict(user.get(key) or {})
@@ -1257,11 +1306,9 @@ class Auth0Emulator:
         return Answer(200, copy.deepcopy(user))
 
     def _users_by_email(self, query: Mapping[str, str]) -> Answer:
-        wanted = query["email"].lower()
         found = [
             _project(u, query.get("fields"), query.get("include_fields"))
-            for u in self.users.values()
-            if str(u.get("email", "")).lower() == wanted
+            for u in self._with_email(query["email"])
         ]
         return Answer(200, found)
 
@@ -1423,12 +1470,13 @@ class Auth0Emulator:
                     failed += 1
                     continue
                 self._apply_import(existing, entry)
+                self._store(existing)
                 updated += 1
                 continue
             auth0_id = f"auth0|{given}" if given else f"auth0|{secrets.token_hex(12)}"
             user = self._new_user(auth0_id, email, job.connection)
             self._apply_import(user, entry)
-            self.users[auth0_id] = user
+            self._store(user)
             self.created_per_email[email] += 1
             inserted += 1
         job.summary = {

@@ -670,3 +670,22 @@ def test_requests_are_recorded_with_secrets_masked(
     assert read.headers["authorization"].startswith("Bearer ")
     assert auth0.seen("GET /api/v2/users/{id}") == [read]
     assert auth0.seen("POST /oauth/token") == [token]
+
+
+def test_users_seeded_straight_into_the_dict_are_found_by_email(
+    auth0: Auth0Emulator, http: httpx.Client
+) -> None:
+    """The e-mail index notices users added to or removed from
+    :attr:`users` directly, and :meth:`reindex` an e-mail changed in place."""
+    auth0_id = auth0.add_user("ada@example.com")
+    auth0.users["auth0|direct"] = {**auth0.users[auth0_id], "user_id": "auth0|direct"}
+    auth0.users["auth0|direct"]["email"] = "direct@example.com"
+    found = http.get("/api/v2/users-by-email", params={"email": "direct@example.com"}).json()
+    assert [u["user_id"] for u in found] == ["auth0|direct"]
+    auth0.users[auth0_id]["email"] = "renamed@example.com"
+    auth0.reindex()
+    found = http.get("/api/v2/users-by-email", params={"email": "renamed@example.com"}).json()
+    assert [u["user_id"] for u in found] == [auth0_id]
+    del auth0.users["auth0|direct"]
+    assert http.get("/api/v2/users-by-email", params={"email": "direct@example.com"}).json() == []
+    assert _create(http, auth0, email="direct@example.com").status_code == 201
