@@ -502,3 +502,10 @@ def test_random_password_has_every_class_and_the_length(length: int) -> None:
         assert any(c in string.ascii_uppercase for c in password)
         assert any(c in string.digits for c in password)
         assert any(not c.isalnum() for c in password)
+
+
+def test_random_password_puts_its_guaranteed_classes_anywhere() -> None:
+    firsts = {random_password(16)[0] for _ in range(200)}
+    assert any(c.isupper() for c in firsts)
+    assert any(c.isdigit() for c in firsts)
+    assert any(c.islower() for c in firsts)
