@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, delete, exists, func, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -124,6 +124,8 @@ class Delivered:
     """The account is gone (hard delete): clear the remote id everywhere."""
     set_auth_user_id: bool = False
     """Write ``remote_id`` as the user's ``auth_user_id``."""
+    took_over: bool = False
+    """The account was adopted: any other user that had it loses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,17 +410,17 @@ async def complete(
                 .where(_OUTBOX.c.id.in_(ids), _OUTBOX.c.status == _PENDING)
                 .values(status=_DONE, processed_at=now, outcome=_cut(outcome), last_error=None)
             )
-        for d in delivered:
-            settled = f"settled by the delivery of #{d.claim.row_ids[-1]}"
+        for target, aggregates in _aggregates_by_target(d.claim for d in delivered).items():
+            # A dead letter of a user delivered now is settled: the target
+            # holds the user's current state, its change included.
             await session.execute(
                 update(_OUTBOX)
                 .where(
-                    _OUTBOX.c.target == d.claim.target,
-                    _OUTBOX.c.aggregate_id == d.claim.aggregate_id,
+                    _OUTBOX.c.target == target,
+                    _OUTBOX.c.aggregate_id.in_(aggregates),
                     _OUTBOX.c.status == _DEAD,
-                    _OUTBOX.c.id < d.claim.row_ids[0],
                 )
-                .values(status=_DONE, processed_at=now, outcome=settled)
+                .values(status=_DONE, processed_at=now, outcome="settled by a later delivery")
             )
         await _keep_states(session, delivered, now)
         await _write_auth_user_ids(session, delivered, now)
@@ -482,7 +484,7 @@ async def _keep_states(
     )
     # An account adopted by one user is no other user's any more.
     for d in delivered:
-        if d.remote_id is not None:
+        if d.took_over and d.remote_id is not None:
             await session.execute(
                 update(_STATES)
                 .where(
@@ -497,32 +499,43 @@ async def _keep_states(
 async def _write_auth_user_ids(
     session: AsyncSession, delivered: Sequence[Delivered], now: datetime
 ) -> None:
-    """``users.auth_user_id`` of the deliveries that set or forgot it; a
-    change of it is a change of the user (``version`` moves, as the SCIM
-    ``authUserId`` it is read as changed)."""
+    """``users.auth_user_id`` of the deliveries that set or forgot it, in one
+    ``executemany``; a change of it is a change of the user (``version``
+    moves, as the SCIM ``authUserId`` it is read as changed)."""
+    values: list[dict[str, Any]] = []
     for d in delivered:
         if d.claim.aggregate_type != "User":
             continue
-        value: str | None
         if d.forget_remote:
-            value = None
+            values.append({"uid": d.claim.aggregate_id, "rid": None})
         elif d.set_auth_user_id and d.remote_id is not None:
-            value = d.remote_id
-            await session.execute(
-                update(_USERS)
-                .where(_USERS.c.auth_user_id == value, _USERS.c.id != d.claim.aggregate_id)
-                .values(auth_user_id=None, version=_USERS.c.version + 1, updated_at=now)
-            )
-        else:
-            continue
-        await session.execute(
-            update(_USERS)
-            .where(
-                _USERS.c.id == d.claim.aggregate_id,
-                _USERS.c.auth_user_id.is_distinct_from(value),
-            )
-            .values(auth_user_id=value, version=_USERS.c.version + 1, updated_at=now)
+            values.append({"uid": d.claim.aggregate_id, "rid": d.remote_id})
+            if d.took_over:
+                await session.execute(
+                    update(_USERS)
+                    .where(
+                        _USERS.c.auth_user_id == d.remote_id, _USERS.c.id != d.claim.aggregate_id
+                    )
+                    .values(auth_user_id=None, version=_USERS.c.version + 1, updated_at=now)
+                )
+    if not values:
+        return
+    await session.execute(
+        update(_USERS)
+        .where(
+            _USERS.c.id == bindparam("uid", type_=_USERS.c.id.type),
+            _USERS.c.auth_user_id.is_distinct_from(
+                bindparam("rid", type_=_USERS.c.auth_user_id.type)
+            ),
         )
+        .values(
+            auth_user_id=bindparam("rid", type_=_USERS.c.auth_user_id.type),
+            version=_USERS.c.version + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False),
+        values,
+    )
 
 
 async def fail(store: Store, failures: Sequence[Failed], *, worker: str, now: datetime) -> None:
@@ -557,29 +570,29 @@ async def fail(store: Store, failures: Sequence[Failed], *, worker: str, now: da
 async def reserve(
     store: Store, target: str, *, rate: float, burst: int, now: float, cost: int = 1
 ) -> float:
-    """Reserve ``cost`` requests of ``target``'s shared budget; the seconds to
-    wait before sending (0 when they may go now). ``now`` is epoch seconds."""
-    interval = cost / rate
-    floor = now - (burst - cost) / rate
+    """Reserve ``cost`` consecutive request slots of ``target``'s shared
+    budget (``1 / rate`` apart); the seconds to wait before the first (0
+    when it may go now). ``now`` is epoch seconds. After a quiet spell up to
+    ``burst`` slots lie in the past: they may go at once."""
+    interval = 1 / rate
+    floor = now - (burst - 1) * interval
+    span = cost * interval
 
-    async def work(session: AsyncSession) -> float:
-        statement = _insert(session, _BUDGETS).values(target=target, tat=floor + interval)
+    # One atomic statement in autocommit: no BEGIN/COMMIT round trips.
+    async with store.reading() as session:
+        statement = _insert(session, _BUDGETS).values(target=target, tat=floor + span)
         statement = statement.on_conflict_do_update(
             index_elements=["target"],
-            set_={
-                "tat": case((_BUDGETS.c.tat > floor, _BUDGETS.c.tat), else_=floor) + interval,
-            },
+            set_={"tat": case((_BUDGETS.c.tat > floor, _BUDGETS.c.tat), else_=floor) + span},
         ).returning(_BUDGETS.c.tat)
         tat = float((await session.execute(statement)).scalar_one())
-        return max(0.0, tat - interval - now)
-
-    return await store.transaction(work)
+    return max(0.0, tat - span - now)
 
 
 async def pause(store: Store, target: str, *, until: float) -> None:
     """No request of ``target`` goes before ``until`` (epoch seconds), from any worker."""
 
-    async def work(session: AsyncSession) -> None:
+    async with store.reading() as session:
         statement = _insert(session, _BUDGETS).values(target=target, tat=until)
         await session.execute(
             statement.on_conflict_do_update(
@@ -587,8 +600,6 @@ async def pause(store: Store, target: str, *, until: float) -> None:
                 set_={"tat": case((_BUDGETS.c.tat < until, until), else_=_BUDGETS.c.tat)},
             )
         )
-
-    await store.transaction(work)
 
 
 # -- Reading and replaying ----------------------------------------------------
@@ -637,18 +648,22 @@ async def status(store: Store, *, now: datetime) -> list[TargetStatus]:
             )
         ).all()
         users: dict[str, int] = dict(
-            await session.execute(
-                select(_OUTBOX.c.target, func.count(func.distinct(_OUTBOX.c.aggregate_id)))
-                .where(_OUTBOX.c.status == _PENDING)
-                .group_by(_OUTBOX.c.target)
-            )
+            (
+                await session.execute(
+                    select(_OUTBOX.c.target, func.count(func.distinct(_OUTBOX.c.aggregate_id)))
+                    .where(_OUTBOX.c.status == _PENDING)
+                    .group_by(_OUTBOX.c.target)
+                )
+            ).all()
         )
         leases: dict[str, int] = dict(
-            await session.execute(
-                select(_LEASES.c.target, func.count())
-                .where(_LEASES.c.locked_until > now)
-                .group_by(_LEASES.c.target)
-            )
+            (
+                await session.execute(
+                    select(_LEASES.c.target, func.count())
+                    .where(_LEASES.c.locked_until > now)
+                    .group_by(_LEASES.c.target)
+                )
+            ).all()
         )
     by_target: dict[str, dict[str, Any]] = defaultdict(dict)
     for target, state, n in counts:

@@ -47,6 +47,10 @@ __all__ = [
 ACTIVE = "ACTIVE"
 SUSPENDED = "SUSPENDED"
 INACTIVE = "INACTIVE"
+CREDENTIALS_REFUSED = frozenset({401, 403})
+"""Statuses of a permanent error that is the service refusing our
+credentials or scopes (after one token refresh): every change would fail
+alike, so none is dead-lettered; they wait for the configuration to be fixed."""
 NAME_LIMITS = {"given_name": 150, "family_name": 150, "name": 300}
 """Longest names the service takes (Auth0's ``CreateUserRequestContent``)."""
 
@@ -183,6 +187,10 @@ def decide(
     if isinstance(error, Transient) and error.throttled:
         at = error.retry_at if error.retry_at is not None else now + backoff(1, policy, rng)
         return Decision(max(at, now), counts=False, error=f"throttled: {error.message}")
+    if isinstance(error, Permanent) and error.status in CREDENTIALS_REFUSED:
+        # Every call fails alike: a configuration to fix, not this change's fault.
+        at = now + policy.max_seconds
+        return Decision(at, counts=False, error=f"credentials refused: {error.message}")
     if isinstance(error, Permanent | NotFound | Exists):
         return Decision(None, counts=True, error=error.message)
     message = error.message if isinstance(error, Transient) else f"{type(error).__name__}: {error}"

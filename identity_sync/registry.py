@@ -3,17 +3,22 @@ settings: what ``idstore worker`` and ``idstore jobs`` run."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from identity_store.settings import Settings
 from identity_store.store import Store
 
+from .auth0 import Auth0Client
 from .clock import Clock
 from .deletion_sync import DeletionSync
+from .dispatcher import DatabaseRateLimiter, Dispatcher
 from .expiry import Expiry
 from .profile_sync import ProfileSync
 from .schedules import Schedule, ScheduleError, parse
-from .worker import Job, Worker
+from .worker import Job, Worker, worker_id
+
+log = logging.getLogger("idstore.worker")
 
 JobFactory = Callable[[Settings, Clock], Job]
 
@@ -46,9 +51,42 @@ def build_jobs(settings: Settings, clock: Clock) -> dict[str, Job]:
     return {name: factory(settings, clock) for name, (_, factory) in JOBS.items()}
 
 
+OUTBOX = "outbox"
+"""The name that selects the outbox dispatchers in ``idstore worker --job``."""
+
+
+def build_auth_service(store: Store, clock: Clock) -> Auth0Client | None:
+    """The authentication-service module chosen by ``auth_service``, paced by
+    the tenant's budget in the database; ``None`` when it is off or not
+    configured (its rows wait)."""
+    settings = store.settings
+    if settings.auth_service != "auth0" or not settings.auth0_configured:
+        return None
+    limiter = DatabaseRateLimiter(
+        store,
+        "auth0",
+        rate=settings.auth0_requests_per_second,
+        burst=settings.auth0_burst,
+        clock=clock,
+    )
+    return Auth0Client(settings, clock=clock, limiter=limiter)
+
+
+def build_dispatchers(store: Store, clock: Clock, name: str) -> list[Dispatcher]:
+    """The outbox dispatchers of the configured targets."""
+    service = build_auth_service(store, clock)
+    if service is None:
+        log.info("no authentication service configured: auth0 outbox rows wait")
+        return []
+    return [Dispatcher(store, service, clock=clock, name=name)]
+
+
 def build_worker(store: Store, clock: Clock, *, only: list[str] | None = None) -> Worker:
-    """The worker of every job (or of ``only`` those) on its schedule."""
+    """The worker of every job (or of ``only`` those; :data:`OUTBOX` selects
+    the dispatchers) on its schedule, with the outbox dispatchers."""
     jobs = build_jobs(store.settings, clock)
     if only is not None:
         jobs = {name: job for name, job in jobs.items() if name in only}
-    return Worker(store, jobs, schedules(store.settings), clock=clock)
+    name = worker_id()
+    loops = build_dispatchers(store, clock, name) if only is None or OUTBOX in only else []
+    return Worker(store, jobs, schedules(store.settings), clock=clock, name=name, loops=loops)

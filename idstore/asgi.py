@@ -20,9 +20,10 @@ log = logging.getLogger("idstore.worker")
 
 @asynccontextmanager
 async def in_process_worker(store: Store) -> AsyncIterator[None]:
-    """The worker of ``idstore worker``, run by the server itself (the SQLite
-    default: ``make run`` is the whole product). At shutdown the runs in
-    progress stop at their next checkpoint and are handed back."""
+    """The worker of ``idstore worker`` (scheduled jobs and outbox
+    dispatchers), run by the server itself (the SQLite default: ``make run``
+    is the whole product). At shutdown the runs in progress stop at their
+    next checkpoint and are handed back."""
     worker = registry.build_worker(store, SystemClock())
     task = asyncio.create_task(worker.run_forever())
     try:
@@ -33,6 +34,7 @@ async def in_process_worker(store: Store) -> AsyncIterator[None]:
             await asyncio.wait_for(task, timeout=store.settings.job_lease_seconds)
         except TimeoutError:
             log.error("the in-process worker did not stop in time; its runs' leases will expire")
+        await worker.close()
 
 
 def app_factory() -> Starlette:

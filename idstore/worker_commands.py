@@ -18,6 +18,7 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_sync import registry
 from identity_sync.clock import SystemClock
+from identity_sync.dispatcher import Totals
 from identity_sync.schedules import ScheduleError
 from idstore import logs
 from idstore.opening import with_store
@@ -71,6 +72,15 @@ AS_OF_MAX_LENGTH = 64
 is 32 characters)."""
 
 
+def _loop_line(label: str, totals: Totals) -> str:
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(totals.outcomes.items()))
+    return (
+        f"{label}: {totals.delivered} users delivered ({totals.rows} rows"
+        f"{'; ' + outcomes if outcomes else ''}), {totals.failed} to retry, "
+        f"{totals.dead} dead letters"
+    )
+
+
 def _parse_as_of(value: str) -> datetime:
     """An ISO 8601 time (UTC unless it says otherwise), in UTC, in the years
     2 to 9998: a job converts it to its time zone, which must not leave the
@@ -93,9 +103,10 @@ def _job_names(settings: Settings, wanted: list[str] | None) -> list[str] | None
     if not wanted:
         return None
     names = [n.strip() for value in wanted for n in value.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(registry.JOBS))
+    known = [*registry.JOBS, registry.OUTBOX]
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise UsageError(f"unknown job {unknown}; known: {', '.join(registry.JOBS)}")
+        raise UsageError(f"unknown job {unknown}; known: {', '.join(known)}")
     return names
 
 
@@ -115,13 +126,18 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        if args.until_idle:
-            runs = await worker.run_due()
-            for run in runs:
-                print(_run_line(run))
-            return 1 if any(run.status == "FAILED" for run in runs) else 0
-        await worker.run_forever()
-        return 0
+        try:
+            if args.until_idle:
+                runs = await worker.run_due()
+                for run in runs:
+                    print(_run_line(run))
+                for label, totals in (await worker.drain_loops()).items():
+                    print(_loop_line(label, totals))
+                return 1 if any(run.status == "FAILED" for run in runs) else 0
+            await worker.run_forever()
+            return 0
+        finally:
+            await worker.close()
 
     return asyncio.run(with_store(settings, work))
 
@@ -201,16 +217,16 @@ def _jobs_history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    worker = sub.add_parser(
-        "worker", help="run the scheduled jobs (and, later, the sync dispatchers)"
-    )
+    worker = sub.add_parser("worker", help="run the scheduled jobs and the outbox dispatchers")
     worker.add_argument(
         "--until-idle",
         action="store_true",
         help="run what is due now, then exit (for scripts and tests)",
     )
     worker.add_argument(
-        "--job", action="append", help="run only these jobs (repeat or separate with commas)"
+        "--job",
+        action="append",
+        help="run only these jobs (repeat or separate with commas; 'outbox' for the dispatchers)",
     )
     worker.set_defaults(handler=cmd_worker)
 

@@ -189,7 +189,11 @@ async def test_adopting_an_account_takes_it_from_the_user_that_had_it(store: Sto
     )
     await outbox.complete(
         store,
-        [Delivered(by_user[new], "adopted", "auth0|shared", {}, set_auth_user_id=True)],
+        [
+            Delivered(
+                by_user[new], "adopted", "auth0|shared", {}, set_auth_user_id=True, took_over=True
+            )
+        ],
         worker="w",
         now=NOW,
     )
@@ -237,7 +241,7 @@ async def test_fail_retries_later_or_dead_letters_and_a_later_delivery_settles_i
     await outbox.complete(store, [Delivered(c, "updated")], worker="w", now=NOW)
     u3 = [r for r in await _all(engine) if r.aggregate_id == "u3"]
     assert [r.status for r in u3] == ["DONE", "DONE"]
-    assert u3[0].outcome == f"settled by the delivery of #{u3[1].id}"
+    assert u3[0].outcome == "settled by a later delivery"
 
 
 async def test_retry_puts_dead_letters_back_and_leaves_other_rows(
@@ -273,6 +277,14 @@ async def test_the_rate_budget_allows_a_burst_then_paces(store: Store) -> None:
     # A quiet second refills the burst.
     waits = [await outbox.reserve(store, "auth0", rate=10, burst=3, now=now + 5) for _ in range(4)]
     assert waits == pytest.approx([0, 0, 0, 0.1])
+    # A reservation of several slots: the wait for the first; the next
+    # reservation waits for the slots after them.
+    now = 10_000.0
+    assert await outbox.reserve(store, "auth0", rate=10, burst=1, now=now, cost=5) == 0
+    assert await outbox.reserve(store, "auth0", rate=10, burst=1, now=now, cost=5) == (
+        pytest.approx(0.5)
+    )
+    assert await outbox.reserve(store, "auth0", rate=10, burst=1, now=now) == pytest.approx(1.0)
     # Another target has its own budget.
     assert await outbox.reserve(store, "rbac", rate=10, burst=1, now=now) == 0
 

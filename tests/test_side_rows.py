@@ -23,7 +23,7 @@ async def test_rows_wait_for_the_commit_and_keep_their_values(engine: AsyncEngin
     details = {"userName": "Zoë", "nested": {"list": [1, None, "x"]}}
     async with sessions() as session, session.begin():
         audit.record(session, ACTOR, "user.create", "User", "u1", details)
-        audit.enqueue(session, "auth0", "upsert", "User", "u1", {"version": 1})
+        audit.enqueue(session, ACTOR, "auth0", "upsert", "User", "u1", {"version": 1})
         assert side_rows.pending(session) == 2
         async with sessions() as other:  # nothing is written before the commit
             assert await other.scalar(select(func.count()).select_from(AuditEntry)) == 0
@@ -34,10 +34,11 @@ async def test_rows_wait_for_the_commit_and_keep_their_values(engine: AsyncEngin
         assert entry.occurred_at.tzinfo is not None
         assert abs((datetime.now(UTC) - entry.occurred_at).total_seconds()) < 60
         outbox = (await session.scalars(select(OutboxEntry))).one()
-        assert (outbox.target, outbox.operation, outbox.payload) == (
+        assert (outbox.target, outbox.operation, outbox.payload, outbox.request_id) == (
             "auth0",
             "upsert",
             {"version": 1},
+            "req-1",
         )
         assert side_rows.pending(session) == 0
 

@@ -489,6 +489,8 @@ class Auth0Emulator:
         self.token_requests = 0
         """Tokens issued so far."""
         self.requests: list[Seen] = []
+        self.statuses: Counter[int] = Counter()
+        """Answers given, by status (kept also with ``record_requests`` off)."""
         self.created_per_email: Counter[str] = Counter()
         """Lower-case e-mail -> accounts created with it (by ``POST /users``
         or an import; not by :meth:`add_user`): above 1 is a duplicate."""
@@ -616,6 +618,7 @@ class Auth0Emulator:
             self.tickets.clear()
             self.tokens.clear()
             self.requests.clear()
+            self.statuses.clear()
             self.created_per_email.clear()
             self.contract_violations.clear()
             self.faults.clear()
@@ -867,6 +870,7 @@ class Auth0Emulator:
             injected,
         )
         with self._lock:
+            self.statuses[status] += 1
             if self.record_requests:
                 self.requests.append(seen)
 

@@ -392,6 +392,24 @@ DECIDE_ROWS: list[tuple[str, Exception, int, float | None, float | None, bool, s
         "gave up after 5 attempts: timeout",
     ),
     (
+        "401 after a token refresh: not this change's fault, waits the longest backoff",
+        Permanent("Invalid token", status=401),
+        3,
+        NOW + 60,
+        NOW + 60,
+        False,
+        "credentials refused: Invalid token",
+    ),
+    (
+        "403 (a scope missing): waits likewise, never a dead letter",
+        Permanent("Insufficient scope", status=403),
+        9,
+        NOW + 60,
+        NOW + 60,
+        False,
+        "credentials refused",
+    ),
+    (
         "permanent: dead letter at once",
         Permanent("invalid email", status=400),
         0,
@@ -484,3 +502,10 @@ def test_random_password_has_every_class_and_the_length(length: int) -> None:
         assert any(c in string.ascii_uppercase for c in password)
         assert any(c in string.digits for c in password)
         assert any(not c.isalnum() for c in password)
+
+
+def test_random_password_puts_its_guaranteed_classes_anywhere() -> None:
+    firsts = {random_password(16)[0] for _ in range(200)}
+    assert any(c.isupper() for c in firsts)
+    assert any(c.isdigit() for c in firsts)
+    assert any(c.islower() for c in firsts)
