@@ -44,7 +44,6 @@ __all__ = [
     "subject_ids",
     "subjects",
     "user_ids",
-    "users_without_account",
 ]
 
 _USERS = cast(Table, User.__table__)
@@ -176,35 +175,6 @@ async def subjects(store: Store, target: str, user_ids: Sequence[str]) -> dict[s
         for i in ids
     }
 
-
-async def users_without_account(
-    store: Store, target: str, *, pending_only: bool, after: str | None, limit: int
-) -> list[str]:
-    """Ids of live users with no ``auth_user_id``, in id order after
-    ``after``: all of them, or (``pending_only``) those with pending rows of
-    ``target`` (the backlog an import job takes over)."""
-    query = select(_USERS.c.id).where(
-        _USERS.c.auth_user_id.is_(None), _USERS.c.deleted_at.is_(None)
-    )
-    if pending_only:
-        query = query.where(
-            select(_OUTBOX.c.id)
-            .where(
-                and_(
-                    _OUTBOX.c.aggregate_id == _USERS.c.id,
-                    _OUTBOX.c.target == target,
-                    _OUTBOX.c.status == OutboxStatus.PENDING.value,
-                )
-            )
-            .exists()
-        )
-    if after is not None:
-        query = query.where(_USERS.c.id > after)
-    async with store.reading() as session:
-        return list((await session.scalars(query.order_by(_USERS.c.id).limit(limit))).all())
-
-
-# -- Backlogs, paging and enqueueing for the import, ticket and drift jobs --------
 
 ENQUEUE_BATCH = 1000
 """Users one transaction of :func:`enqueue_without_account` writes rows for."""

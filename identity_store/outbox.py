@@ -241,11 +241,13 @@ async def claim(
     lease: timedelta,
     limit: int,
     aggregate_ids: Sequence[str] | None = None,
+    with_account_only: bool = False,
 ) -> list[Claim]:
     """Lease up to ``limit`` users with due rows of ``target`` to ``worker``;
     their deliveries (module docstring), oldest due first. With
     ``aggregate_ids``, only among those users (an import job takes the
-    users it puts in its file)."""
+    users it puts in its file). With ``with_account_only``, only users that
+    have an account there already (while import jobs create the others)."""
 
     async def work(session: AsyncSession) -> list[Claim]:
         due = (
@@ -261,6 +263,12 @@ async def claim(
         )
         if aggregate_ids is not None:
             due = due.where(_OUTBOX.c.aggregate_id.in_(list(aggregate_ids)))
+        if with_account_only:
+            due = due.where(
+                exists().where(
+                    _USERS.c.id == _OUTBOX.c.aggregate_id, _USERS.c.auth_user_id.is_not(None)
+                )
+            )
         if _is_postgresql(session):
             due = due.with_for_update(skip_locked=True, of=_OUTBOX)
         wanted = list(dict.fromkeys((await session.scalars(due)).all()))[:limit]

@@ -230,6 +230,7 @@ class ImportRunner:
         self._jobs: dict[str, _Running] = {}
         self._cursor: str | None = None
         self._next_look: datetime | None = None
+        self._holding = False
         self._next_start: datetime | None = None
 
     @property
@@ -245,6 +246,9 @@ class ImportRunner:
         still running."""
         now = self.clock.now()
         await self._poll_due(now)
+        # Looked at every round (one count, capped at the threshold), so the
+        # dispatcher never creates one by one what a job is about to take.
+        self._holding = self._may_start(now) and await self._above_threshold(now, 0)
         if self._next_look is None or now >= self._next_look:
             self._next_look = now + self.poll
             await self._take_over(now)
@@ -258,7 +262,14 @@ class ImportRunner:
                         found.refused,
                         self._next_start.isoformat(timespec="seconds"),
                     )
+                    self._holding = False  # creations go one by one meanwhile
         return bool(self._jobs)
+
+    @property
+    def holds_creations(self) -> bool:
+        """Whether the backlog was above the threshold at the last look:
+        the dispatcher leaves account creations to the import jobs then."""
+        return self._holding
 
     def _may_start(self, now: datetime) -> bool:
         if self.settings.auth0_import_threshold <= 0 or not self.settings.auth0_connection_id:

@@ -76,6 +76,12 @@ class Companion(Protocol):
         still going on (a job running: the dispatcher is not idle)."""
         ...
 
+    @property
+    def holds_creations(self) -> bool:
+        """Whether it creates the accounts now (a backlog above the import
+        threshold): the dispatcher then delivers only users that have one."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -223,6 +229,7 @@ class Dispatcher:
             now=now,
             lease=self.lease,
             limit=self.settings.outbox_batch_size,
+            with_account_only=any(c.holds_creations for c in self.companions),
         )
         done = Totals()
         if not claims:

@@ -10,6 +10,7 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 
 from .auth0 import Auth0Client
+from .auth0_import import ImportRunner
 from .clock import Clock
 from .deletion_sync import DeletionSync
 from .dispatcher import DatabaseRateLimiter, Dispatcher
@@ -78,7 +79,8 @@ def build_dispatchers(store: Store, clock: Clock, name: str) -> list[Dispatcher]
     if service is None:
         log.info("no authentication service configured: auth0 outbox rows wait")
         return []
-    return [Dispatcher(store, service, clock=clock, name=name)]
+    importer = ImportRunner(store, service, clock=clock, name=f"{name}:import")
+    return [Dispatcher(store, service, clock=clock, name=name, companions=[importer])]
 
 
 def build_worker(store: Store, clock: Clock, *, only: list[str] | None = None) -> Worker:

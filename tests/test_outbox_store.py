@@ -368,13 +368,14 @@ async def test_subjects_read_the_primary_email_and_the_user_group_flag(
     assert found[record.user.id].creation_disabled is True
     assert (found[bare.user.id].email, found[bare.user.id].creation_disabled) == (None, False)
     assert found["gone"].present is False
-    pending = await accounts.users_without_account(
-        store, "auth0", pending_only=True, after=None, limit=10
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    pending = await accounts.backlog_without_account(
+        store, "auth0", now=later, after=None, limit=10
     )
     assert pending == sorted([record.user.id, bare.user.id])
     assert (
-        await accounts.users_without_account(
-            store, "auth0", pending_only=True, after=max(pending), limit=10
+        await accounts.backlog_without_account(
+            store, "auth0", now=later, after=max(pending), limit=10
         )
         == []
     )

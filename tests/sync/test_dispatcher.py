@@ -535,3 +535,41 @@ async def test_two_dispatchers_on_one_database(
     suspended = len(range(0, len(ids), 5))  # deactivated before any delivery: no account
     assert len(auth0.seen("POST /api/v2/users")) == len(ids) - suspended
     await assert_in_sync(engine, auth0)
+
+
+async def test_above_the_threshold_the_worker_creates_by_import_jobs_only(
+    settings: Settings, store: Store, engine: AsyncEngine, auth0: Auth0Emulator
+) -> None:
+    """The dispatcher as ``idstore worker`` builds it: a backlog above the
+    import threshold is created by Auth0 import jobs, none one by one, while
+    a user that has an account already is updated meanwhile."""
+    from identity_sync import registry
+    from identity_sync.clock import SystemClock
+
+    known = await _create(store, "known@example.com")
+    opened = await Store.open(
+        Settings(
+            DATABASE_URL=settings.database_url,
+            **auth0.settings_fields(),
+            auth0_import_threshold=5,
+            auth0_import_poll_seconds=0.05,
+            auth0_requests_per_second=1000.0,
+            auth0_burst=100,
+        )
+    )
+    try:
+        [d] = registry.build_dispatchers(opened, SystemClock(), "w-import")
+        await d.drain()  # the one user: created one by one (no backlog yet)
+        assert len(auth0.seen("POST /api/v2/users")) == 1
+        ids = [await _create(store, f"bulk{i:02}@example.com") for i in range(12)]
+        await _patch(store, known, given_name="Updated")
+        totals = await d.drain()
+        await d.close()
+    finally:
+        await opened.close()
+    assert len(auth0.seen("POST /api/v2/users")) == 1  # none more one by one
+    assert auth0.seen("POST /api/v2/jobs/users-imports")
+    assert auth0.users[f"auth0|{known}"]["given_name"] == "Updated"
+    assert totals.outcomes.get("updated") == 1
+    assert {f"auth0|{i}" for i in ids} <= set(auth0.users)
+    await assert_in_sync(engine, auth0)
