@@ -17,17 +17,15 @@ or no longer applies. Not part of the normal suite run.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lifecycle_mutations import ROOT, Mutation, copy_tree, m, pytest_in
+import lifecycle_mutations
+from lifecycle_mutations import ROOT, Mutation, m
 
 TARGET = Path("identity_sync/account_rules.py")
 TESTS = ["tests/sync/test_account_rules.py"]
@@ -234,33 +232,8 @@ MUTATIONS = [
 ]
 
 
-def mutated(source: str, mutation: Mutation) -> str:
-    for old, new in mutation.edits:
-        found = source.count(old)
-        if found != 1:
-            raise ValueError(f"{mutation.name}: {old!r} occurs {found} times in {TARGET}")
-        source = source.replace(old, new)
-    return source
-
-
 def check(mutation: Mutation | None) -> tuple[str, str]:
-    with tempfile.TemporaryDirectory(prefix="account-rules-mutation-") as tmp:
-        copy = Path(tmp)
-        copy_tree(copy)
-        if mutation is not None:
-            target = copy / TARGET
-            target.write_text(mutated(target.read_text(), mutation))
-        probe = subprocess.run(
-            [sys.executable, "-c", "import identity_sync.account_rules as m; print(m.__file__)"],
-            cwd=copy,
-            env={**os.environ, "PYTHONPATH": str(copy)},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        if not probe.stdout.strip().startswith(str(copy)):
-            raise RuntimeError(f"the copy's module is not the one imported: {probe.stdout}")
-        return pytest_in(copy, TESTS)
+    return lifecycle_mutations.check(mutation, TESTS, TARGET, "identity_sync.account_rules")
 
 
 def main() -> int:
@@ -273,7 +246,7 @@ def main() -> int:
     stale = []
     for mutation in chosen:
         try:
-            mutated(source, mutation)
+            lifecycle_mutations.mutated(source, mutation, TARGET)
         except ValueError as exc:
             stale.append(str(exc))
     if stale:

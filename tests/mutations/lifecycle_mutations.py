@@ -368,11 +368,11 @@ MUTATIONS = [
 ]
 
 
-def mutated(source: str, mutation: Mutation) -> str:
+def mutated(source: str, mutation: Mutation, target: Path = TARGET) -> str:
     for old, new in mutation.edits:
         found = source.count(old)
         if found != 1:
-            raise ValueError(f"{mutation.name}: {old!r} occurs {found} times in {TARGET}")
+            raise ValueError(f"{mutation.name}: {old!r} occurs {found} times in {target}")
         source = source.replace(old, new)
     return source
 
@@ -413,16 +413,22 @@ def pytest_in(copy: Path, tests: list[str]) -> tuple[str, str]:
     return "failed", failed.group(1) if failed else (run.stdout + run.stderr)[-300:]
 
 
-def check(mutation: Mutation | None, tests: list[str]) -> tuple[str, str]:
-    """Apply ``mutation`` (``None``: none) to a fresh copy and run ``tests`` there."""
-    with tempfile.TemporaryDirectory(prefix="lifecycle-mutation-") as tmp:
+def check(
+    mutation: Mutation | None,
+    tests: list[str],
+    target: Path = TARGET,
+    module: str = "identity_store.lifecycle",
+) -> tuple[str, str]:
+    """Apply ``mutation`` (``None``: none) to ``target`` in a fresh copy and
+    run ``tests`` there (``module`` must be imported from the copy)."""
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         copy = Path(tmp)
         copy_tree(copy)
         if mutation is not None:
-            target = copy / TARGET
-            target.write_text(mutated(target.read_text(), mutation))
+            path = copy / target
+            path.write_text(mutated(path.read_text(), mutation, target))
         probe = subprocess.run(
-            [sys.executable, "-c", "import identity_store.lifecycle as m; print(m.__file__)"],
+            [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
             cwd=copy,
             env={**os.environ, "PYTHONPATH": str(copy)},
             capture_output=True,
