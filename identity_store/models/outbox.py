@@ -28,7 +28,7 @@ class OutboxEntry(Base):
             sqlite_where=text("status = 'PENDING'"),
         ),
         Index("ix_outbox_target_status", "target", "status"),
-        Index("ix_outbox_aggregate", "aggregate_type", "aggregate_id"),
+        Index("ix_outbox_aggregate_id", "aggregate_id", "target"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

@@ -4,6 +4,10 @@
 - ``outbox.outcome``: what delivering the row did.
 - ``ix_outbox_pending`` (partial, pending rows by target and due time) and
   ``ix_outbox_target_status`` replace ``ix_outbox_due``.
+- ``ix_outbox_aggregate_id`` (aggregate id, target) replaces
+  ``ix_outbox_aggregate`` (type, id): every look-up of a user's rows names
+  the id and the target, not the type; led by the type, the index was read
+  whole for each user (a claim of 100,000 pending rows took 44 s).
 - ``outbox_leases``: one worker's hold on one user of one target.
 - ``rate_budgets``: a target's request budget shared by every worker.
 - ``sync_states``: per target and user, the remote id and the fields last
@@ -45,6 +49,8 @@ def upgrade() -> None:
             sqlite_where=_PENDING,
         )
         batch_op.create_index("ix_outbox_target_status", ["target", "status"], unique=False)
+        batch_op.drop_index("ix_outbox_aggregate")
+        batch_op.create_index("ix_outbox_aggregate_id", ["aggregate_id", "target"], unique=False)
     op.create_table(
         "outbox_leases",
         sa.Column("target", sa.String(length=32), nullable=False),
@@ -85,6 +91,10 @@ def downgrade() -> None:
     op.drop_table("rate_budgets")
     op.drop_table("outbox_leases")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_aggregate_id")
+        batch_op.create_index(
+            "ix_outbox_aggregate", ["aggregate_type", "aggregate_id"], unique=False
+        )
         batch_op.drop_index("ix_outbox_target_status")
         batch_op.drop_index("ix_outbox_pending", postgresql_where=_PENDING, sqlite_where=_PENDING)
         batch_op.create_index("ix_outbox_due", ["status", "next_attempt_at"], unique=False)
