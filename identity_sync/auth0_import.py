@@ -246,11 +246,12 @@ class ImportRunner:
         still running."""
         now = self.clock.now()
         await self._poll_due(now)
-        # Looked at every round (one count, capped at the threshold), so the
-        # dispatcher never creates one by one what a job is about to take.
-        self._holding = self._may_start(now) and await self._above_threshold(now, 0)
         if self._next_look is None or now >= self._next_look:
             self._next_look = now + self.poll
+            # Looked at once per poll (one count, capped at the threshold): a
+            # backlog that appears between two looks may see up to a poll's
+            # worth of creations sent one by one before the jobs take over.
+            self._holding = self._may_start(now) and await self._above_threshold(now, 0)
             await self._take_over(now)
             if self._may_start(now):
                 found = await self._start(now, force=False)

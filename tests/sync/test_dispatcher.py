@@ -563,6 +563,7 @@ async def test_above_the_threshold_the_worker_creates_by_import_jobs_only(
         assert len(auth0.seen("POST /api/v2/users")) == 1
         ids = [await _create(store, f"bulk{i:02}@example.com") for i in range(12)]
         await _patch(store, known, given_name="Updated")
+        await asyncio.sleep(0.06)  # the import runner looks again once per poll
         totals = await d.drain()
         await d.close()
     finally:
