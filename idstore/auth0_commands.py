@@ -51,8 +51,8 @@ from identity_sync.drift import DriftReport, Finding
 from identity_sync.password_tickets import JobLost, Selection, TicketProgress, TicketRun
 from identity_sync.password_tickets import create_job as create_ticket_job
 from idstore import logs
+from idstore.cli_common import cli_actor, term, user_id_arg
 from idstore.opening import with_store
-from idstore.user_commands import _actor, _text, _user_id
 from idstore.worker_commands import UsageError
 
 TARGET = "auth0"
@@ -129,18 +129,18 @@ def _say(line: str, *, json_mode: bool) -> None:
 
 
 def _progress_line(p: ImportProgress) -> str:
-    head = f"job {p.job_id} (Auth0 {_text(p.external_id)}): {p.state}, {p.users} users"
+    head = f"job {p.job_id} (Auth0 {term(p.external_id)}): {p.state}, {p.users} users"
     if p.state in ("completed", "failed") or p.inserted or p.failed:
         head += f", {p.inserted} inserted, {p.updated} updated, {p.failed} refused"
     if p.message:
-        head += f": {_text(p.message)}"
+        head += f": {term(p.message)}"
     return head
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     _check_configured(settings)
     _logging(settings)
-    actor = _actor()
+    actor = cli_actor()
 
     async def work(store: Store) -> tuple[int, ImportTotals, list[str]]:
         clock = SystemClock()
@@ -262,7 +262,7 @@ def _password_change(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("name --out FILE: the tickets' URLs are written there and nowhere else")
     _check_configured(settings)
     _logging(settings)
-    actor = _actor()
+    actor = cli_actor()
     sink = CsvTicketFile(args.out, append=args.resume is not None)
 
     def progress(p: TicketProgress) -> None:
@@ -314,7 +314,7 @@ def _password_change(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(_ticket_json(job, args.out), indent=2))
     else:
         print(
-            f"job {job.id} {job.status}: {_text(job.summary.get('message'))}; "
+            f"job {job.id} {job.status}: {term(job.summary.get('message'))}; "
             f"tickets in {args.out} (mode 0600)"
         )
         _print_failures(job)
@@ -351,17 +351,17 @@ def _params(job: JobRecord) -> dict[str, Any]:
 
 
 def _summary_text(job: JobRecord) -> str:
-    parts = [f"{k}={_text(v)}" for k, v in job.summary.items() if k not in ("message", "after")]
+    parts = [f"{k}={term(v)}" for k, v in job.summary.items() if k not in ("message", "after")]
     message = job.summary.get("message")
     text = ", ".join(parts) or "-"
-    return f"{text}  {_text(message)}" if message else text
+    return f"{text}  {term(message)}" if message else text
 
 
 def _job_line(job: JobRecord, now: datetime) -> str:
     status = job.status
     if status == "RUNNING" and not job.held(now):
         status = "RUNNING (no worker holds it)"
-    return f"{job.id}  {job.kind:<20} {status:<11} {_text(job.created_at)}  {_summary_text(job)}"
+    return f"{job.id}  {job.kind:<20} {status:<11} {term(job.created_at)}  {_summary_text(job)}"
 
 
 def _print_failures(job: JobRecord) -> None:
@@ -370,7 +370,7 @@ def _print_failures(job: JobRecord) -> None:
     print(f"failures ({job.failures_total}; the first {min(len(job.failures), FAILURES_SHOWN)}):")
     for f in job.failures[:FAILURES_SHOWN]:
         error = f.get("error") or "; ".join(str(e) for e in f.get("errors") or [])
-        print(f"  {_text(f.get('user_id'))}  {_text(f.get('email'))}  {_text(error)}")
+        print(f"  {term(f.get('user_id'))}  {term(f.get('email'))}  {term(error)}")
 
 
 def _jobs(args: argparse.Namespace, settings: Settings) -> int:
@@ -402,8 +402,8 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
     if args.id is not None:
         job = found[0]
         print(f"params   {json.dumps(_params(job))}")
-        print(f"worker   {_text(job.locked_by)} until {_text(job.locked_until)}")
-        print(f"started  {_text(job.started_at)}  finished {_text(job.finished_at)}")
+        print(f"worker   {term(job.locked_by)} until {term(job.locked_until)}")
+        print(f"started  {term(job.started_at)}  finished {term(job.finished_at)}")
         _print_failures(job)
     return 0
 
@@ -438,7 +438,7 @@ def _drift_lines(report: DriftReport) -> list[str]:
     lines = [f"checked {report.users} store ids against {listed} in Auth0"]
     if report.listing_refused:
         lines.append(
-            f"note: {_text(report.listing_refused)}; each user's account was looked up by id "
+            f"note: {term(report.listing_refused)}; each user's account was looked up by id "
             "instead, and orphans were not looked for"
         )
     for kind, title in _KIND_TITLES.items():
@@ -448,8 +448,7 @@ def _drift_lines(report: DriftReport) -> list[str]:
         lines.append(f"{kind}: {len(found)} {title}")
         for f in found:
             lines.append(
-                f"  {_text(f.user_id)}  {_text(f.auth_user_id)}  {_text(f.email)}  "
-                f"{_text(f.detail)}"
+                f"  {term(f.user_id)}  {term(f.auth_user_id)}  {term(f.email)}  {term(f.detail)}"
             )
     if not report.findings:
         lines.append("no drift")
@@ -459,7 +458,7 @@ def _drift_lines(report: DriftReport) -> list[str]:
 def _drift(args: argparse.Namespace, settings: Settings) -> int:
     _check_configured(settings)
     _logging(settings)
-    actor = _actor()
+    actor = cli_actor()
 
     async def work(store: Store) -> tuple[DriftReport, list[str] | None]:
         clock = SystemClock()
@@ -539,7 +538,7 @@ def add_parsers(sub: Any) -> None:
         "password-change", help="a password-change ticket for each user named, as a job"
     )
     tickets.add_argument(
-        "--user", action="append", type=_user_id, metavar="ID", default=[], help="repeatable"
+        "--user", action="append", type=user_id_arg, metavar="ID", default=[], help="repeatable"
     )
     tickets.add_argument("--user-group", type=_group, metavar="GROUP")
     tickets.add_argument("--all", action="store_true", help="every live user")

@@ -13,8 +13,8 @@ from identity_store import outbox
 from identity_store.outbox import OutboxRow, TargetStatus
 from identity_store.settings import Settings
 from identity_store.store import Store
+from idstore.cli_common import term, user_id_arg
 from idstore.opening import with_store
-from idstore.user_commands import _text, _user_id
 from idstore.worker_commands import UsageError
 
 MAX_IDS = 1000
@@ -67,14 +67,14 @@ def _row_json(r: OutboxRow) -> dict[str, Any]:
 def _row_line(r: OutboxRow) -> str:
     text = (
         f"#{r.id} {r.target} {r.operation} {r.aggregate_type} {r.aggregate_id} "
-        f"{r.status} attempts={r.attempts} created={_text(r.created_at)}"
+        f"{r.status} attempts={r.attempts} created={term(r.created_at)}"
     )
     if r.request_id:
-        text += f" request={_text(r.request_id)}"
+        text += f" request={term(r.request_id)}"
     if r.outcome:
-        text += f"\n    outcome: {_text(r.outcome)}"
+        text += f"\n    outcome: {term(r.outcome)}"
     if r.last_error:
-        text += f"\n    error: {_text(r.last_error)}"
+        text += f"\n    error: {term(r.last_error)}"
     return text
 
 
@@ -173,7 +173,7 @@ def add_parsers(sub: Any) -> None:
     retry.add_argument("--target", help="only this target's dead letters")
     retry.add_argument("--json", action="store_true")
     show = commands.add_parser("show", help="the outbox rows of one user or group")
-    show.add_argument("user_id", type=_user_id, metavar="ID")
+    show.add_argument("user_id", type=user_id_arg, metavar="ID")
     show.add_argument("--limit", type=int, default=50)
     show.add_argument("--json", action="store_true")
     parser.set_defaults(handler=cmd_outbox)

@@ -5,66 +5,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
-import re
 import sys
-import uuid
 from datetime import datetime
 from typing import Any
 
 from identity_store import lifecycle_admin
-from identity_store.actor import Actor
 from identity_store.errors import NotFoundError
 from identity_store.lifecycle_admin import Transition, UserLifecycle
 from identity_store.settings import Settings
+from idstore.cli_common import cli_actor, term, user_id_arg
 from idstore.opening import with_store
-
-USER_ID = re.compile(r"[0-9A-Za-z]{1,64}")
-"""What a user id given on the command line may be: ids are ULIDs (26
-letters and digits); anything else is refused before the database sees it."""
-
-
-def _user_id(value: str) -> str:
-    if not USER_ID.fullmatch(value):
-        shown = value if len(value) <= 40 else f"{value[:40]}..."
-        raise argparse.ArgumentTypeError(
-            f"not a user id: {shown!r} (letters and digits, at most 64)"
-        )
-    return value
-
-
-def _actor() -> Actor:
-    """The operator at the command line, as the history and the audit log name it."""
-    try:
-        who = getpass.getuser()
-    except (OSError, KeyError):  # no login name (a container without USER)
-        who = ""
-    name = f"cli:{who}" if who else "cli"
-    return Actor(name=name[:255], request_id=f"cli-{uuid.uuid4().hex}")
-
-
-def _text(value: Any) -> str:
-    """A value for the terminal: ``-`` for none, times in ISO 8601, and no
-    control characters (a userName or message could carry escape sequences)."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    text = str(value)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _moment(value: Any) -> str:
     """A step's ``updated_at`` (ISO 8601 text) to the second, as the other times."""
     if isinstance(value, str):
         try:
-            return _text(datetime.fromisoformat(value))
+            return term(datetime.fromisoformat(value))
         except ValueError:
             pass
-    return _text(value)
+    return term(value)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -104,31 +65,31 @@ def _json(view: UserLifecycle) -> dict[str, Any]:
 
 
 def _lines(view: UserLifecycle) -> list[str]:
-    lines = [f"user {view.user_id}  {_text(view.user_name)}  {_text(view.user_type)}"]
+    lines = [f"user {view.user_id}  {term(view.user_name)}  {term(view.user_type)}"]
     if not view.stored:
         lines.append("removed by the deletion sync (hard delete): only its history is kept")
     else:
         lines += [
-            f"lifecycle   {_text(view.lifecycle)} since {_text(view.lifecycle_changed_at)}",
-            f"active      {_text(view.active)}",
-            f"blocked     {_text(view.blocked)}",
-            f"expires     {_text(view.expiration_date)}",
-            f"deleted     {_text(view.deleted_at)}",
-            f"profile sync attempts  {_text(view.profile_sync_attempts)}",
+            f"lifecycle   {term(view.lifecycle)} since {term(view.lifecycle_changed_at)}",
+            f"active      {term(view.active)}",
+            f"blocked     {term(view.blocked)}",
+            f"expires     {term(view.expiration_date)}",
+            f"deleted     {term(view.deleted_at)}",
+            f"profile sync attempts  {term(view.profile_sync_attempts)}",
             "status" if view.status else "status      (no steps yet)",
         ]
         for step in view.status:
             lines.append(
-                f"  {_text(step.get('name')):<14} {_text(step.get('status')):<8} "
-                f"{_moment(step.get('updated_at'))}  {_text(step.get('message'))}"
+                f"  {term(step.get('name')):<14} {term(step.get('status')):<8} "
+                f"{_moment(step.get('updated_at'))}  {term(step.get('message'))}"
             )
     lines.append("history (oldest first)")
     for t in view.history:
         run = f"  run #{t.job_run_id}" if t.job_run_id is not None else ""
-        message = f"  {_text(t.message)}" if t.message else ""
+        message = f"  {term(t.message)}" if t.message else ""
         lines.append(
-            f"  {_text(t.occurred_at)}  {_text(t.from_state):>9} -> {_text(t.to_state):<9} "
-            f"{_text(t.cause):<14} {_text(t.actor)}  {_text(t.request_id)}{run}{message}"
+            f"  {term(t.occurred_at)}  {term(t.from_state):>9} -> {term(t.to_state):<9} "
+            f"{term(t.cause):<14} {term(t.actor)}  {term(t.request_id)}{run}{message}"
         )
     return lines
 
@@ -159,7 +120,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reset(args: argparse.Namespace, settings: Settings) -> int:
-    actor = _actor()
+    actor = cli_actor()
     try:
         view = asyncio.run(
             with_store(settings, lambda store: lifecycle_admin.reset_user(store, args.id, actor))
@@ -180,10 +141,10 @@ def add_parsers(sub: Any) -> None:
     show = user_sub.add_parser(
         "show", help="state, status steps, lifecycle fields and history of a user"
     )
-    show.add_argument("id", type=_user_id, help="the user's id (SCIM id)")
+    show.add_argument("id", type=user_id_arg, help="the user's id (SCIM id)")
     show.add_argument("--json", action="store_true", help="print JSON")
     reset = user_sub.add_parser(
         "reset", help="move a user in ERROR back to CREATED for the profile sync"
     )
-    reset.add_argument("id", type=_user_id, help="the user's id (SCIM id)")
+    reset.add_argument("id", type=user_id_arg, help="the user's id (SCIM id)")
     user.set_defaults(handler=cmd_user)
