@@ -57,8 +57,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-
 from identity_store import accounts, jobs, outbox
 from identity_store.accounts import AccountSubject
 from identity_store.errors import StoreError
@@ -79,6 +77,7 @@ from .auth_service import (
     current_request_id,
 )
 from .clock import Clock, SystemClock
+from .events import log_event
 
 __all__ = [
     "JOB_TIMEOUT",
@@ -188,10 +187,6 @@ class _Pass:
     """Auth0 could not start a job for now (throttled, unavailable)."""
 
 
-def _json_log(event: str, **fields: Any) -> None:
-    log.info(orjson.dumps({"event": event, **fields}).decode())
-
-
 def _summary(status: ImportStatus) -> dict[str, Any]:
     return {
         "state": status.state,
@@ -284,7 +279,7 @@ class ImportRunner:
         for job in list(self._jobs.values()):
             await jobs.release(self.store, job.job_id, worker=self.name, now=now)
             await outbox.release(self.store, list(job.claims.values()), worker=self.name)
-            _json_log("import_released", job=job.job_id, auth0_job=job.external_id)
+            log_event(log, "import_released", job=job.job_id, auth0_job=job.external_id)
         self._jobs.clear()
 
     # -- In the foreground -----------------------------------------------------------
@@ -451,7 +446,7 @@ class ImportRunner:
                 message=f"Auth0 did not start the job: {message}",
             )
             self.totals.failed += 1
-            _json_log("import_not_started", job=row.id, users=len(users), error=message)
+            log_event(log, "import_not_started", job=row.id, users=len(users), error=message)
             if isinstance(exc, Transient):
                 return None, None  # a slot may free later: no reason to stop
             return None, message
@@ -476,7 +471,9 @@ class ImportRunner:
             next_poll=now + self.poll,
         )
         self.totals.started += 1
-        _json_log("import_started", job=row.id, auth0_job=external, users=len(users), bytes=size)
+        log_event(
+            log, "import_started", job=row.id, auth0_job=external, users=len(users), bytes=size
+        )
         self._report(self._jobs[row.id], "pending")
         return row.id, None
 
@@ -527,7 +524,8 @@ class ImportRunner:
             lost=len(users) - len(claims),
         )
         self._jobs[row.id] = job
-        _json_log(
+        log_event(
+            log,
             "import_taken_over",
             job=row.id,
             auth0_job=row.external_id,
@@ -557,7 +555,7 @@ class ImportRunner:
             # Taken over by another worker after this one stalled: its now.
             await outbox.release(self.store, list(job.claims.values()), worker=self.name)
             del self._jobs[job.job_id]
-            _json_log("import_lost", job=job.job_id, auth0_job=job.external_id)
+            log_event(log, "import_lost", job=job.job_id, auth0_job=job.external_id)
             return
         held = await outbox.renew(
             self.store, self.target, list(job.claims), worker=self.name, until=now + self.lease
@@ -575,7 +573,7 @@ class ImportRunner:
             if status.state == "completed":
                 failures = await self.service.import_errors(job.external_id)
         except Transient as exc:
-            _json_log("import_poll_failed", job=job.job_id, error=exc.message)
+            log_event(log, "import_poll_failed", job=job.job_id, error=exc.message)
             return
         except AuthServiceError as exc:
             await self._give_up(job, f"Auth0 cannot tell how the job went: {exc.message}")
@@ -668,7 +666,8 @@ class ImportRunner:
         self.totals.succeeded += 1
         self.totals.imported += len(delivered)
         self.totals.refused += len(given_back)
-        _json_log(
+        log_event(
+            log,
             "import_finished",
             job=job.job_id,
             auth0_job=job.external_id,
@@ -710,7 +709,7 @@ class ImportRunner:
         del self._jobs[job.job_id]
         self.totals.failed += 1
         self.totals.given_back += len(given_back)
-        _json_log("import_failed", job=job.job_id, auth0_job=job.external_id, error=message)
+        log_event(log, "import_failed", job=job.job_id, auth0_job=job.external_id, error=message)
         self._report(job, "failed", finished=True, message=message)
 
     def _report(

@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-import orjson
-
 from identity_store import accounts, outbox
 from identity_store.accounts import AccountSubject
 from identity_store.errors import StoreError
@@ -57,6 +55,7 @@ from .auth_service import (
     current_request_id,
 )
 from .clock import Clock, SystemClock
+from .events import log_event
 
 __all__ = ["Companion", "DatabaseRateLimiter", "Dispatcher", "Totals"]
 
@@ -159,15 +158,15 @@ def _kind(outcome: str) -> str:
 
 
 def _log(event: str, claim: Claim, **fields: object) -> None:
-    line = {
-        "event": event,
-        "target": claim.target,
-        "user": claim.aggregate_id,
-        "rows": len(claim.row_ids),
-        "request_id": claim.request_id,
+    log_event(
+        log,
+        event,
+        target=claim.target,
+        user=claim.aggregate_id,
+        rows=len(claim.row_ids),
+        request_id=claim.request_id,
         **fields,
-    }
-    log.info(orjson.dumps(line).decode())
+    )
 
 
 class Dispatcher:
@@ -477,7 +476,6 @@ class Dispatcher:
             for row in rows:
                 subject = found.get(row.aggregate_id)
                 line: dict[str, object] = {
-                    "event": "dry_run",
                     "target": self.target,
                     "row": row.id,
                     "user": row.aggregate_id,
@@ -489,6 +487,6 @@ class Dispatcher:
                     if p.profile is not None:
                         synced = subject.sync.synced if subject.sync is not None else None
                         line["fields"] = sorted(changes(p.profile, synced))
-                log.info(orjson.dumps(line).decode())
+                log_event(log, "dry_run", **line)
             self._dry_cursor = rows[-1].id
             seen += len(rows)

@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import orjson
-
 from identity_store import accounts, jobs
 from identity_store.accounts import AccountSubject
 from identity_store.jobs import JobKind, JobRecord, JobStatus
@@ -49,6 +47,7 @@ from identity_store.store import Store
 from .account_rules import RetryPolicy, backoff
 from .auth_service import AuthService, AuthServiceError, NotFound, Transient, current_request_id
 from .clock import Clock, SystemClock
+from .events import log_event
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -159,10 +158,6 @@ async def create_job(
     )
 
 
-def _json_log(event: str, **fields: Any) -> None:
-    log.info(orjson.dumps({"event": event, **fields}).decode())
-
-
 class TicketRun:
     """Runs password-change ticket jobs in the foreground (module docstring)."""
 
@@ -258,7 +253,7 @@ class TicketRun:
             if recorded is None:
                 raise JobLost(job.id)
         total = int(summary["total"])
-        _json_log("tickets_started", job=job.id, selection=selection.describe(), after=after)
+        log_event(log, "tickets_started", job=job.id, selection=selection.describe(), after=after)
         while True:
             ids = await accounts.user_ids(
                 self.store,
@@ -307,7 +302,7 @@ class TicketRun:
         )
         if finished is None:
             raise JobLost(job.id)
-        _json_log("tickets_finished", job=job.id, tickets=tickets, failed=failed)
+        log_event(log, "tickets_finished", job=job.id, tickets=tickets, failed=failed)
         return finished
 
     async def _total(self, selection: Selection) -> int:
