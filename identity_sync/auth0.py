@@ -77,7 +77,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
@@ -103,6 +102,7 @@ from .auth_service import (
     current_request_id,
 )
 from .clock import Clock, SystemClock
+from .remote_http import RemoteClient
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -466,7 +466,7 @@ class _Unreadable(Exception):
     """A 2xx answer larger than the client reads, or one it cannot decode."""
 
 
-class Auth0Client:
+class Auth0Client(RemoteClient):
     """The Auth0 module of the sync (module docstring); use as ``async with``."""
 
     name = "auth0"
@@ -509,31 +509,12 @@ class Auth0Client:
         self._token_lock = asyncio.Lock()
         self.token_requests = 0
         """Tokens fetched so far."""
-        self._http = httpx.AsyncClient(
+        super().__init__(
+            timeout=settings.auth0_timeout_seconds,
+            connections=settings.outbox_concurrency + 2,
+            user_agent="idstore-auth0-sync",
             transport=transport,
-            timeout=httpx.Timeout(settings.auth0_timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=settings.outbox_concurrency + 2,
-                max_keepalive_connections=settings.outbox_concurrency + 2,
-            ),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"Accept": "application/json", "User-Agent": "idstore-auth0-sync"},
         )
-
-    async def __aenter__(self) -> Auth0Client:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def remote_id(self, user_id: str) -> str:
         """``auth0|{user_id}``: the id of the account created or imported for ``user_id``."""

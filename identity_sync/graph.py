@@ -36,7 +36,6 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -46,6 +45,7 @@ import orjson
 from identity_store.settings import Settings
 
 from .clock import Clock
+from .remote_http import RemoteClient
 
 __all__ = [
     "GRAPH_SCOPE",
@@ -230,7 +230,7 @@ class _Token:
     renew_at: float
 
 
-class GraphClient:
+class GraphClient(RemoteClient):
     """Microsoft Graph for the profile sync; use as ``async with``."""
 
     def __init__(
@@ -267,30 +267,11 @@ class GraphClient:
         self._token_lock = asyncio.Lock()
         self.token_requests = 0
         """Tokens fetched so far (for the logs and tests)."""
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.graph_timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=settings.graph_concurrency + 1,
-                max_keepalive_connections=settings.graph_concurrency + 1,
-            ),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"Accept": "application/json", "User-Agent": "idstore-profile-sync"},
+        super().__init__(
+            timeout=settings.graph_timeout_seconds,
+            connections=settings.graph_concurrency + 1,
+            user_agent="idstore-profile-sync",
         )
-
-    async def __aenter__(self) -> GraphClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     # -- Look-ups ------------------------------------------------------------
 
