@@ -37,10 +37,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Table, event, func, insert, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from identity_store import audit, migrate
+from identity_store import audit
 from identity_store.database import create_engine
 from identity_store.models import OutboxEntry, User, UserMultiValue, new_id
 from identity_store.settings import Settings
@@ -51,6 +50,7 @@ from identity_sync.dispatcher import Dispatcher, Totals
 from tests.emulators.auth0 import Auth0Emulator
 
 from .procs import free_port
+from .seed import fresh_database
 
 DEFAULT_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DATABASE = "idstore_bench_auth0"
@@ -68,19 +68,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=50, help="outbox_batch_size")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="PostgreSQL server URL")
     return parser.parse_args(argv)
-
-
-async def recreate(server: str) -> str:
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-            await connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    finally:
-        await admin.dispose()
-    url = make_url(server).set(database=DATABASE).render_as_string(hide_password=False)
-    await migrate.upgrade_async(Settings(DATABASE_URL=url))
-    return url
 
 
 async def seed(url: str, count: int) -> None:
@@ -296,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     count = args.users or (10_000 if args.mode == "drain" else 100_000)
     print(f"database {DATABASE}: recreating, migrating, seeding {count:,} users with their rows")
     started = time.perf_counter()
-    url = asyncio.run(recreate(args.server))
+    url = asyncio.run(fresh_database(args.server, DATABASE))
     asyncio.run(seed(url, count))
     print(f"  seeded in {time.perf_counter() - started:.1f} s")
     burst = max(1.0, args.rate / 10)

@@ -32,10 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from identity_store import migrate
 from identity_store.database import create_engine
 from identity_store.models import LifecycleTransition, User, new_id
 from identity_store.settings import Settings
@@ -45,6 +42,7 @@ from identity_sync.clock import SystemClock
 from tests.emulators.graph import GraphEmulator
 
 from .procs import free_port
+from .seed import fresh_database
 
 DEFAULT_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DATABASE = "idstore_bench_jobs"
@@ -65,20 +63,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="serve the emulator from a process of its own (as Graph is), or a thread of this one",
     )
     return parser.parse_args(argv)
-
-
-async def recreate(server: str) -> str:
-    """Drop and create ``idstore_bench_jobs``; its URL, migrated."""
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-            await connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    finally:
-        await admin.dispose()
-    url = make_url(server).set(database=DATABASE).render_as_string(hide_password=False)
-    await migrate.upgrade_async(Settings(DATABASE_URL=url))
-    return url
 
 
 def directory_users(count: int) -> list[dict[str, str]]:
@@ -203,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"database {DATABASE}: recreating, migrating, seeding {args.users:,} CREATED users")
     started = time.perf_counter()
-    url = asyncio.run(recreate(args.server))
+    url = asyncio.run(fresh_database(args.server, DATABASE))
     directory = directory_users(args.users)
     asyncio.run(seed(url, directory))
     print(f"  seeded in {time.perf_counter() - started:.1f} s")

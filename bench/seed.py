@@ -160,6 +160,15 @@ async def recreate_postgresql(url: str) -> None:
         await conn.close()
 
 
+async def fresh_database(server: str, name: str) -> str:
+    """Drop and create the bench database ``name`` on the server of
+    ``server`` (a SQLAlchemy URL), migrated; its URL."""
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    await recreate_postgresql(url)
+    await migrate.upgrade_async(Settings(DATABASE_URL=url))
+    return url
+
+
 BULK_TABLES = ("users", "user_multi_values", "group_members")
 
 
