@@ -21,8 +21,13 @@ MAX_IDS = 1000
 """Row ids one ``retry`` takes (more: ``--dead``)."""
 
 
+MAX_ROW_ID = 2**63 - 1
+"""Largest outbox row id (a PostgreSQL ``bigint``)."""
+
+
 def _row_id(value: str) -> int:
-    if not value.isdecimal() or len(value) > 19 or int(value) < 1:
+    digits = value.isascii() and value.isdigit() and len(value) <= 19
+    if not digits or not 1 <= int(value) <= MAX_ROW_ID:
         shown = value if len(value) <= 40 else f"{value[:40]}..."
         raise argparse.ArgumentTypeError(f"not an outbox row id: {shown!r}")
     return int(value)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -194,3 +195,28 @@ async def test_outbox_status_and_retry_from_the_command_line(
     [row] = json.loads(shown_rows.stdout)
     assert (row["status"], row["outcome"]) == ("DONE", "created")
     await _assert_in_sync(engine, auth0, ids)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["0", "-1", "1.5", "12; DROP TABLE users", "\u0661\u0662", "9" * 20, str(2**63), " 7"],
+)
+def test_retry_refuses_what_is_no_row_id(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from idstore.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["outbox", "retry", bad])
+    assert exit_.value.code == 2
+    assert "not an outbox row id" in capsys.readouterr().err
+
+
+def test_retry_takes_at_most_max_ids(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from idstore.cli import main
+    from idstore.outbox_commands import MAX_IDS
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/never-opened.db")
+    assert main(["outbox", "retry", *map(str, range(1, MAX_IDS + 2))]) == 2
+    assert f"at most {MAX_IDS} ids" in capsys.readouterr().err
+    assert not (tmp_path / "never-opened.db").exists()  # refused before any database
