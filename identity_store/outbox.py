@@ -52,7 +52,6 @@ from .store import Store
 __all__ = [
     "MAX_ERROR_LENGTH",
     "Claim",
-    "DeadLetter",
     "Delivered",
     "Failed",
     "OutboxRow",
@@ -157,9 +156,6 @@ class OutboxRow:
     last_error: str | None
     outcome: str | None
     request_id: str | None
-
-
-DeadLetter = OutboxRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,10 +377,9 @@ async def renew(
 
 
 async def release(store: Store, claims: Sequence[Claim], *, worker: str) -> None:
-    """Give the users of ``claims`` back untouched (shutdown, dry run)."""
-    by_target: dict[str, list[str]] = defaultdict(list)
-    for c in claims:
-        by_target[c.target].append(c.aggregate_id)
+    """Give the users of ``claims`` back untouched (shutdown, a store error
+    before delivering, an import that does not take them)."""
+    by_target = _aggregates_by_target(claims)
 
     async def work(session: AsyncSession) -> None:
         for target, ids in by_target.items():
