@@ -11,7 +11,7 @@ the user's current state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -80,7 +80,6 @@ class AccountSubject:
     sync: SyncRecord | None = None
     """What was last delivered to the target."""
     version: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def remote_id(self) -> str | None:
