@@ -339,6 +339,26 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     """How long an idle dispatcher waits before looking for due rows again."""
 
+    # -- Roles and permissions (docs/authorization.md) --
+
+    rond_base_url: str | None = None
+    """A Rönd deployment (standalone mode) whose bindings follow the store's:
+    every change of roles or bindings is pushed to its ``/grant/bindings``
+    and ``/revoke/bindings`` endpoints through the outbox (target ``rond``).
+    Unset (the default): nothing is pushed and no ``rond`` rows are written."""
+
+    rond_requests_per_second: float = Field(default=20.0, gt=0)
+    """Requests per second to Rönd, shared by every worker."""
+
+    rond_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    authz_max_batch: int = Field(default=1000, ge=1, le=10_000)
+    """Checks one ``POST /api/v1/authz/check-batch`` may carry."""
+
+    rbac_max_list: int = Field(default=1000, ge=1, le=100_000)
+    """Entries one role or binding may list (permissions, roles, subjects,
+    groups), and role ids one replacement of a user's or group's roles."""
+
     @field_validator("graph_base_url", "graph_login_url")
     @classmethod
     def _https_unless_loopback(cls, value: str) -> str:
@@ -347,6 +367,11 @@ class Settings(BaseSettings):
     @field_validator("auth0_base_url")
     @classmethod
     def _auth0_https_unless_loopback(cls, value: str | None) -> str | None:
+        return None if value is None else require_https_unless_loopback(value).rstrip("/")
+
+    @field_validator("rond_base_url")
+    @classmethod
+    def _rond_https_unless_loopback(cls, value: str | None) -> str | None:
         return None if value is None else require_https_unless_loopback(value).rstrip("/")
 
     @field_validator("jobs_timezone")

@@ -364,7 +364,7 @@ async def insert_user(
     _validate(data, max_values)
     # userName uniqueness is the unique index's to enforce: a taken name
     # fails the INSERT below (IntegrityError -> ConflictError).
-    user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[], role_ids=[])
+    user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[])
     _apply(user, data)
     if not user.idp_source:
         user.idp_source = default_idp_source

@@ -21,7 +21,18 @@ from .group import Group, GroupMember
 from .job import Job
 from .job_run import JobRun
 from .outbox import OutboxEntry, OutboxLease, RateBudget, SyncState
-from .rbac import Binding, BindingGroup, BindingSubject, GroupRoleMapping, Role
+from .rbac import (
+    Binding,
+    BindingGroup,
+    BindingPermission,
+    BindingRole,
+    BindingSubject,
+    GroupRoleMapping,
+    RbacRevision,
+    Role,
+    RolePermission,
+    UserRole,
+)
 from .user import User, UserAddress, UserMultiValue
 from .user_group_config import UserGroupConfig
 
@@ -31,6 +42,8 @@ __all__ = [
     "Base",
     "Binding",
     "BindingGroup",
+    "BindingPermission",
+    "BindingRole",
     "BindingSubject",
     "Group",
     "GroupMember",
@@ -48,8 +61,10 @@ __all__ = [
     "OutboxLease",
     "OutboxStatus",
     "RateBudget",
+    "RbacRevision",
     "ResourceCount",
     "Role",
+    "RolePermission",
     "RunStatus",
     "RunTrigger",
     "StepStatus",
@@ -58,6 +73,7 @@ __all__ = [
     "UserAddress",
     "UserGroupConfig",
     "UserMultiValue",
+    "UserRole",
     "UserType",
     "new_id",
     "utcnow",

@@ -1,46 +1,91 @@
-"""Roles and bindings in the model of Rönd (SPEC §3 "RBAC")."""
+"""Roles and bindings in the model of Rönd (SPEC §3 "RBAC").
+
+Rönd keeps a role's permissions and a binding's roles, permissions,
+subjects and groups as arrays in one document; here each list is a table of
+its own, keyed for the resolver's joins (:mod:`identity_store.resolver`
+computes effective permissions in one SQL statement on both databases, which
+JSON arrays would make dialect-specific and unindexed).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, JSONType, ulid_column_type, utcnow
+from .base import Base, ulid_column_type, utcnow
+
+ROLE_ID_LENGTH = 128
+PERMISSION_LENGTH = 255
+RESOURCE_TYPE_LENGTH = 128
+RESOURCE_ID_LENGTH = 255
 
 
 class Role(Base):
-    """A named set of permissions."""
+    """A named set of permissions (:class:`RolePermission`)."""
 
     __tablename__ = "roles"
 
-    role_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role_id: Mapped[str] = mapped_column(String(ROLE_ID_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
-    permissions: Mapped[list[str]] = mapped_column(JSONType, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class Binding(Base):
-    """Grants ``roles`` and ``permissions`` to subjects (users) and groups,
-    optionally scoped to one resource.
+class RolePermission(Base):
+    """One permission of a role; the index serves "roles granting P"."""
 
-    Subjects and groups live in their own tables so that "bindings of this
-    user" and "bindings of these groups" are indexed look-ups.
-    """
+    __tablename__ = "role_permissions"
+    __table_args__ = (Index("ix_role_permissions_permission", "permission", "role_id"),)
+
+    role_id: Mapped[str] = mapped_column(
+        String(ROLE_ID_LENGTH), ForeignKey("roles.role_id", ondelete="CASCADE"), primary_key=True
+    )
+    permission: Mapped[str] = mapped_column(String(PERMISSION_LENGTH), primary_key=True)
+
+
+class Binding(Base):
+    """Grants roles (:class:`BindingRole`) and permissions
+    (:class:`BindingPermission`) to subjects (users, :class:`BindingSubject`)
+    and groups (:class:`BindingGroup`), everywhere or, with a resource, only
+    on that resource."""
 
     __tablename__ = "bindings"
     __table_args__ = (Index("ix_bindings_resource", "resource_type", "resource_id"),)
 
     binding_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    roles: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    permissions: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    resource_type: Mapped[str | None] = mapped_column(String(128))
-    resource_id: Mapped[str | None] = mapped_column(String(255))
+    resource_type: Mapped[str | None] = mapped_column(String(RESOURCE_TYPE_LENGTH))
+    resource_id: Mapped[str | None] = mapped_column(String(RESOURCE_ID_LENGTH))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BindingRole(Base):
+    """A role a binding grants. A role in use cannot be deleted (``RESTRICT``)."""
+
+    __tablename__ = "binding_roles"
+    __table_args__ = (Index("ix_binding_roles_role_id", "role_id", "binding_id"),)
+
+    binding_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("bindings.binding_id", ondelete="CASCADE"), primary_key=True
+    )
+    role_id: Mapped[str] = mapped_column(
+        String(ROLE_ID_LENGTH), ForeignKey("roles.role_id", ondelete="RESTRICT"), primary_key=True
+    )
+
+
+class BindingPermission(Base):
+    """A permission a binding grants directly."""
+
+    __tablename__ = "binding_permissions"
+    __table_args__ = (Index("ix_binding_permissions_permission", "permission", "binding_id"),)
+
+    binding_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("bindings.binding_id", ondelete="CASCADE"), primary_key=True
+    )
+    permission: Mapped[str] = mapped_column(String(PERMISSION_LENGTH), primary_key=True)
 
 
 class BindingSubject(Base):
@@ -68,15 +113,42 @@ class BindingGroup(Base):
 
 
 class GroupRoleMapping(Base):
-    """Configurable mapping of an Entra group to roles: members of the group get
-    the roles through a binding the resolver maintains (SPEC §3)."""
+    """Configurable mapping of an Entra group to roles: every member of the
+    group (nested groups included) holds the roles everywhere (SPEC §3)."""
 
     __tablename__ = "group_role_mappings"
+    __table_args__ = (Index("ix_group_role_mappings_role_id", "role_id", "group_id"),)
 
     group_id: Mapped[str] = mapped_column(
         ulid_column_type(), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
     )
     role_id: Mapped[str] = mapped_column(
-        String(128), ForeignKey("roles.role_id", ondelete="CASCADE"), primary_key=True
+        String(ROLE_ID_LENGTH), ForeignKey("roles.role_id", ondelete="CASCADE"), primary_key=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserRole(Base):
+    """A role assigned to a user directly (the User Manager Service's
+    ``roles`` on the user record), held everywhere."""
+
+    __tablename__ = "user_roles"
+    __table_args__ = (Index("ix_user_roles_role_id", "role_id", "user_id"),)
+
+    user_id: Mapped[str] = mapped_column(
+        ulid_column_type(), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role_id: Mapped[str] = mapped_column(
+        String(ROLE_ID_LENGTH), ForeignKey("roles.role_id", ondelete="RESTRICT"), primary_key=True
+    )
+
+
+class RbacRevision(Base):
+    """The one row counting RBAC changes: every change of roles, bindings,
+    group→role mappings or a user's roles adds one in its transaction, so
+    changes are totally ordered and a check says which state answered it."""
+
+    __tablename__ = "rbac_revisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))

@@ -143,8 +143,6 @@ class User(Base):
     blocked: Mapped[bool | None] = mapped_column(Boolean)
     """Unset (``NULL``) and ``false`` both mean not blocked."""
     expiration_date: Mapped[datetime | None] = mapped_column()
-    role_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    """Ids of RBAC roles assigned directly (not SCIM ``roles``)."""
 
     # Profile (SPEC §3, cidaas-style)
     providers: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
