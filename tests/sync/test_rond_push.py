@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -622,6 +625,55 @@ async def test_the_worker_runs_the_rond_dispatcher_only_when_rond_is_configured(
     for d in found:
         await d.close()
     await worker.close()
+
+
+async def test_the_worker_command_delivers_rond_rows_and_the_outbox_commands_cover_them(
+    rstore: Store, rond: RondEmulator
+) -> None:
+    """``idstore worker --until-idle --job outbox`` delivers the ``rond``
+    rows; ``idstore outbox status --target rond``, ``show`` and ``retry``
+    show and replay a Rönd dead letter."""
+    (u1, u2), g1 = await _world(rstore)
+    rond.fail_next(1, 400, only="grant")
+    env = {
+        **os.environ,
+        "DATABASE_URL": rstore.settings.database_url,
+        "IDSTORE_ROND_BASE_URL": rond.url,
+        "IDSTORE_ROND_REQUESTS_PER_SECOND": "1000",
+        "IDSTORE_LOG_LEVEL": "WARNING",
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "idstore", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    first = await asyncio.to_thread(run, "worker", "--until-idle", "--job", "outbox")
+    assert first.returncode == 0, first.stderr
+    assert "outbox:rond: 2 users delivered" in first.stdout
+    assert "1 dead letters" in first.stdout
+    status = await asyncio.to_thread(run, "outbox", "status", "--target", "rond", "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    [target] = shown["targets"]
+    assert (target["target"], target["pending"]) == ("rond", 0)
+    assert target["dead"] == len(shown["deadLetters"]) >= 1  # the rows of one user or group
+    [dead] = {d["aggregateId"] for d in shown["deadLetters"]}
+    assert dead in {u1, u2, g1}
+    assert all("400" in d["lastError"] for d in shown["deadLetters"])
+    rows = await asyncio.to_thread(run, "outbox", "show", dead, "--json")
+    listed = json.loads(rows.stdout)
+    assert {r["status"] for r in listed if r["target"] == "rond"} == {"FAILED"}
+    retried = await asyncio.to_thread(run, "outbox", "retry", "--dead", "--target", "rond")
+    assert "dead letters put back to pending" in retried.stdout
+    again = await asyncio.to_thread(run, "worker", "--until-idle", "--job", "outbox")
+    assert "outbox:rond: 1 users delivered" in again.stdout
+    await assert_in_sync(rstore, rond, [u1, u2], [g1])
 
 
 # -- The client's limits and answers ------------------------------------------------------
