@@ -35,7 +35,7 @@ USER_COLUMNS = (
     "idp_username", "idp_cloud_username", "idp_source", "display_name", "formatted_name",
     "given_name", "family_name", "employee_number", "department", "cost_center",
     "organization", "division", "user_type", "tags", "active", "lifecycle",
-    "lifecycle_changed_at", "status", "role_ids", "providers", "created_at", "updated_at",
+    "lifecycle_changed_at", "status", "providers", "created_at", "updated_at",
     "version",
 )  # fmt: skip
 EMAIL_COLUMNS = (
@@ -251,7 +251,7 @@ def _seed_sqlite(url: str, data: Dataset, progress: Progress) -> dict[str, float
     timings: dict[str, float] = {}
     sync_url = make_url(url).set(drivername="sqlite")
     engine = create_sync_engine(sync_url)
-    json_columns = {"tags", "status", "role_ids", "providers"}
+    json_columns = {"tags", "status", "providers"}
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("PRAGMA synchronous=OFF")
