@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from identity_store import rbac
 
-from .limits import at_most
 from .models import RoleAssignment
 from .parameters import COMMON, WITH_BODY, GroupIdPath, UserIdPath
 from .problems import problem_responses
@@ -40,7 +39,6 @@ async def replace_group_roles(
 ) -> RoleAssignment:
     """Every member of the group, and of the groups it contains, holds these
     roles everywhere. Unknown role ids are a 400 naming them."""
-    at_most(caller.settings.rbac_max_list, roles=body.roles)
     revised = await rbac.replace_group_roles(caller.store, group_id, list(body.roles), caller.actor)
     set_revision(response, revised.revision)
     return RoleAssignment(roles=revised.value)
@@ -66,7 +64,6 @@ async def replace_user_roles(
 ) -> RoleAssignment:
     """The old set is never revoked before the new one is granted: one
     transaction. Unknown role ids are a 400 naming them."""
-    at_most(caller.settings.rbac_max_list, roles=body.roles)
     revised = await rbac.replace_user_roles(caller.store, user_id, list(body.roles), caller.actor)
     set_revision(response, revised.revision)
     return RoleAssignment(roles=revised.value)

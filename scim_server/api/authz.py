@@ -14,7 +14,6 @@ from identity_store import rbac, resolver
 
 from . import cursors
 from .bindings import resource_filter
-from .limits import at_most
 from .models import (
     NO_CONTROL,
     BatchDecision,
@@ -37,7 +36,7 @@ from .parameters import (
     ResourceTypeQuery,
     UserIdPath,
 )
-from .problems import problem_responses
+from .problems import FieldError, ProblemError, problem_responses
 from .routing import Authorized, CheckRoute
 
 router = APIRouter(route_class=CheckRoute, tags=["authorization"])
@@ -102,7 +101,15 @@ async def check(body: Check, caller: Authorized) -> Decision:
 )
 async def check_batch(body: CheckBatch, caller: Authorized) -> BatchDecision:
     """Up to `IDSTORE_AUTHZ_MAX_BATCH` (1,000) checks; results in their order."""
-    at_most(caller.settings.authz_max_batch, checks=body.checks)
+    limit = caller.settings.authz_max_batch
+    if len(body.checks) > limit:
+        detail = f"List should have at most {limit} items, not {len(body.checks)}"
+        raise ProblemError(
+            400,
+            "invalid-request",
+            f"body.checks: {detail}",
+            errors=[FieldError(location=["body", "checks"], detail=detail, type="too_long")],
+        )
     decisions = await resolver.check_many(caller.store, [_request(c) for c in body.checks])
     revision = decisions[0].revision if decisions else await rbac.revision(caller.store)
     return BatchDecision(

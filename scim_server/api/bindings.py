@@ -11,7 +11,6 @@ from starlette.responses import Response
 from identity_store import rbac
 
 from . import cursors
-from .limits import at_most
 from .models import (
     NO_CONTROL_NOR_SLASH,
     Binding,
@@ -83,14 +82,7 @@ def resource_filter(resource_type: str | None, resource_id: str | None) -> rbac.
     return rbac.Resource(type=resource_type, id=resource_id)
 
 
-def _input(body: BindingBody, caller: Authorized) -> rbac.BindingInput:
-    at_most(
-        caller.settings.rbac_max_list,
-        subjects=body.subjects,
-        groups=body.groups,
-        roles=body.roles,
-        permissions=body.permissions,
-    )
+def _input(body: BindingBody) -> rbac.BindingInput:
     return rbac.BindingInput(
         subjects=list(body.subjects),
         groups=list(body.groups),
@@ -146,7 +138,7 @@ async def create_binding(body: NewBinding, caller: Authorized, response: Respons
     unknown users, groups or roles are a 400 naming them; a taken
     `bindingId` is 409 `conflict`."""
     revised = await rbac.create_binding(
-        caller.store, _input(body, caller), caller.actor, binding_id=body.binding_id
+        caller.store, _input(body), caller.actor, binding_id=body.binding_id
     )
     set_revision(response, revised.revision)
     response.headers["Location"] = f"/api/v1/bindings/{revised.value.binding_id}"
@@ -168,9 +160,7 @@ async def read_binding(binding_id: BindingIdPath, caller: Authorized) -> Binding
 async def replace_binding(
     binding_id: BindingIdPath, body: BindingBody, caller: Authorized, response: Response
 ) -> Binding:
-    revised = await rbac.replace_binding(
-        caller.store, binding_id, _input(body, caller), caller.actor
-    )
+    revised = await rbac.replace_binding(caller.store, binding_id, _input(body), caller.actor)
     set_revision(response, revised.revision)
     return binding(revised.value)
 

@@ -6,8 +6,10 @@ Identifiers are bounded strings without control characters (NUL included)
 or lone surrogates (pydantic refuses those as no valid string); those that
 appear in a path (role, binding, user, group ids, a resource type) have no
 ``/`` either. Lists are bounded here by the settings' own ceilings; the
-configured limits (``IDSTORE_RBAC_MAX_LIST``, ``IDSTORE_AUTHZ_MAX_BATCH``)
-are checked by the handlers, which know the settings.
+configured limits are checked where the settings are known: each list's
+(``IDSTORE_RBAC_MAX_LIST``) by the store, with its other rules
+(:mod:`identity_store.rbac`), a batch's (``IDSTORE_AUTHZ_MAX_BATCH``) by
+its handler.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 LIST_CEILING = 100_000
-"""The largest ``IDSTORE_RBAC_MAX_LIST`` accepts; the configured one is checked by the handlers."""
+"""The largest ``IDSTORE_RBAC_MAX_LIST`` accepts; the store checks the configured one."""
 
 BATCH_CEILING = 10_000
 """The largest ``IDSTORE_AUTHZ_MAX_BATCH`` accepts."""

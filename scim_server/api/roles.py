@@ -8,7 +8,6 @@ from starlette.responses import Response
 from identity_store import rbac
 
 from . import cursors
-from .limits import at_most
 from .models import NewRole, Role, RoleBody, RolePage
 from .parameters import COMMON, WITH_BODY, Count, CursorQuery, RoleIdPath
 from .problems import problem_responses
@@ -29,8 +28,7 @@ def role(record: rbac.RoleRecord) -> Role:
     )
 
 
-def _input(body: RoleBody, caller: Authorized) -> rbac.RoleInput:
-    at_most(caller.settings.rbac_max_list, permissions=body.permissions)
+def _input(body: RoleBody) -> rbac.RoleInput:
     return rbac.RoleInput(
         name=body.name, description=body.description, permissions=list(body.permissions)
     )
@@ -62,7 +60,7 @@ async def list_roles(
 )
 async def create_role(body: NewRole, caller: Authorized, response: Response) -> Role:
     """409 `conflict` when the id is taken."""
-    revised = await rbac.create_role(caller.store, body.role_id, _input(body, caller), caller.actor)
+    revised = await rbac.create_role(caller.store, body.role_id, _input(body), caller.actor)
     set_revision(response, revised.revision)
     response.headers["Location"] = f"/api/v1/roles/{revised.value.role_id}"
     return role(revised.value)
@@ -83,7 +81,7 @@ async def replace_role(
 ) -> Role:
     """The whole permission set is swapped in one transaction: a concurrent
     check sees the old set or the new one, never neither."""
-    revised = await rbac.replace_role(caller.store, role_id, _input(body, caller), caller.actor)
+    revised = await rbac.replace_role(caller.store, role_id, _input(body), caller.actor)
     set_revision(response, revised.revision)
     return role(revised.value)
 

@@ -4,9 +4,10 @@ as Rönd's collections' documents.
 
 Rönd answers grant and revoke with 200 and the bodies below, and refuses
 a grant on a resource type without ``resourceId`` ("missing resource id"),
-a grant with no subject, group, role or permission, and a revoke with
-neither subjects nor groups nor (a type and resource ids) with 400; so do
-these. Unknown fields are ignored, as Rönd's decoder ignores them.
+a grant with nothing to bind, and a revoke with neither subjects nor groups
+nor (a type and resource ids) with 400; so do these, by the rules of
+:func:`identity_store.rbac.grant` and :func:`~identity_store.rbac.revoke`.
+Unknown fields are ignored, as Rönd's decoder ignores them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from starlette.responses import Response
 
 from identity_store import rbac
 
-from .limits import at_most
 from .models import (
     RbacExport,
     RondBinding,
@@ -27,7 +27,7 @@ from .models import (
     RondRole,
 )
 from .parameters import COMMON, WITH_BODY, ResourceTypePath
-from .problems import ProblemError, problem_responses
+from .problems import problem_responses
 from .revisions import documented, set_revision
 from .routing import AdminRoute, Authorized
 
@@ -40,21 +40,6 @@ REVOKED = problem_responses(*WITH_BODY) | documented(200, "How many bindings cha
 async def _grant(
     body: RondGrant, resource_type: str | None, caller: Authorized, response: Response
 ) -> RondGranted:
-    if resource_type is not None and not body.resource_id:
-        raise ProblemError(400, "invalid-request", "missing resource id")
-    if not (body.subjects or body.groups or body.roles or body.permissions):
-        raise ProblemError(
-            400,
-            "invalid-request",
-            "missing body fields, one of groups, permissions, subjects or roles is required",
-        )
-    at_most(
-        caller.settings.rbac_max_list,
-        subjects=body.subjects,
-        groups=body.groups,
-        roles=body.roles,
-        permissions=body.permissions,
-    )
     revised = await rbac.grant(
         caller.store,
         rbac.Grant(
@@ -74,17 +59,6 @@ async def _grant(
 async def _revoke(
     body: RondRevoke, resource_type: str | None, caller: Authorized, response: Response
 ) -> RondRevoked:
-    on_resources = resource_type is not None and bool(body.resource_ids)
-    if not (body.subjects or body.groups or on_resources):
-        raise ProblemError(
-            400, "invalid-request", "empty subjects and groups lists or resource ids"
-        )
-    at_most(
-        caller.settings.rbac_max_list,
-        subjects=body.subjects,
-        groups=body.groups,
-        resourceIds=body.resource_ids,
-    )
     revised = await rbac.revoke(
         caller.store,
         rbac.Revoke(
