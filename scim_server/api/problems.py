@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from identity_store.errors import (
     ConcurrentUpdateError,
@@ -243,9 +244,28 @@ def describe_problem(
     return status, _kind(exc, status), detail, headers, None
 
 
+METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path takes. Starlette's 405 names only
+    those of the first route matching the path, and here each method of a
+    path is a route of its own."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
 async def handle(request: Request, exc: Exception) -> Response:
     """FastAPI exception handler for every exception class."""
     status, kind, detail, headers, errors = describe_problem(exc)
+    if status == 405 and kind == "method-not-allowed":
+        headers = (headers or {}) | {"Allow": allowed_methods(request)}
     return problem(request, status, kind, detail, headers=headers, errors=errors)
 
 
