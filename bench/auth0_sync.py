@@ -100,7 +100,6 @@ async def seed(url: str, count: int) -> None:
                         "lifecycle": "ACTIVE",
                         "lifecycle_changed_at": now,
                         "status": [],
-                        "role_ids": [],
                         "providers": [],
                         "created_at": now,
                         "updated_at": now,

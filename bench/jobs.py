@@ -56,7 +56,7 @@ CHUNK = 50_000
 USER_COLUMNS = (
     "id", "user_name", "user_name_normalized", "idp_username", "idp_cloud_username",
     "idp_source", "user_type", "tags", "active", "lifecycle", "lifecycle_changed_at",
-    "status", "role_ids", "providers", "created_at", "updated_at", "version",
+    "status", "providers", "created_at", "updated_at", "version",
     "profile_sync_attempts",
 )  # fmt: skip
 MEMBER_COLUMNS = ("group_id", "member_id", "member_type", "created_at")
@@ -100,7 +100,7 @@ async def seed(url: str, users: int) -> dict[str, float]:
                 name = f"leaver{i}@bench.example.com"
                 rows.append((
                     uid, name, name, f"leaver{i}", name, "AAD", "PERSON", "[]", False,
-                    "SUSPENDED", yesterday, "[]", "[]", "[]", now, yesterday, 2, 0,
+                    "SUSPENDED", yesterday, "[]", "[]", now, yesterday, 2, 0,
                 ))  # fmt: skip
                 for k in (0, 1 + i % DEPARTMENTS, 1 + DEPARTMENTS + i % PROJECTS):
                     members.append((groups[k][0], uid, "User", now))

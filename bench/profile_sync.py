@@ -101,7 +101,6 @@ async def seed(url: str, directory: list[dict[str, str]]) -> None:
                         "lifecycle": "CREATED",
                         "lifecycle_changed_at": now,
                         "status": [],
-                        "role_ids": [],
                         "providers": [],
                         "created_at": now,
                         "updated_at": now,

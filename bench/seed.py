@@ -35,8 +35,7 @@ USER_COLUMNS = (
     "idp_username", "idp_cloud_username", "idp_source", "display_name", "formatted_name",
     "given_name", "family_name", "employee_number", "department", "cost_center",
     "organization", "division", "user_type", "tags", "active", "lifecycle",
-    "lifecycle_changed_at", "status", "role_ids", "providers", "created_at", "updated_at",
-    "version",
+    "lifecycle_changed_at", "status", "providers", "created_at", "updated_at", "version",
 )  # fmt: skip
 EMAIL_COLUMNS = (
     "user_id", "attribute", "position", "value", "value_normalized", "type", "primary",
@@ -105,7 +104,7 @@ def user_rows(data: Dataset, start: int, stop: int) -> tuple[list[Any], list[Any
             uid, name, name, xid, xid, name.split("@")[0], name, "AAD",
             f"{given} {family}", f"{given} {family}", given, family, f"E{i:07d}",
             f"Dept{i % 50}", f"CC{i % 20}", "Bench Org", f"Div{i % 5}", "PERSON", "[]", True,
-            "ACTIVE", created, "[]", "[]", "[]", created, created, 1,
+            "ACTIVE", created, "[]", "[]", created, created, 1,
         ))  # fmt: skip
         emails.append((uid, "emails", 0, name, name, "work", True, None))
     return users, emails
@@ -251,7 +250,7 @@ def _seed_sqlite(url: str, data: Dataset, progress: Progress) -> dict[str, float
     timings: dict[str, float] = {}
     sync_url = make_url(url).set(drivername="sqlite")
     engine = create_sync_engine(sync_url)
-    json_columns = {"tags", "status", "role_ids", "providers"}
+    json_columns = {"tags", "status", "providers"}
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("PRAGMA synchronous=OFF")
