@@ -35,7 +35,8 @@ USER_COLUMNS = (
     "idp_username", "idp_cloud_username", "idp_source", "display_name", "formatted_name",
     "given_name", "family_name", "employee_number", "department", "cost_center",
     "organization", "division", "user_type", "tags", "active", "lifecycle",
-    "lifecycle_changed_at", "status", "providers", "created_at", "updated_at", "version",
+    "lifecycle_changed_at", "status", "providers", "created_at", "updated_at",
+    "version",
 )  # fmt: skip
 EMAIL_COLUMNS = (
     "user_id", "attribute", "position", "value", "value_normalized", "type", "primary",

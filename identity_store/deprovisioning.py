@@ -44,7 +44,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Row, Select, Table, delete, distinct, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import audit, counts, lifecycle, row_inserts
+from . import audit, counts, lifecycle, rbac, row_inserts
 from .actor import Actor
 from .lifecycle import deletion_cutoff
 from .models import (
@@ -54,6 +54,7 @@ from .models import (
     GroupMember,
     Lifecycle,
     User,
+    UserRole,
     utcnow,
 )
 from .store import Store
@@ -77,6 +78,7 @@ _GROUPS = cast(Table, Group.__table__)
 _MEMBERS = cast(Table, GroupMember.__table__)
 _BINDINGS = cast(Table, Binding.__table__)
 _SUBJECTS = cast(Table, BindingSubject.__table__)
+_USER_ROLES = cast(Table, UserRole.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +228,6 @@ _DELETION_COLUMNS = (
     _USERS.c.user_name,
     _USERS.c.lifecycle,
     _USERS.c.deleted_at,
-    _USERS.c.role_ids,
     _USERS.c.version,
 )
 
@@ -265,7 +266,8 @@ async def deprovision_batch(
         rows = await _take(session, query, lock=True)
         if not rows:
             return BatchOutcome(0)
-        return await _deprovision(session, rows, actor, hard_delete, now)
+        push = bool(store.settings.rond_base_url)
+        return await _deprovision(session, rows, actor, hard_delete, now, push)
 
     return await store.transaction(work)
 
@@ -286,13 +288,16 @@ async def _preview_deprovisioning(store: Store, query: Select[Any]) -> BatchOutc
         bindings = await session.scalar(
             select(func.count()).select_from(_SUBJECTS).where(_SUBJECTS.c.user_id.in_(ids))
         )
+        roles = await session.scalar(
+            select(func.count()).select_from(_USER_ROLES).where(_USER_ROLES.c.user_id.in_(ids))
+        )
     return BatchOutcome(
         len(rows),
         ids[-1],
         memberships=int(memberships),
         groups=int(groups),
         bindings=int(bindings or 0),
-        roles=sum(len(row.role_ids or ()) for row in rows),
+        roles=int(roles or 0),
     )
 
 
@@ -302,6 +307,7 @@ async def _deprovision(
     actor: Actor,
     hard_delete: bool,
     now: datetime | None,
+    push: bool,
 ) -> BatchOutcome:
     ids = [row.id for row in rows]
     at = utcnow()
@@ -328,21 +334,9 @@ async def _deprovision(
             .values(version=_GROUPS.c.version + 1, updated_at=at)
         )
 
-    named = await session.execute(
-        delete(_SUBJECTS)
-        .where(_SUBJECTS.c.user_id.in_(ids))
-        .returning(_SUBJECTS.c.binding_id, _SUBJECTS.c.user_id)
-    )
-    bindings_of: dict[str, list[str]] = defaultdict(list)
-    bindings = 0
-    for binding_id, user_id in named:
-        bindings_of[user_id].append(binding_id)
-        bindings += 1
-    if bindings_of:
-        changed = sorted({b for names in bindings_of.values() for b in names})
-        await session.execute(
-            update(_BINDINGS).where(_BINDINGS.c.binding_id.in_(changed)).values(updated_at=at)
-        )
+    forgotten = await rbac.forget_users(session, ids, actor, push=push)
+    bindings_of, roles_of = forgotten.bindings_of, forgotten.roles_of
+    bindings = sum(len(names) for names in bindings_of.values())
 
     operation = "delete" if hard_delete else "block"
     history, entries, events = [], [], []
@@ -369,7 +363,7 @@ async def _deprovision(
                     "userName": row.user_name,
                     "groups": sorted(groups_of.get(row.id, ())),
                     "bindings": sorted(bindings_of.get(row.id, ())),
-                    "roles": list(row.role_ids or ()),
+                    "roles": roles_of.get(row.id, []),
                     "hardDelete": hard_delete,
                 },
                 at,
@@ -380,18 +374,6 @@ async def _deprovision(
             payload["version"] = version
         events.append(
             audit.outbox_row("auth0", operation, "User", row.id, payload, at, actor.request_id)
-        )
-    for group_id, members in sorted(members_of.items()):
-        events.append(
-            audit.outbox_row(
-                "rbac",
-                "members_removed",
-                "Group",
-                group_id,
-                {"members": sorted(members), "cause": DELETION_CAUSE},
-                at,
-                actor.request_id,
-            )
         )
     await row_inserts.insert_rows(session, lifecycle.HISTORY, history)
     await row_inserts.insert_rows(session, audit.AUDIT, entries)
@@ -413,7 +395,6 @@ async def _deprovision(
             .values(
                 lifecycle=Lifecycle.INACTIVE.value,
                 lifecycle_changed_at=changed_at,
-                role_ids=[],
                 version=_USERS.c.version + 1,
                 updated_at=at,
             )
@@ -424,6 +405,6 @@ async def _deprovision(
         memberships=memberships,
         groups=len(members_of),
         bindings=bindings,
-        roles=sum(len(row.role_ids or ()) for row in rows),
+        roles=sum(len(names) for names in roles_of.values()),
         deleted=deleted,
     )

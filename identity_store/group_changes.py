@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import audit, counts
+from . import audit, counts, rbac
 from .actor import Actor
 from .comparison import normalize
 from .errors import ConflictError, NotFoundError, ValidationError
@@ -195,12 +195,8 @@ async def insert_group(
         "group.create",
         "Group",
         group.id,
-        {"displayName": display_name, "members": len(added)},
+        {"displayName": display_name, "members": len(added), "added": added},
     )
-    if added:
-        audit.enqueue(
-            session, actor, "rbac", "members_added", "Group", group.id, {"members": added}
-        )
     return group
 
 
@@ -312,16 +308,14 @@ async def write_changes(
         action,
         "Group",
         group.id,
-        {"added": len(added_ids), "removed": len(removed_ids), "renamed": renamed},
+        {
+            "added": len(added_ids),
+            "removed": len(removed_ids),
+            "renamed": renamed,
+            "addedIds": added_ids,
+            "removedIds": removed_ids,
+        },
     )
-    if removed_ids:
-        audit.enqueue(
-            session, actor, "rbac", "members_removed", "Group", group.id, {"members": removed_ids}
-        )
-    if added_ids:
-        audit.enqueue(
-            session, actor, "rbac", "members_added", "Group", group.id, {"members": added_ids}
-        )
     return group
 
 
@@ -341,16 +335,20 @@ async def _delete_members(
     return sorted(removed)
 
 
-async def remove_group(session: AsyncSession, group: Group, actor: Actor) -> None:
-    """Delete the group and its memberships; also remove it from parent groups."""
+async def remove_group(
+    session: AsyncSession, group: Group, actor: Actor, *, push: bool = False
+) -> None:
+    """Delete the group and its memberships; also remove it from parent
+    groups and from every binding (:func:`identity_store.rbac.forget_group`;
+    ``push``: a Rönd deployment is configured)."""
     await session.execute(delete(GroupMember).where(GroupMember.member_id == group.id))
+    await rbac.forget_group(session, group.id, actor, push=push)
     await session.delete(group)
     await session.flush()
     counts.change(session, "Group", -1)
     audit.record(
         session, actor, "group.delete", "Group", group.id, {"displayName": group.display_name}
     )
-    audit.enqueue(session, actor, "rbac", "group_deleted", "Group", group.id, {})
 
 
 _DELETED_USER = (

@@ -122,7 +122,8 @@ async def delete_group(
     async def work(session: AsyncSession) -> None:
         group = await group_changes.load_group(session, group_id)
         check_version(group.version, expected_version)
-        await group_changes.remove_group(session, group, actor)
+        push = bool(store.settings.rond_base_url)
+        await group_changes.remove_group(session, group, actor, push=push)
 
     await store.transaction(work)
 

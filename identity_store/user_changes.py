@@ -491,13 +491,3 @@ async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
         {"userName": user.user_name, "groups": group_ids},
     )
     audit.enqueue(session, actor, "auth0", "delete", "User", user.id, {"version": user.version})
-    for group_id in group_ids:
-        audit.enqueue(
-            session,
-            actor,
-            "rbac",
-            "members_removed",
-            "Group",
-            group_id,
-            {"members": [user.id], "cause": "user.delete"},
-        )

@@ -51,6 +51,8 @@ STORE_PUBLIC = frozenset(
         "identity_store.outbox",
         "identity_store.paging",
         "identity_store.profiles",
+        "identity_store.rbac",
+        "identity_store.resolver",
         "identity_store.settings",
         "identity_store.store",
         "identity_store.tokens",

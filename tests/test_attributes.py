@@ -39,7 +39,6 @@ from scim_server.schemas import IdentityStoreUser, ScimGroup, ScimUser
 NOT_ATTRIBUTES = {
     "password_hash": "a hash of the write-only password, never its value",
     "profile_sync_attempts": "the profile sync's own counter (idstore user show prints it)",
-    "role_ids": "RBAC roles, not SCIM roles",
     "providers": "social identities of the management API",
     "last_logged_in_at": "management API",
     "deleted_at": "a deleted user is not served over SCIM",

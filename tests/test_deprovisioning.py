@@ -28,12 +28,15 @@ from identity_store.job_runs import RunRecord
 from identity_store.models import (
     AuditEntry,
     Binding,
+    BindingRole,
     BindingSubject,
     Group,
     GroupMember,
     LifecycleTransition,
     OutboxEntry,
+    Role,
     User,
+    UserRole,
 )
 from identity_store.settings import Settings
 from identity_store.store import Store
@@ -62,6 +65,7 @@ class World:
     engine: AsyncEngine
     groups: list[str] = field(default_factory=list)
     bystander: str = ""
+    roles: set[str] = field(default_factory=set)
 
     @property
     def settings(self) -> Settings:
@@ -104,12 +108,19 @@ class World:
                 self.store, f"group-{n}", ACTOR, member_ids=[user_id, self.bystander]
             )
             self.groups.append(record.group.id)
-        await self.sql(insert(Binding).values(binding_id="b-1", roles=["r-1"], permissions=[]))
+        missing = [{"role_id": r, "name": r} for r in ("r-1", "r-2") if r not in self.roles]
+        if missing:
+            await self.sql(insert(Role), missing)
+        self.roles.update(("r-1", "r-2"))
+        await self.sql(insert(Binding).values(binding_id="b-1"))
+        await self.sql(insert(BindingRole).values(binding_id="b-1", role_id="r-1"))
         await self.sql(
             insert(BindingSubject),
             [{"binding_id": "b-1", "user_id": user_id}, {"binding_id": "b-1", "user_id": "x"}],
         )
-        await self.sql(update(User).where(User.id == user_id).values(role_ids=["r-1", "r-2"]))
+        await self.sql(
+            insert(UserRole), [{"user_id": user_id, "role_id": r} for r in ("r-1", "r-2")]
+        )
 
     async def run(self, job: str, as_of: datetime = AS_OF, *, dry_run: bool = False) -> RunRecord:
         worker = registry.build_worker(self.store, ManualClock(as_of), only=[job])
@@ -125,7 +136,7 @@ class World:
         async with self.store.reading() as session:
             people = (
                 await session.execute(
-                    select(User.id, User.lifecycle, User.version, User.role_ids).order_by(User.id)
+                    select(User.id, User.lifecycle, User.version).order_by(User.id)
                 )
             ).all()
             members = (
@@ -374,7 +385,6 @@ async def test_deletion_sync_rules(settings: Settings, engine: AsyncEngine, case
         }
         assert await _job_events(w, "deletion-sync") == [
             ("auth0", "delete" if hard else "block", user),
-            *(("rbac", "members_removed", g) for g in left),
         ]
         assert after["members"] == [m for m in before["members"] if m[1] != user]
         assert after["subjects"] == ["x"], "the binding's other subject stays"
@@ -392,7 +402,7 @@ async def test_deletion_sync_rules(settings: Settings, engine: AsyncEngine, case
         if not hard:
             changed = await w.scalar(select(User.version).where(User.id == user))
             assert changed == version + 1
-            assert await w.scalar(select(User.role_ids).where(User.id == user)) == []
+            assert await w.scalar(select(UserRole.role_id).where(UserRole.user_id == user)) is None
 
 
 # -- Expiry: one row per rule ----------------------------------------------------

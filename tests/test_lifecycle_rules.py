@@ -444,7 +444,6 @@ def _grid_user(n: int, **fields: Any) -> User:
         tags=[],
         status=[],
         providers=[],
-        role_ids=[],
         **fields,
     )
 

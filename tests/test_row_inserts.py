@@ -26,7 +26,6 @@ def _row(user_id: str, name: str) -> dict[str, Any]:
         "tags": ["a", "ü"],
         "custom_data": {"n": 2**40, "nested": {"x": [None, True]}},
         "status": [],
-        "role_ids": [],
         "providers": [],
         "active": False,
         "lifecycle": "ACTIVE",
