@@ -202,6 +202,12 @@ class PreparedReads:
             rows = await self._fetch(self._sql("offset", groups), offset, limit)
         return [_record(r) for r in rows]
 
+    async def rows(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """The rows of a read another module of the store prepared (the
+        resolver's check), on this pool's connections (statements are
+        prepared once per connection and cached by asyncpg)."""
+        return await self._fetch(sql, *args)
+
     async def total(self, resource_type: str) -> int:
         """The live total kept by :mod:`identity_store.counts`."""
         return int((await self._fetch(_TOTAL, resource_type))[0][0])

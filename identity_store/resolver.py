@@ -20,9 +20,15 @@ Each answer carries the RBAC revision it was computed at
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from sqlalchemy import text
+
+from .errors import NotFoundError
+from .models import Lifecycle
 from .rbac import Resource
 from .store import Store
 
@@ -97,17 +103,308 @@ class Holders:
     next_after: str | None
 
 
+# -- The statements ------------------------------------------------------------
+#
+# Plain SQL that both databases run as written (recursive CTEs, UNION,
+# LEFT JOIN), with named parameters; on PostgreSQL the check runs as a
+# prepared asyncpg statement (:meth:`~identity_store.prepared_reads.PreparedReads.rows`).
+# ``memberships`` walks from the user's own groups up to the groups that
+# contain them; ``UNION`` (not ``UNION ALL``) drops a row already found, so a
+# cycle of groups ends the walk. ``via`` is the user's own group the walk
+# started from, for the explanation.
+
+_MEMBERSHIPS = """
+memberships(group_id, via) AS (
+    SELECT gm.group_id, gm.group_id FROM group_members gm WHERE gm.member_id = :user_id
+  UNION
+    SELECT gm.group_id, m.via FROM group_members gm JOIN memberships m ON gm.member_id = m.group_id
+)"""
+
+_CHECK = f"""
+WITH RECURSIVE {_MEMBERSHIPS},
+bound(binding_id, group_id, via) AS (
+    SELECT bs.binding_id, NULL, NULL FROM binding_subjects bs WHERE bs.user_id = :user_id
+  UNION ALL
+    SELECT bg.binding_id, m.group_id, m.via
+      FROM binding_groups bg JOIN memberships m ON bg.group_id = m.group_id
+),
+paths(source, binding_id, role_id, group_id, via, resource_type, resource_id) AS (
+    SELECT 'binding', b.binding_id, NULL, bd.group_id, bd.via, b.resource_type, b.resource_id
+      FROM bound bd
+      JOIN bindings b ON b.binding_id = bd.binding_id
+      JOIN binding_permissions bp
+        ON bp.binding_id = bd.binding_id AND bp.permission = :permission
+  UNION ALL
+    SELECT 'binding', b.binding_id, br.role_id, bd.group_id, bd.via, b.resource_type, b.resource_id
+      FROM bound bd
+      JOIN bindings b ON b.binding_id = bd.binding_id
+      JOIN binding_roles br ON br.binding_id = bd.binding_id
+      JOIN role_permissions rp ON rp.role_id = br.role_id AND rp.permission = :permission
+  UNION ALL
+    SELECT 'group-role', NULL, gr.role_id, m.group_id, m.via, NULL, NULL
+      FROM memberships m
+      JOIN group_role_mappings gr ON gr.group_id = m.group_id
+      JOIN role_permissions rp ON rp.role_id = gr.role_id AND rp.permission = :permission
+  UNION ALL
+    SELECT 'user-role', NULL, ur.role_id, NULL, NULL, NULL, NULL
+      FROM user_roles ur
+      JOIN role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = :permission
+     WHERE ur.user_id = :user_id
+)
+SELECT r.revision, u.lifecycle, u.blocked, p.source, p.binding_id, p.role_id, p.group_id,
+       p.via, p.resource_type, p.resource_id
+  FROM rbac_revisions r
+  LEFT JOIN users u ON u.id = :user_id AND u.deleted_at IS NULL
+  LEFT JOIN paths p ON u.id IS NOT NULL
+ WHERE r.id = 1
+"""  # noqa: S608 (constant fragments; every value is a bound parameter)
+"""One row per path granting ``:permission`` to ``:user_id`` on any
+resource (Python keeps those in scope), or one row of NULL paths; every row
+carries the revision and the user's state (NULL: no such user)."""
+
+_HELD = f"""
+WITH RECURSIVE {_MEMBERSHIPS},
+bound(binding_id) AS (
+    SELECT bs.binding_id FROM binding_subjects bs WHERE bs.user_id = :user_id
+  UNION
+    SELECT bg.binding_id FROM binding_groups bg JOIN memberships m ON bg.group_id = m.group_id
+),
+scoped(binding_id, resource_type, resource_id) AS (
+    SELECT b.binding_id, b.resource_type, b.resource_id
+      FROM bound bd JOIN bindings b ON b.binding_id = bd.binding_id
+     WHERE b.resource_type IS NULL
+        OR :all_resources = 1
+        OR (b.resource_type = :resource_type AND b.resource_id = :resource_id)
+),
+held(role_id, resource_type, resource_id) AS (
+    SELECT br.role_id, s.resource_type, s.resource_id
+      FROM scoped s JOIN binding_roles br ON br.binding_id = s.binding_id
+  UNION
+    SELECT gr.role_id, NULL, NULL
+      FROM memberships m JOIN group_role_mappings gr ON gr.group_id = m.group_id
+  UNION
+    SELECT ur.role_id, NULL, NULL FROM user_roles ur WHERE ur.user_id = :user_id
+)
+SELECT h.role_id, rp.permission, h.resource_type, h.resource_id
+  FROM held h LEFT JOIN role_permissions rp ON rp.role_id = h.role_id
+UNION
+SELECT NULL, bp.permission, s.resource_type, s.resource_id
+  FROM scoped s JOIN binding_permissions bp ON bp.binding_id = s.binding_id
+"""  # noqa: S608 (constant fragments; every value is a bound parameter)
+"""Roles and permissions the user holds, with the resource of the binding
+that gives them (NULL: everywhere); bindings on other resources are left
+out unless ``:all_resources``."""
+
+_HOLDERS = """
+WITH RECURSIVE
+granting_roles(role_id) AS (
+    SELECT rp.role_id FROM role_permissions rp WHERE rp.permission = :permission
+),
+granting(binding_id) AS (
+    SELECT br.binding_id FROM binding_roles br JOIN granting_roles g ON g.role_id = br.role_id
+  UNION
+    SELECT bp.binding_id FROM binding_permissions bp WHERE bp.permission = :permission
+),
+in_scope(binding_id) AS (
+    SELECT b.binding_id FROM granting g JOIN bindings b ON b.binding_id = g.binding_id
+     WHERE b.resource_type IS NULL
+        OR (b.resource_type = :resource_type AND b.resource_id = :resource_id)
+),
+holding_groups(group_id) AS (
+    SELECT bg.group_id FROM binding_groups bg JOIN in_scope s ON s.binding_id = bg.binding_id
+  UNION
+    SELECT gr.group_id FROM group_role_mappings gr JOIN granting_roles g ON g.role_id = gr.role_id
+  UNION
+    SELECT gm.member_id FROM group_members gm JOIN holding_groups h ON gm.group_id = h.group_id
+     WHERE gm.member_type = 'Group'
+),
+holders(user_id) AS (
+    SELECT bs.user_id FROM binding_subjects bs JOIN in_scope s ON s.binding_id = bs.binding_id
+  UNION
+    SELECT gm.member_id FROM group_members gm JOIN holding_groups h ON gm.group_id = h.group_id
+     WHERE gm.member_type = 'User'
+  UNION
+    SELECT ur.user_id FROM user_roles ur JOIN granting_roles g ON g.role_id = ur.role_id
+)
+SELECT u.id FROM holders h JOIN users u ON u.id = h.user_id
+ WHERE u.deleted_at IS NULL AND u.lifecycle = 'ACTIVE' AND (u.blocked IS NULL OR NOT u.blocked)
+   AND u.id > :after
+ ORDER BY u.id
+ LIMIT :limit
+"""
+"""Active, unblocked users holding ``:permission`` everywhere or on the
+given resource (NULL type: everywhere only), by id after ``:after``."""
+
+_REVISION = "SELECT revision FROM rbac_revisions WHERE id = 1"
+_USER = "SELECT lifecycle, blocked FROM users WHERE id = :user_id AND deleted_at IS NULL"
+
+_PARAMETER = re.compile(r":([a-z_]+)")
+
+
+def _positional(sql: str) -> tuple[str, list[str]]:
+    """``sql`` with ``:name`` parameters as asyncpg's ``$n``, and the names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _PARAMETER.sub(number, sql), names
+
+
+_CHECK_PG, _CHECK_NAMES = _positional(_CHECK)
+
+
+async def _rows(store: Store, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
+    if store.prepared is not None and sql is _CHECK:
+        values = [params[name] for name in _CHECK_NAMES]
+        return list(await store.prepared.rows(_CHECK_PG, *values))
+    async with store.reading() as session:
+        return list((await session.execute(text(sql), params)).all())
+
+
+# -- Explaining -------------------------------------------------------------------
+
+
+def _in_scope(path_type: str | None, path_id: str | None, resource: Resource | None) -> bool:
+    """A path applies everywhere (no resource) or only on its own resource."""
+    if path_type is None:
+        return True
+    return resource is not None and (path_type, path_id) == (resource.type, resource.id)
+
+
+def _describe(
+    source: GrantSource,
+    binding_id: str | None,
+    role_id: str | None,
+    group_id: str | None,
+    via: str | None,
+    permission: str,
+) -> str:
+    parts = []
+    if binding_id is not None:
+        parts.append(f"binding {binding_id}")
+    if role_id is not None:
+        parts.append(
+            f"role {role_id}" + (" (assigned to the user)" if source == "user-role" else "")
+        )
+    parts.append(f"permission {permission}")
+    text_ = " → ".join(parts)
+    if group_id is not None:
+        text_ += f", via group {group_id}"
+        if via is not None and via != group_id:
+            text_ += f" (the user is a member of it through group {via})"
+    elif binding_id is not None:
+        text_ += ", the user is a subject of the binding"
+    return text_
+
+
+def _decide(request: CheckRequest, rows: Sequence[Sequence[Any]]) -> Decision:
+    revision = int(rows[0][0])
+    lifecycle, blocked = rows[0][1], rows[0][2]
+    permission = request.permission
+    if lifecycle is None:
+        reason = Reason("user-not-found", f"no user {request.user_id}")
+        return Decision(request, False, revision, [reason])
+    if lifecycle != Lifecycle.ACTIVE.value:
+        message = f"the user is {lifecycle}: only ACTIVE users hold permissions"
+        return Decision(request, False, revision, [Reason("not-active", message)])
+    if blocked:
+        message = "the user is blocked: blocked users hold no permissions"
+        return Decision(request, False, revision, [Reason("blocked", message)])
+    granted: list[Reason] = []
+    elsewhere: list[Reason] = []
+    seen: set[tuple[Any, ...]] = set()
+    for row in rows:
+        source, binding_id, role_id, group_id, via, rtype, rid = row[3:10]
+        if source is None:
+            continue
+        key = (source, binding_id, role_id, group_id, via)
+        if key in seen:
+            continue
+        seen.add(key)
+        where = Resource(rtype, rid) if rtype is not None else None
+        via_group = via if via is not None and via != group_id else None
+        description = _describe(source, binding_id, role_id, group_id, via, permission)
+        if _in_scope(rtype, rid, request.resource):
+            granted.append(
+                Reason(
+                    "granted", description, source, binding_id, role_id, group_id, via_group, where
+                )
+            )
+        else:
+            assert where is not None
+            message = f"{description}, but only on {where.type} {where.id}"
+            elsewhere.append(
+                Reason(
+                    "other-resource",
+                    message,
+                    source,
+                    binding_id,
+                    role_id,
+                    group_id,
+                    via_group,
+                    where,
+                )
+            )
+    if granted:
+        return Decision(request, True, revision, _ordered(granted))
+    if elsewhere:
+        return Decision(request, False, revision, _ordered(elsewhere))
+    target = (
+        f" on {request.resource.type} {request.resource.id}" if request.resource else " everywhere"
+    )
+    message = f"no binding, group role or user role grants {permission}{target}"
+    return Decision(request, False, revision, [Reason("no-grant", message)])
+
+
+def _ordered(reasons: list[Reason]) -> list[Reason]:
+    order = {"binding": 0, "group-role": 1, "user-role": 2}
+    return sorted(
+        reasons,
+        key=lambda r: (
+            order[r.source or "binding"],
+            r.binding_id or "",
+            r.role_id or "",
+            r.group_id or "",
+            r.via_group_id or "",
+        ),
+    )
+
+
+# -- The use cases --------------------------------------------------------------
+
+
 async def check(store: Store, request: CheckRequest) -> Decision:
     """Whether the user holds the permission (on ``request.resource``, or
     everywhere when it names none: a binding on some resource does not
     grant it everywhere), with every granting path, or why it is denied. An
-    unknown user is denied (``user-not-found``)."""
-    raise NotImplementedError
+    unknown user is denied (``user-not-found``). One statement."""
+    params = {"user_id": request.user_id, "permission": request.permission}
+    return _decide(request, await _rows(store, _CHECK, params))
 
 
 async def check_many(store: Store, requests: list[CheckRequest]) -> list[Decision]:
-    """:func:`check` of each request, in order, all read at one revision."""
-    raise NotImplementedError
+    """:func:`check` of each request, in order, all read in one snapshot
+    (one transaction, ``REPEATABLE READ`` on PostgreSQL; SQLite's read
+    transaction is a snapshot), so all carry one revision."""
+    decisions: list[Decision] = []
+    async with store.reading() as session:
+        if not store.settings.is_sqlite:
+            await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        else:
+            await session.execute(text("BEGIN"))
+        statement = text(_CHECK)
+        try:
+            for request in requests:
+                params = {"user_id": request.user_id, "permission": request.permission}
+                rows = (await session.execute(statement, params)).all()
+                decisions.append(_decide(request, rows))
+        finally:
+            if store.settings.is_sqlite:
+                await session.execute(text("COMMIT"))
+    return decisions
 
 
 async def permissions(
@@ -116,7 +413,31 @@ async def permissions(
     """What the user holds: everywhere, plus on ``resource`` when given (with
     no resource: everywhere and on every resource). :class:`NotFoundError`
     for an unknown or SCIM-deleted user."""
-    raise NotImplementedError
+    params = {
+        "user_id": user_id,
+        "all_resources": 1 if resource is None else 0,
+        "resource_type": resource.type if resource else None,
+        "resource_id": resource.id if resource else None,
+    }
+    async with store.reading() as session:
+        user = (await session.execute(text(_USER), {"user_id": user_id})).first()
+        if user is None:
+            raise NotFoundError("User", user_id)
+        number = int(await session.scalar(text(_REVISION)) or 0)
+        rows = (await session.execute(text(_HELD), params)).all()
+    lifecycle, blocked = user[0], bool(user[1])
+    roles = sorted({r[0] for r in rows if r[0] is not None})
+    held: set[tuple[str, str | None, str | None]] = {
+        (r[1], r[2], r[3]) for r in rows if r[1] is not None
+    }
+    entitled = lifecycle == Lifecycle.ACTIVE.value and not blocked
+    found = [
+        HeldPermission(p, Resource(t, i) if t is not None and i is not None else None)
+        for p, t, i in sorted(held, key=lambda h: (h[0], h[1] or "", h[2] or ""))
+    ]
+    return EffectivePermissions(
+        user_id, lifecycle, blocked, number, roles if entitled else [], found if entitled else []
+    )
 
 
 async def holders(
@@ -129,4 +450,17 @@ async def holders(
 ) -> Holders:
     """Active, unblocked users holding ``permission`` (everywhere, or on
     ``resource`` when given), by id after ``after``."""
-    raise NotImplementedError
+    params = {
+        "permission": permission,
+        "resource_type": resource.type if resource else None,
+        "resource_id": resource.id if resource else None,
+        "after": after or "",
+        "limit": limit + 1,
+    }
+    async with store.reading() as session:
+        if not store.settings.is_sqlite:
+            await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        number = int(await session.scalar(text(_REVISION)) or 0)
+        ids = list((await session.scalars(text(_HOLDERS), params)).all())
+    page = ids[:limit]
+    return Holders(permission, resource, number, page, page[-1] if len(ids) > limit else None)
