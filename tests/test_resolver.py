@@ -304,3 +304,20 @@ async def test_a_removed_membership_takes_the_groups_grants_away(world: World) -
     )
     decision = await resolver.check(world.store, CheckRequest(world["alice"], "doc.write"))
     assert (decision.allowed, decision.reasons[0].code) == (False, "no-grant")
+
+
+async def test_a_check_of_a_value_the_database_cannot_hold_is_refused(world: World) -> None:
+    """A NUL in an id reaches the store as ValueRefusedError (a 400), not a crash."""
+    from identity_store.errors import ValueRefusedError
+
+    decisions = []
+    try:
+        decisions = await resolver.check_many(
+            world.store,
+            [CheckRequest("a\x00b", "doc.read"), CheckRequest(world["bob"], "doc.read")],
+        )
+    except ValueRefusedError:
+        assert not world.store.settings.is_sqlite, "SQLite holds a NUL in a bound string"
+        return
+    assert world.store.settings.is_sqlite
+    assert [d.allowed for d in decisions] == [False, True]
