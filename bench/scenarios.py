@@ -223,13 +223,11 @@ class Paced(Fixed):
             try:
                 for label, data, expect in requests:
                     now = time.monotonic()
-                    if now < due:
+                    late = now >= due
+                    if not late:
                         await asyncio.sleep(due - now)
-                        started = time.monotonic()
-                    else:
-                        started = due
-                        behind += 1
-                    await send(label, data, expect, started)
+                    await send(label, data, expect, due if late else time.monotonic())
+                    behind += late
                     due += interval
             except Stop:
                 return
