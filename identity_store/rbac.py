@@ -26,7 +26,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Table, and_, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import audit, row_inserts
@@ -40,6 +51,7 @@ from .models import (
     BindingSubject,
     Group,
     GroupRoleMapping,
+    RbacGrant,
     RbacRevision,
     Role,
     RolePermission,
@@ -207,6 +219,7 @@ _BINDING_GROUPS = cast(Table, BindingGroup.__table__)
 _MAPPINGS = cast(Table, GroupRoleMapping.__table__)
 _USER_ROLES = cast(Table, UserRole.__table__)
 _REVISIONS = cast(Table, RbacRevision.__table__)
+_GRANTS = cast(Table, RbacGrant.__table__)
 _USERS = cast(Table, User.__table__)
 _GROUPS = cast(Table, Group.__table__)
 
@@ -390,6 +403,79 @@ async def _holders_of_role(session: AsyncSession, role_id: str) -> _Touched:
         await session.scalars(select(_USER_ROLES.c.user_id).where(_USER_ROLES.c.role_id == role_id))
     )
     return touched
+
+
+# -- The grants (``rbac_grants``) ----------------------------------------------
+#
+# Each change below rewrites the grant rows it affects, in its transaction.
+# The expansions are plain INSERT ... SELECT on both databases; ``WHERE``
+# fragments come from this module, values are bound parameters.
+
+GRANT_COLUMNS = "holder_id, permission, source, binding_id, role_id, resource_type, resource_id"
+
+_BINDING_GRANTS = """
+SELECT h.holder_id, p.permission, 'binding', b.binding_id, p.role_id,
+       b.resource_type, b.resource_id
+  FROM bindings b
+  JOIN (SELECT binding_id, user_id AS holder_id FROM binding_subjects
+        UNION ALL SELECT binding_id, group_id FROM binding_groups) h
+    ON h.binding_id = b.binding_id
+  JOIN (SELECT binding_id, permission, NULL AS role_id FROM binding_permissions
+        UNION ALL
+        SELECT br.binding_id, rp.permission, br.role_id
+          FROM binding_roles br JOIN role_permissions rp ON rp.role_id = br.role_id) p
+    ON p.binding_id = b.binding_id
+"""
+_GROUP_ROLE_GRANTS = """
+SELECT gr.group_id, rp.permission, 'group-role', NULL, gr.role_id, NULL, NULL
+  FROM group_role_mappings gr JOIN role_permissions rp ON rp.role_id = gr.role_id
+"""
+_USER_ROLE_GRANTS = """
+SELECT ur.user_id, rp.permission, 'user-role', NULL, ur.role_id, NULL, NULL
+  FROM user_roles ur JOIN role_permissions rp ON rp.role_id = ur.role_id
+"""
+_EXPANSIONS = {
+    "binding": (_BINDING_GRANTS, "b.binding_id", "p.role_id"),
+    "group-role": (_GROUP_ROLE_GRANTS, "gr.group_id", "gr.role_id"),
+    "user-role": (_USER_ROLE_GRANTS, "ur.user_id", "ur.role_id"),
+}
+"""Per source: the SELECT of its grant rows, the column naming what a
+rewrite is keyed by (binding, group, user), and its role column."""
+
+
+async def _insert_grants(session: AsyncSession, source: str, where: str, values: list[str]) -> None:
+    select_sql = _EXPANSIONS[source][0]
+    for chunk in _chunks(values):
+        names = ", ".join(f":v{i}" for i in range(len(chunk)))
+        sql = f"INSERT INTO rbac_grants ({GRANT_COLUMNS}) {select_sql} WHERE {where} IN ({names})"
+        await session.execute(text(sql), {f"v{i}": v for i, v in enumerate(chunk)})
+
+
+async def _regrant(session: AsyncSession, source: str, keys: Iterable[str]) -> None:
+    """Rewrite the grant rows of ``source`` for these bindings (``binding``),
+    groups (``group-role``) or users (``user-role``)."""
+    values = sorted(set(keys))
+    if not values:
+        return
+    column = _GRANTS.c.binding_id if source == "binding" else _GRANTS.c.holder_id
+    for chunk in _chunks(values):
+        await session.execute(delete(_GRANTS).where(_GRANTS.c.source == source, column.in_(chunk)))
+    await _insert_grants(session, source, _EXPANSIONS[source][1], values)
+
+
+async def _regrant_role(session: AsyncSession, role_id: str) -> None:
+    """Rewrite every grant row that comes through ``role_id``."""
+    await session.execute(delete(_GRANTS).where(_GRANTS.c.role_id == role_id))
+    for source, (_, _, role_column) in _EXPANSIONS.items():
+        await _insert_grants(session, source, role_column, [role_id])
+
+
+async def rebuild_grants(session: AsyncSession) -> None:
+    """Every grant row again from the RBAC tables (migration 0009; tests
+    compare it with the rows the changes kept)."""
+    await session.execute(delete(_GRANTS))
+    for select_sql, _, _ in _EXPANSIONS.values():
+        await session.execute(text(f"INSERT INTO rbac_grants ({GRANT_COLUMNS}) {select_sql}"))
 
 
 # -- Reads ------------------------------------------------------------------
@@ -754,6 +840,8 @@ async def replace_role(
             .values(name=clean.name, description=clean.description, updated_at=utcnow())
         )
         await _write_role_permissions(session, role_id, clean.permissions)
+        if set(clean.permissions) != set(before.permissions):
+            await _regrant_role(session, role_id)
         number = await _bump(session)
         audit.record(
             session,
@@ -846,6 +934,7 @@ async def _insert_binding(session: AsyncSession, binding_id: str, clean: _CleanB
         )
     )
     await _write_binding_lists(session, binding_id, clean)
+    await _regrant(session, "binding", [binding_id])
 
 
 async def create_binding(
@@ -888,6 +977,7 @@ async def replace_binding(
             )
         )
         await _write_binding_lists(session, binding_id, clean)
+        await _regrant(session, "binding", [binding_id])
         number = await _bump(session)
         audit.record(
             session,
@@ -912,6 +1002,7 @@ async def delete_binding(store: Store, binding_id: str, actor: Actor) -> int:
     async def work(session: AsyncSession) -> int:
         before = await _load_binding(session, binding_id)
         await session.execute(delete(_BINDINGS).where(_BINDINGS.c.binding_id == binding_id))
+        await session.execute(delete(_GRANTS).where(_GRANTS.c.binding_id == binding_id))
         number = await _bump(session)
         audit.record(
             session, actor, "binding.delete", "Binding", binding_id, _binding_details(before)
@@ -950,6 +1041,8 @@ async def replace_group_roles(
         await _group_exists(session, group_id)
         await _require(session, roles=roles)
         added, removed = await _replace_assignment(session, _MAPPINGS, "group_id", group_id, roles)
+        if added or removed:
+            await _regrant(session, "group-role", [group_id])
         number = await _bump(session)
         audit.record(
             session, actor, "group.roles", "Group", group_id, {"added": added, "removed": removed}
@@ -971,6 +1064,8 @@ async def replace_user_roles(
         await _user_exists(session, user_id)
         await _require(session, roles=roles)
         added, removed = await _replace_assignment(session, _USER_ROLES, "user_id", user_id, roles)
+        if added or removed:
+            await _regrant(session, "user-role", [user_id])
         number = await _bump(session)
         audit.record(
             session, actor, "user.roles", "User", user_id, {"added": added, "removed": removed}
@@ -1076,6 +1171,11 @@ async def revoke(store: Store, request: Revoke, actor: Actor) -> Revised[RevokeO
             modified += 1
         for chunk in _chunks(deleted):
             await session.execute(delete(_BINDINGS).where(_BINDINGS.c.binding_id.in_(chunk)))
+            await session.execute(delete(_GRANTS).where(_GRANTS.c.binding_id.in_(chunk)))
+        gone = set(deleted)
+        await _regrant(
+            session, "binding", [b.binding_id for b in matched if b.binding_id not in gone]
+        )
         number = await _bump(session)
         audit.record(
             session,
@@ -1128,6 +1228,7 @@ async def _delete_emptied(session: AsyncSession, binding_ids: Iterable[str]) -> 
         )
         if empty:
             await session.execute(delete(_BINDINGS).where(_BINDINGS.c.binding_id.in_(empty)))
+            await session.execute(delete(_GRANTS).where(_GRANTS.c.binding_id.in_(empty)))
             deleted.extend(empty)
     return deleted
 
@@ -1156,6 +1257,8 @@ async def forget_users(
         )
         for role_id, user_id in assigned:
             roles_of[user_id].append(role_id)
+    for chunk in _chunks(list(user_ids)):
+        await session.execute(delete(_GRANTS).where(_GRANTS.c.holder_id.in_(chunk)))
     changed = sorted({b for names in bindings_of.values() for b in names})
     deleted = await _delete_emptied(session, changed)
     gone = set(deleted)
@@ -1189,6 +1292,7 @@ async def forget_group(
     mapped = await session.scalar(
         select(func.count()).select_from(_MAPPINGS).where(_MAPPINGS.c.group_id == group_id)
     )
+    await session.execute(delete(_GRANTS).where(_GRANTS.c.holder_id == group_id))
     deleted = await _delete_emptied(session, named)
     if named or mapped:
         await _bump(session)

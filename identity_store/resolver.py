@@ -141,40 +141,18 @@ memberships(n, group_id, via) AS (
     SELECT m.n, gm.group_id, m.via
       FROM group_members gm JOIN memberships m ON gm.member_id = m.group_id
 ),
-bound(n, binding_id, group_id, via) AS (
-    SELECT r.n, bs.binding_id, NULL, NULL
-      FROM requests r JOIN binding_subjects bs ON bs.user_id = r.user_id
+holders(n, holder_id, via) AS (
+    SELECT r.n, r.user_id, NULL FROM requests r
   UNION ALL
-    SELECT m.n, bg.binding_id, m.group_id, m.via
-      FROM binding_groups bg JOIN memberships m ON bg.group_id = m.group_id{groups_only}
+    SELECT m.n, m.group_id, m.via FROM memberships m
 ),
 paths(n, source, binding_id, role_id, group_id, via, resource_type, resource_id) AS (
-    SELECT bd.n, 'binding', b.binding_id, NULL, bd.group_id, bd.via, b.resource_type,
-           b.resource_id
-      FROM bound bd
-      JOIN requests r ON r.n = bd.n
-      JOIN bindings b ON b.binding_id = bd.binding_id
-      JOIN binding_permissions bp
-        ON bp.binding_id = bd.binding_id AND bp.permission = r.permission
-  UNION ALL
-    SELECT bd.n, 'binding', b.binding_id, br.role_id, bd.group_id, bd.via, b.resource_type,
-           b.resource_id
-      FROM bound bd
-      JOIN requests r ON r.n = bd.n
-      JOIN bindings b ON b.binding_id = bd.binding_id
-      JOIN binding_roles br ON br.binding_id = bd.binding_id
-      JOIN role_permissions rp ON rp.role_id = br.role_id AND rp.permission = r.permission
-  UNION ALL
-    SELECT m.n, 'group-role', NULL, gr.role_id, m.group_id, m.via, NULL, NULL
-      FROM memberships m
-      JOIN requests r ON r.n = m.n
-      JOIN group_role_mappings gr ON gr.group_id = m.group_id
-      JOIN role_permissions rp ON rp.role_id = gr.role_id AND rp.permission = r.permission
-  UNION ALL
-    SELECT r.n, 'user-role', NULL, ur.role_id, NULL, NULL, NULL, NULL
-      FROM requests r
-      JOIN user_roles ur ON ur.user_id = r.user_id
-      JOIN role_permissions rp ON rp.role_id = ur.role_id AND rp.permission = r.permission
+    SELECT h.n, g.source, g.binding_id, g.role_id,
+           CASE WHEN h.via IS NULL THEN NULL ELSE h.holder_id END, h.via,
+           g.resource_type, g.resource_id
+      FROM holders h
+      JOIN requests r ON r.n = h.n
+      {grants}
 )
 SELECT r.n, v.revision, u.lifecycle, u.blocked, p.source, p.binding_id, p.role_id, p.group_id,
        p.via, p.resource_type, p.resource_id
@@ -184,27 +162,26 @@ SELECT r.n, v.revision, u.lifecycle, u.blocked, p.source, p.binding_id, p.role_i
   LEFT JOIN paths p ON p.n = r.n AND u.id IS NOT NULL
  ORDER BY r.n
 """
-"""For each numbered check, one row per path granting its permission to
-its user on any resource (Python keeps those in scope), or one row of NULL
-paths; every row carries the revision and the user's state (NULL: no such
-user). One statement, hence one snapshot, for a whole batch."""
+"""For each numbered check, one row per grant (``rbac_grants``) of its
+permission held by its user or by one of its groups, on any resource
+(Python keeps those in scope), or one row of NULL paths; every row carries
+the revision and the user's state (NULL: no such user). One statement,
+hence one snapshot, for a whole batch."""
+
+_GRANTS = {
+    # A subquery PostgreSQL may not flatten (OFFSET 0): each holder's grants
+    # are looked up in ix_rbac_grants_holder. Flattened, the generic plan of
+    # the prepared statement (which cannot know that a user has a dozen
+    # groups) would hash the whole table.
+    "postgresql": "CROSS JOIN LATERAL (SELECT * FROM rbac_grants x"
+    " WHERE x.holder_id = h.holder_id AND x.permission = r.permission OFFSET 0) g",
+    "sqlite": "JOIN rbac_grants g ON g.holder_id = h.holder_id AND g.permission = r.permission",
+}
 
 _CHECKS = {
-    dialect: _CHECK.format(requests=sql, groups_only="") for dialect, sql in _REQUESTS.items()
+    dialect: _CHECK.format(requests=sql, grants=_GRANTS[dialect])
+    for dialect, sql in _REQUESTS.items()
 }
-_FEW_CHECKS = _CHECK.format(
-    requests=_REQUESTS["postgresql"],
-    groups_only="\n     WHERE bg.group_id = ANY (ARRAY(SELECT group_id FROM memberships))",
-)
-"""The statement for a few checks on PostgreSQL. A prepared statement runs a
-generic plan, which cannot know that a user has a dozen groups (it
-estimates thousands of rows for the recursive walk) and so hashes the whole
-of ``binding_groups`` (66,665 rows, 44 ms at the benchmark's size); the
-groups' ids as an array make it look them up in ``ix_binding_groups_group_id``
-(2.6 ms). A large batch reads enough groups for the hash to pay."""
-
-FEW = 10
-"""Up to this many checks in one statement take :data:`_FEW_CHECKS`."""
 
 _HELD = f"""
 WITH RECURSIVE {_MEMBERSHIPS},
@@ -298,7 +275,6 @@ def _positional(sql: str) -> tuple[str, list[str]]:
 
 
 _CHECK_PG, _CHECK_NAMES = _positional(_CHECKS["postgresql"])
-_FEW_CHECKS_PG, _ = _positional(_FEW_CHECKS)
 
 
 async def _check_rows(store: Store, requests: Sequence[CheckRequest]) -> list[Sequence[Any]]:
@@ -311,8 +287,7 @@ async def _check_rows(store: Store, requests: Sequence[CheckRequest]) -> list[Se
             "permissions": [r.permission for r in requests],
         }
         with database_errors():
-            sql = _FEW_CHECKS_PG if len(requests) <= FEW else _CHECK_PG
-            rows = await store.prepared.rows(sql, *(params[n] for n in _CHECK_NAMES))
+            rows = await store.prepared.rows(_CHECK_PG, *(params[n] for n in _CHECK_NAMES))
         return list(rows)
     pairs = json.dumps([[r.user_id, r.permission] for r in requests])
     async with store.reading() as session:

@@ -44,6 +44,7 @@ from identity_store.user_changes import WRITABLE_COLUMNS
 from identity_store.users import UserInput, UserRecord
 from identity_sync import registry
 from identity_sync.clock import ManualClock
+from tests.rbac_support import assert_grants_kept
 
 ACTOR = Actor(name="test", request_id="req-setup")
 
@@ -399,6 +400,7 @@ async def test_deletion_sync_rules(settings: Settings, engine: AsyncEngine, case
             "deleted": int(hard),
         }
         assert run.counts == {k: n for k, n in expected.items() if n}
+        await assert_grants_kept(w.store)
         if not hard:
             changed = await w.scalar(select(User.version).where(User.id == user))
             assert changed == version + 1

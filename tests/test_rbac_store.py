@@ -19,6 +19,7 @@ from identity_store.resolver import CheckRequest
 from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_store.user_changes import UserInput
+from tests.rbac_support import assert_grants_kept
 
 ACTOR = Actor(name="test", request_id="req-rbac")
 
@@ -176,6 +177,7 @@ async def test_replacing_a_binding_swaps_every_list_at_once(store: Store) -> Non
         ["s"],
         Resource("doc", "1"),
     )
+    await assert_grants_kept(store)
     assert replaced.revision == created.revision + 1
 
 
@@ -203,6 +205,7 @@ async def test_checks_during_role_replacements_never_see_an_empty_role(store: St
     _, answers = await asyncio.gather(replace(), check())
     assert answers
     assert all(answers)
+    await assert_grants_kept(store)
 
 
 async def test_user_and_group_roles_are_replaced_whole(store: Store) -> None:
@@ -214,6 +217,7 @@ async def test_user_and_group_roles_are_replaced_whole(store: Store) -> None:
     await rbac.replace_user_roles(store, alice, ["a", "b"], ACTOR)
     await rbac.replace_user_roles(store, alice, ["c", "b"], ACTOR)
     assert await rbac.user_roles(store, alice) == ["b", "c"]
+    await assert_grants_kept(store)
     await rbac.replace_group_roles(store, group, ["a"], ACTOR)
     with pytest.raises(ValidationError):
         await rbac.replace_group_roles(store, group, ["a", "zz"], ACTOR)
@@ -333,6 +337,7 @@ async def test_revoke_follows_ronds_rules(
         b: (sorted(ids[s] for s in subjects), sorted(ids[g] for g in grps))
         for b, (subjects, grps) in left.items()
     }
+    await assert_grants_kept(store)
 
 
 async def test_revoke_with_nothing_to_match_is_refused(store: Store) -> None:
@@ -355,6 +360,7 @@ async def test_a_deleted_group_leaves_every_binding(store: Store) -> None:
     listed = (await rbac.list_bindings(store)).items
     assert [(b.binding_id, b.subjects, b.groups) for b in listed] == [("shared", [alice], [])]
     assert await rbac.revision(store) == before + 1
+    await assert_grants_kept(store)
 
 
 async def test_export_gives_ronds_documents(store: Store) -> None:
@@ -409,6 +415,7 @@ async def test_a_role_change_pushes_every_holder(store: Store, pushing: Store) -
     await rbac.create_binding(store, BindingInput([alice], [group], ["r"], []), ACTOR)
     await rbac.replace_user_roles(store, bob, ["r"], ACTOR)
     await rbac.replace_role(pushing, "r", RoleInput("R", None, ["p", "q"]), ACTOR)
+    await assert_grants_kept(store)
     assert await _rond_rows(store) == sorted([("User", alice), ("User", bob), ("Group", group)])
 
 

@@ -19,6 +19,7 @@ from identity_store.rbac import BindingInput, Resource, RoleInput
 from identity_store.resolver import CheckRequest
 from identity_store.store import Store
 from identity_store.user_changes import UserInput
+from tests.rbac_support import assert_grants_kept
 
 ACTOR = Actor(name="test", request_id="req-rbac")
 DOC42 = Resource("doc", "42")
@@ -78,6 +79,7 @@ async def world(store: Store, engine: AsyncEngine) -> World:
             ("erin", {"lifecycle": "CREATED"}),
         ):
             await connection.execute(update(User).where(User.id == ids[name]).values(**values))
+    await assert_grants_kept(store)
     return World(store, ids)
 
 
@@ -297,6 +299,7 @@ async def test_a_role_change_is_visible_to_the_next_check(world: World) -> None:
     after = await resolver.check(world.store, CheckRequest(world["bob"], "doc.read"))
     assert (before.allowed, after.allowed) == (True, False)
     assert after.revision == changed.revision == before.revision + 1
+    await assert_grants_kept(world.store)
     listed = await resolver.check(world.store, CheckRequest(world["bob"], "doc.list"))
     assert (listed.allowed, listed.revision) == (True, changed.revision)
 

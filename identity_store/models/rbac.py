@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, ulid_column_type, utcnow
+from .base import Base, BigIntPK, ulid_column_type, utcnow
 
 ROLE_ID_LENGTH = 128
 PERMISSION_LENGTH = 255
@@ -152,3 +152,32 @@ class RbacRevision(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     revision: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+class RbacGrant(Base):
+    """One permission a user or group holds directly, and where from: the
+    expansion of bindings (``binding``, with the role when it comes through
+    one), group→role mappings (``group-role``) and user roles
+    (``user-role``) into single (holder, permission) rows.
+
+    The store keeps it in the transaction of every RBAC change
+    (:mod:`identity_store.rbac`), so a check looks up a dozen index rows
+    (the user and each of its groups, for one permission) instead of
+    expanding every binding of every group through its roles."""
+
+    __tablename__ = "rbac_grants"
+    __table_args__ = (
+        Index("ix_rbac_grants_holder", "holder_id", "permission"),
+        Index("ix_rbac_grants_binding_id", "binding_id"),
+        Index("ix_rbac_grants_role_id", "role_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    holder_id: Mapped[str] = mapped_column(String(128))
+    """A user id (a binding's subject, a user role) or a group id."""
+    permission: Mapped[str] = mapped_column(String(PERMISSION_LENGTH))
+    source: Mapped[str] = mapped_column(String(16))
+    binding_id: Mapped[str | None] = mapped_column(String(128))
+    role_id: Mapped[str | None] = mapped_column(String(ROLE_ID_LENGTH))
+    resource_type: Mapped[str | None] = mapped_column(String(RESOURCE_TYPE_LENGTH))
+    resource_id: Mapped[str | None] = mapped_column(String(RESOURCE_ID_LENGTH))
