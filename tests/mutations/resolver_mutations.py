@@ -35,48 +35,48 @@ MUTATIONS = [
         "only the user's own groups count, not the groups containing them",
         (
             "      FROM group_members gm JOIN memberships m ON gm.member_id = m.group_id\n"
-            "),\nbound",
-            "      FROM group_members gm JOIN memberships m ON 1 = 0\n),\nbound",
+            "),\nholders",
+            "      FROM group_members gm JOIN memberships m ON 1 = 0\n),\nholders",
         ),
     ),
     m(
-        "check-subject-bindings-ignored",
-        "a binding naming the user directly grants nothing",
+        "check-user-holds-nothing-itself",
+        "what the user is granted itself (subject of a binding, user roles) is ignored",
         (
-            "FROM requests r JOIN binding_subjects bs ON bs.user_id = r.user_id",
-            "FROM requests r JOIN binding_subjects bs ON 1 = 0",
+            "    SELECT r.n, r.user_id, NULL FROM requests r\n",
+            "    SELECT r.n, r.user_id, NULL FROM requests r WHERE 1 = 0\n",
         ),
     ),
     m(
-        "check-binding-permissions-ignored",
-        "a binding's own permissions grant nothing",
+        "check-groups-hold-nothing",
+        "what the user's groups are granted is ignored",
         (
-            "ON bp.binding_id = bd.binding_id AND bp.permission = r.permission",
-            "ON bp.binding_id = bd.binding_id AND 1 = 0",
+            "    SELECT m.n, m.group_id, m.via FROM memberships m\n",
+            "    SELECT m.n, m.group_id, m.via FROM memberships m WHERE 1 = 0\n",
         ),
     ),
     m(
-        "check-binding-role-any-permission",
-        "a binding's role grants every permission",
+        "check-any-permission-sqlite",
+        "any grant of the holder allows (SQLite's statement)",
         (
-            "JOIN role_permissions rp ON rp.role_id = br.role_id AND rp.permission = r.permission",
-            "JOIN role_permissions rp ON rp.role_id = br.role_id",
+            "JOIN rbac_grants g ON g.holder_id = h.holder_id AND g.permission = r.permission",
+            "JOIN rbac_grants g ON g.holder_id = h.holder_id",
         ),
     ),
     m(
-        "check-group-roles-ignored",
-        "roles mapped to groups grant nothing",
+        "check-any-permission-postgresql",
+        "any grant of the holder allows (PostgreSQL's statement)",
         (
-            "      JOIN group_role_mappings gr ON gr.group_id = m.group_id\n",
-            "      JOIN group_role_mappings gr ON 1 = 0\n",
+            " WHERE x.holder_id = h.holder_id AND x.permission = r.permission OFFSET 0",
+            " WHERE x.holder_id = h.holder_id OFFSET 0",
         ),
     ),
     m(
-        "check-user-roles-ignored",
-        "roles assigned to the user grant nothing",
+        "check-group-named-for-subject",
+        "a grant to the user itself is reported as through a group",
         (
-            "JOIN user_roles ur ON ur.user_id = r.user_id",
-            "JOIN user_roles ur ON 1 = 0",
+            "CASE WHEN h.via IS NULL THEN NULL ELSE h.holder_id END",
+            "h.holder_id",
         ),
     ),
     m(
