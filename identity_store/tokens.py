@@ -38,7 +38,9 @@ from .settings import Settings
 from .store import Store, database_errors
 
 PREFIX = "idst"
-SCOPES = frozenset({"scim:read", "scim:write", "admin"})
+SCOPES = frozenset({"scim:read", "scim:write", "admin", "authz:check"})
+"""``authz:check``: an application that only asks for decisions (``/api/v1``'s
+checks, a user's permissions, who holds a permission); nothing on SCIM."""
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 """``last_used_at`` is written at most this often per token, not on every request."""
 DEV_TOKEN_NAME = "dev"
@@ -56,7 +58,8 @@ class Principal:
     idp_source: str | None = None
 
     def allows(self, scope: str) -> bool:
-        """``admin`` implies every scope, ``scim:write`` implies ``scim:read``."""
+        """``admin`` implies every scope, ``scim:write`` implies ``scim:read``;
+        ``authz:check`` implies nothing else."""
         if "admin" in self.scopes or scope in self.scopes:
             return True
         return scope == "scim:read" and "scim:write" in self.scopes

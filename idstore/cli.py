@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         required=True,
-        help="scim:read, scim:write or admin; repeat or separate with commas",
+        help="scim:read, scim:write, admin or authz:check; repeat or separate with commas",
     )
     create.add_argument("--user-id", help="bind the token to a user (SCIM /Me)")
     create.add_argument("--expires-in-days", type=int, help="expiry, in days from now")

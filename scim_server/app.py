@@ -13,6 +13,7 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 
 from . import errors
+from .api import create_api
 from .discovery import provider
 from .health import healthz, readyz
 from .middleware import ProviderMiddleware, RequestIdMiddleware, ScimPathMiddleware
@@ -28,6 +29,7 @@ def create_app(settings: Settings, *, background: Background | None = None) -> S
     """The whole HTTP application for ``settings``; the store opens in the
     lifespan, and ``background`` runs from startup to shutdown."""
     scim_provider = provider()
+    api = create_api(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -35,6 +37,7 @@ def create_app(settings: Settings, *, background: Background | None = None) -> S
         app.state.idstore = AppState(
             settings=settings, store=store, tokens=TokenCache(settings.token_cache_seconds)
         )
+        api.state.idstore = app.state.idstore
         try:
             async with background(store) if background else nullcontext():
                 yield
@@ -45,6 +48,7 @@ def create_app(settings: Settings, *, background: Background | None = None) -> S
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Mount("/scim/v2", routes=scim_routes()),
+        Mount("/api/v1", app=api),
     ]
     app = Starlette(
         routes=routes,

@@ -1,0 +1,89 @@
+"""The ``/api/v1`` application: a FastAPI app mounted in the server's
+Starlette app (``Mount("/api/v1", ...)``), sharing its lifespan's state
+(the open store, the settings, the token cache).
+
+FastAPI because it writes the OpenAPI 3.1 description from the same
+pydantic models that validate requests (so the two cannot drift), is well
+kept, and runs on the Starlette the server already uses. The description
+is served at ``/api/v1/openapi.json``; no documentation UI is served (it
+would load scripts from a CDN).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from identity_store.settings import Settings
+
+from . import assignments, authz, bindings, problems, roles, rond
+from .problems import PROBLEM_MEDIA_TYPE, Problem
+
+TITLE = "idstore management API"
+VERSION = "1"
+DESCRIPTION = """\
+Roles, bindings and role assignments in the model of Rönd, and
+authorization checks that explain their answers.
+
+Authentication: `Authorization: Bearer <token>` (`idstore token create`).
+`admin` tokens may call everything; `authz:check` tokens only the checks
+(`POST /authz/check`, `POST /authz/check-batch`, `GET /users/{id}/permissions`,
+`GET /authz/subjects`); SCIM tokens nothing.
+
+Errors are RFC 9457 `application/problem+json`. Every write answers with
+the RBAC revision it made in the `RBAC-Revision` header; every check names
+the revision it read. See docs/authorization.md.
+"""
+
+
+def create_api(settings: Settings) -> FastAPI:
+    """The ``/api/v1`` application. Its state (``app.state.idstore``) is set
+    by the server's lifespan."""
+    api = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers=problems.handlers(),
+        generate_unique_id_function=lambda route: route.name,
+    )
+    for module in (roles, bindings, assignments, authz, rond):
+        api.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            api.openapi_schema = describe(api)
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    return api
+
+
+def describe(api: FastAPI) -> dict[str, Any]:
+    """FastAPI's description, told the truth about errors: problem
+    responses are ``application/problem+json``, and FastAPI's 422 (which
+    this API answers as a 400 problem) is gone."""
+    schema = get_openapi(
+        title=api.title,
+        version=api.version,
+        openapi_version=api.openapi_version,
+        description=api.description,
+        routes=api.routes,
+    )
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses: dict[str, Any] = operation.get("responses", {})
+            responses.pop("422", None)
+            for status, response in responses.items():
+                content = response.get("content", {})
+                if status[0] in "45" and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    components.setdefault("Problem", Problem.model_json_schema(by_alias=True))
+    return schema

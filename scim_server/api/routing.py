@@ -1,0 +1,163 @@
+"""What every ``/api/v1`` request goes through before its endpoint runs:
+the bearer token and its scope, then the body's media type and limits.
+
+FastAPI reads and parses a body before it solves any dependency, so these
+steps live in the route class (FastAPI's documented hook for a custom
+request, ``APIRoute.get_route_handler``) rather than in a dependency: a
+caller without a valid token gets its 401 before a byte of its body is
+parsed, and the body is read through :mod:`scim_server.json_body`, the
+limits SCIM applies (``IDSTORE_MAX_PAYLOAD_SIZE``, ``IDSTORE_MAX_JSON_DEPTH``,
+lone surrogates, huge integers, NUL characters), instead of the standard
+library's unbounded ``json.loads``. FastAPI's own ``max_body_size`` is not
+used: it answers ``text/plain`` when the response starts before the body
+is read, and every error here is problem+json.
+
+Scopes (SPEC §7): ``admin`` may do everything; ``authz:check`` only the
+checks (:class:`CheckRoute`); ``scim:read`` and ``scim:write`` nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from fastapi import Depends, Security
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import Request
+from starlette.responses import Response
+
+from identity_store.actor import Actor
+from identity_store.settings import Settings
+from identity_store.store import Store
+from identity_store.tokens import Principal
+
+from .. import json_body
+from ..auth import authenticate
+from ..state import AppState, app_state
+from .problems import ProblemError, body_problem
+
+JSON_SUBTYPES = ("json",)
+
+
+class LimitedRequest(Request):
+    """A request whose body FastAPI reads within the server's limits."""
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            settings = app_state(self).settings
+            try:
+                self._body = await json_body.read_limited(
+                    self.stream(), self.headers.get("content-length"), settings.max_payload_size
+                )
+            except json_body.BodyError as exc:
+                raise body_problem(exc) from exc
+        return self._body
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            raw = await self.body()
+            try:
+                self._json = json_body.parse(raw, app_state(self).settings.max_json_depth)
+            except json_body.BodyError as exc:
+                raise body_problem(exc) from exc
+        return self._json
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authorized request: the application's state, the token, the actor
+    its changes are recorded under."""
+
+    state: AppState
+    principal: Principal
+    actor: Actor
+
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings
+
+
+def insufficient_scope(scope: str) -> ProblemError:
+    return ProblemError(
+        403,
+        "insufficient-scope",
+        f"the token lacks the {scope!r} scope",
+        headers={
+            "WWW-Authenticate": f'Bearer realm="idstore", error="insufficient_scope", '
+            f'scope="{scope}"'
+        },
+    )
+
+
+class AdminRoute(APIRoute):
+    """A route only ``admin`` tokens may call."""
+
+    scope: ClassVar[str] = "admin"
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        scope = self.scope
+        takes_body = self.body_field is not None
+
+        async def authorized(request: Request) -> Response:
+            principal = await authenticate(request)
+            if not principal.allows(scope):
+                raise insufficient_scope(scope)
+            if takes_body and not _is_json(request.headers.get("content-type", "")):
+                raise ProblemError(
+                    415,
+                    "unsupported-media-type",
+                    "send the body as application/json",
+                )
+            request.state.api_caller = Caller(
+                state=app_state(request),
+                principal=principal,
+                actor=Actor(
+                    name=f"token:{principal.name}",
+                    token_id=principal.token_id,
+                    request_id=request.scope.get("state", {}).get("request_id"),
+                ),
+            )
+            return await handler(LimitedRequest(request.scope, request.receive))
+
+        return authorized
+
+
+class CheckRoute(AdminRoute):
+    """A route ``authz:check`` tokens may call too (``admin`` implies it)."""
+
+    scope: ClassVar[str] = "authz:check"
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An idstore API token (`idstore token create`): `admin` for everything, "
+    "`authz:check` for the checks only.",
+)
+
+
+def _caller(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+) -> Caller:
+    """The caller the route class authorized (the ``Security`` parameter
+    only declares the scheme in the OpenAPI description)."""
+    caller: Caller = request.state.api_caller
+    return caller
+
+
+Authorized = Annotated[Caller, Depends(_caller)]
+"""The parameter every endpoint takes."""
