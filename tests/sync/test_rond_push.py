@@ -369,7 +369,7 @@ async def test_transient_failures_are_retried_with_backoff_and_end_in_sync(
     rond.drop_next(1, only="grant")
     d = await make(outbox_concurrency=1)
     first = await d.run_once()
-    assert first.failed == 3
+    assert first.failed == 3, (first, [(r.path, r.status, r.injected) for r in rond.requests])
     rows = await _rows(rstore)
     assert {r.aggregate_id for r in rows} == {u1, u2, g1}
     for row in rows:
