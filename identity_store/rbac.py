@@ -252,9 +252,17 @@ def _resource(resource: Resource | None) -> Resource | None:
     if resource is None:
         return None
     return Resource(
-        check_text("resource type", resource.type, RESOURCE_TYPE_LENGTH),
-        check_text("resource id", resource.id, RESOURCE_ID_LENGTH),
+        _resource_type(resource.type), check_text("resource id", resource.id, RESOURCE_ID_LENGTH)
     )
+
+
+def _resource_type(value: str) -> str:
+    """A resource type; no ``/``, since Rönd takes it in a URL path segment
+    (``/grant/bindings/resource/{resourceType}``)."""
+    check_text("resource type", value, RESOURCE_TYPE_LENGTH)
+    if "/" in value:
+        raise ValidationError("resource type holds a '/', which Rönd's URL paths cannot carry")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -1099,9 +1107,7 @@ async def revoke(store: Store, request: Revoke, actor: Actor) -> Revised[RevokeO
     groups = _check_list("groups", request.groups, limit, 26)
     resource_ids = _check_list("resourceIds", request.resource_ids, limit, RESOURCE_ID_LENGTH)
     resource_type = (
-        check_text("resource type", request.resource_type, RESOURCE_TYPE_LENGTH)
-        if request.resource_type is not None
-        else None
+        _resource_type(request.resource_type) if request.resource_type is not None else None
     )
     by_resource = resource_type is not None and bool(resource_ids)
     if not by_resource and not subjects and not groups:

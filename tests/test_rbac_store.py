@@ -136,6 +136,10 @@ async def test_unknown_ids_in_a_binding_are_named_and_nothing_is_written(store: 
             BindingInput(["u"], [], [], ["p"], Resource("t", "x" * 256)),
             "resource id is 256 characters long; at most 255",
         ),
+        (
+            BindingInput(["u"], [], [], ["p"], Resource("a/b", "1")),
+            "resource type holds a '/', which Rönd's URL paths cannot carry",
+        ),
     ],
 )
 async def test_a_binding_needs_someone_and_something(
