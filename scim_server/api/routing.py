@@ -150,11 +150,12 @@ bearer = HTTPBearer(
 )
 
 
-def _caller(
+async def _caller(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ) -> Caller:
     """The caller the route class authorized (the ``Security`` parameter
-    only declares the scheme in the OpenAPI description)."""
+    only declares the scheme in the OpenAPI description). A coroutine: a
+    plain function would run in a worker thread on every request."""
     caller: Caller = request.state.api_caller
     return caller
 
