@@ -129,3 +129,15 @@ async def test_a_page_size_outside_1_to_1000_is_400(api: httpx.AsyncClient) -> N
             await api.get("/roles", params={"count": count}), 400, "invalid-request"
         )
         assert problem["errors"][0]["location"] == ["query", "count"]
+
+
+async def test_an_id_outside_latin_1_is_percent_encoded_in_location(
+    api: httpx.AsyncClient,
+) -> None:
+    """A role id such as ``rôle-𥉦`` is created, and its Location (a header,
+    Latin-1 only) percent-encodes it; that URL reads the role back."""
+    created = await api.post("/roles", json={**READER, "roleId": "rôle-\U00025266 x"})
+    assert created.status_code == 201, created.text
+    assert created.headers["location"] == "/api/v1/roles/r%C3%B4le-%F0%A5%89%A6%20x"
+    read = await api.get(created.headers["location"].removeprefix("/api/v1"))
+    assert read.json()["roleId"] == "rôle-\U00025266 x"
