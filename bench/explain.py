@@ -13,6 +13,8 @@ and without JIT (the settings of its pool).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,24 +72,18 @@ async def _explain_prepared(conn: Any, title: str, sql: str, params: list[Any]) 
     return Plan(title, sql, params, "\n".join(r[0] for r in rows))
 
 
-async def _server_statements(url: str, token: str, path: str) -> list[tuple[str, list[Any], bool]]:
-    """Every SELECT the server's own application sends for ``GET path``, and
-    whether it went through the fast-read pool.
+@contextmanager
+def captured_statements() -> Iterator[list[tuple[str, list[Any], bool]]]:
+    """Every SELECT sent to the database in this process while the block
+    runs: ``(sql, params, fast)``, ``fast`` when it went through an asyncpg
+    connection directly (the prepared reads) rather than SQLAlchemy.
 
-    The application of ``scim_server.app.create_app`` runs in this process
-    (lifespan included) behind ``httpx.ASGITransport``; a listener on the
-    :class:`~sqlalchemy.engine.Engine` class sees each SQLAlchemy statement,
-    and ``fetch``/``fetchval`` of asyncpg connections (which only the fast
-    reads call; SQLAlchemy prepares statements instead) are recorded while
-    the request runs. The request is sent twice and the second one is
-    captured, so that one-off work (connection set-up, token bookkeeping)
-    does not show."""
+    A listener on the :class:`~sqlalchemy.engine.Engine` class sees each
+    SQLAlchemy statement; ``fetch``/``fetchval``/``fetchrow`` of asyncpg
+    connections (which only the store's prepared reads call; SQLAlchemy
+    prepares statements instead) are recorded while the block runs."""
     import asyncpg  # type: ignore[import-untyped]
-    import httpx
 
-    from scim_server.app import create_app
-
-    app = create_app(Settings(DATABASE_URL=url))
     captured: list[tuple[str, list[Any], bool]] = []
 
     def capture(
@@ -96,7 +92,8 @@ async def _server_statements(url: str, token: str, path: str) -> list[tuple[str,
         if statement.lstrip().upper().startswith(("SELECT", "WITH")):
             captured.append((statement, list(params or ()), False))
 
-    originals = {name: getattr(asyncpg.Connection, name) for name in ("fetch", "fetchval")}
+    names = ("fetch", "fetchval", "fetchrow")
+    originals = {name: getattr(asyncpg.Connection, name) for name in names}
 
     def recording(name: str) -> Any:
         original = originals[name]
@@ -111,6 +108,44 @@ async def _server_statements(url: str, token: str, path: str) -> list[tuple[str,
     for name in originals:
         setattr(asyncpg.Connection, name, recording(name))
     try:
+        yield captured
+    finally:
+        event.remove(Engine, "before_cursor_execute", capture)
+        for name, original in originals.items():
+            setattr(asyncpg.Connection, name, original)
+
+
+async def explain_statements(
+    conn: Any, title: str, statements: list[tuple[str, list[Any], bool]]
+) -> list[Plan]:
+    """Plans of captured statements, each as its path runs it (a fast read
+    prepared, with a generic plan)."""
+    plans: list[Plan] = []
+    for k, (sql, params, fast) in enumerate(statements, 1):
+        if fast:
+            label = f"{title} (statement {k} of {len(statements)}, fast read, generic plan)"
+            plans.append(await _explain_prepared(conn, label, sql, params))
+        else:
+            label = f"{title} (statement {k} of {len(statements)} the server sends)"
+            plans.append(await _explain(conn, label, sql, params))
+    return plans
+
+
+async def _server_statements(url: str, token: str, path: str) -> list[tuple[str, list[Any], bool]]:
+    """Every SELECT the server's own application sends for ``GET path``, and
+    whether it went through the fast-read pool.
+
+    The application of ``scim_server.app.create_app`` runs in this process
+    (lifespan included) behind ``httpx.ASGITransport``, under
+    :func:`captured_statements`. The request is sent twice and the second one
+    is captured, so that one-off work (connection set-up, token bookkeeping)
+    does not show."""
+    import httpx
+
+    from scim_server.app import create_app
+
+    app = create_app(Settings(DATABASE_URL=url))
+    with captured_statements() as captured:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             headers = {"Authorization": f"Bearer {token}"}
@@ -119,11 +154,7 @@ async def _server_statements(url: str, token: str, path: str) -> list[tuple[str,
                 captured.clear()
                 response = await client.get(path, headers=headers)
                 response.raise_for_status()
-    finally:
-        event.remove(Engine, "before_cursor_execute", capture)
-        for name, original in originals.items():
-            setattr(asyncpg.Connection, name, original)
-    return captured
+        return list(captured)
 
 
 async def explain_filters(
@@ -131,7 +162,7 @@ async def explain_filters(
 ) -> tuple[list[Plan], str | None]:
     """Plans of both forms; the second element says why the captured form is
     missing, if it is."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     i = data.regular_users // 2
@@ -154,13 +185,7 @@ async def explain_filters(
             except Exception as exc:  # the application may change under us
                 problem = f"could not capture the server's statements: {type(exc).__name__}: {exc}"
                 break
-            for k, (sql, params, fast) in enumerate(statements, 1):
-                label = f"{title} (statement {k} of {len(statements)} the server sends)"
-                if fast:
-                    label = f"{title} (statement {k} of {len(statements)}, fast read, generic plan)"
-                    plans.append(await _explain_prepared(conn, label, sql, params))
-                else:
-                    plans.append(await _explain(conn, label, sql, params))
+            plans.extend(await explain_statements(conn, title, statements))
     finally:
         await conn.close()
     return plans, problem

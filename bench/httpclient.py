@@ -38,19 +38,21 @@ class RequestTemplate:
     port: int
     token: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/scim+json"
+    """``Accept`` and the body's ``Content-Type`` (the JSON API's is ``application/json``)."""
 
     def build(self, method: str, path: str, body: bytes | None = None) -> bytes:
         """The request's bytes, ready to be written."""
         lines = [
             f"{method} {path} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
-            "Accept: application/scim+json",
+            f"Accept: {self.media_type}",
         ]
         if self.token:
             lines.append(f"Authorization: Bearer {self.token}")
         lines.extend(f"{k}: {v}" for k, v in self.extra.items())
         if body is not None:
-            lines.append("Content-Type: application/scim+json")
+            lines.append(f"Content-Type: {self.media_type}")
             lines.append(f"Content-Length: {len(body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return head + body if body is not None else head

@@ -100,7 +100,7 @@ async def seed(url: str, users: int) -> dict[str, float]:
                 name = f"leaver{i}@bench.example.com"
                 rows.append((
                     uid, name, name, f"leaver{i}", name, "AAD", "PERSON", "[]", False,
-                    "SUSPENDED", yesterday, "[]", "[]", "[]", now, yesterday, 2, 0,
+                    "SUSPENDED", yesterday, "[]", "[]", now, yesterday, 2, 0,
                 ))  # fmt: skip
                 for k in (0, 1 + i % DEPARTMENTS, 1 + DEPARTMENTS + i % PROJECTS):
                     members.append((groups[k][0], uid, "User", now))

@@ -39,13 +39,15 @@ class Stop(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A server under load: address, bearer token, SCIM base path."""
+    """A server under load: address, bearer token, base path (SCIM's or the
+    JSON API's) and the media type of its bodies."""
 
     name: str
     host: str
     port: int
     token: str | None
     prefix: str
+    media_type: str = "application/scim+json"
 
 
 @dataclass(slots=True)
@@ -133,7 +135,9 @@ class Client:
         self.index = index
         """Global connection index (0 .. concurrency-1) across workers."""
         self.target = target
-        self.template = RequestTemplate(target.host, target.port, target.token)
+        self.template = RequestTemplate(
+            target.host, target.port, target.token, media_type=target.media_type
+        )
         self.conn = Connection(target.host, target.port, timeout)
         self.recorder = recorder
         self.budget = budget
@@ -144,12 +148,19 @@ class Client:
         return self.template.build(method, self.target.prefix + path, body)
 
     async def send(
-        self, label: str, data: bytes, expect: tuple[int, ...] = (200,)
+        self,
+        label: str,
+        data: bytes,
+        expect: tuple[int, ...] = (200,),
+        started: float | None = None,
     ) -> tuple[int, bytes]:
         """Send pre-built bytes; a connection failure is recorded as status 0
-        and returned as such (the next request reconnects)."""
+        and returned as such (the next request reconnects). ``started``: the
+        instant the latency counts from, when earlier than now (a paced
+        request sent late because the previous answer came late)."""
         self.budget.take()
-        started = time.monotonic()
+        if started is None:
+            started = time.monotonic()
         try:
             status, body = await self.conn.send(data)
         except HttpError as exc:
@@ -302,6 +313,7 @@ class OpSummary:
     mean_ms: float
     statuses: dict[str, int]
     error_samples: list[str]
+    p95_ms: float = float("nan")
 
 
 @dataclass(slots=True)
@@ -325,6 +337,9 @@ class PhaseResult:
     server_peak_rss_mb: float = 0.0
     complete: bool = True
     generator: str = "python"
+    p95_ms: float = float("nan")
+    sent: int = 0
+    """Requests sent, the warm-up's included (the CPU figures cover it too)."""
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -358,6 +373,7 @@ def _summarise(label: str, parts: list[LabelStats]) -> OpSummary:
         mean_ms=statistics.fmean(values) if values else float("nan"),
         statuses={str(k): v for k, v in sorted(statuses.items())},
         error_samples=samples[:ERROR_SAMPLES],
+        p95_ms=percentile(values, 0.95),
     )
 
 
@@ -472,4 +488,6 @@ def _merge(
         complete=not failures
         and not errors
         and len(parts) == max(1, min(spec.procs, spec.concurrency)),
+        p95_ms=percentile(all_values, 0.95),
+        sent=sum(p["requests"] for p in parts),
     )

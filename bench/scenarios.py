@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -151,6 +152,17 @@ def group_filter(client: Client, ctx: WorkerContext) -> Iterator[Request]:
         yield label, request, (200,)
 
 
+def authz_check(client: Client, ctx: WorkerContext) -> Iterator[Request]:
+    """``POST /authz/check`` with the bodies of ``params["checks"]`` (``[label,
+    JSON text]`` pairs, drawn by :mod:`bench.authz_data`), each connection
+    from its own offset."""
+    checks = ctx.spec.params["checks"]
+    offset = (client.index * 7919) % len(checks)
+    for k in itertools.count():
+        label, body = checks[(offset + k) % len(checks)]
+        yield label, client.build("POST", "/authz/check", body.encode()), (200,)
+
+
 RING = 8192
 """Requests prepared per connection for the read phases, then sent in a loop."""
 
@@ -187,6 +199,41 @@ class Fixed:
 
         await asyncio.gather(*(loop(c) for c in clients))
         return {}
+
+
+class Paced(Fixed):
+    """A fixed-rate scenario at a set request rate (``params["rate"]`` per
+    second over all connections, each sending its share on a schedule) rather
+    than as fast as answers come. A request sent on time counts its latency
+    from when it was sent; one sent late because the connection still waited
+    for the previous answer counts from when it was due, so a slow answer
+    shows in the latency of the requests queued behind it (no coordinated
+    omission), while the generator's own timer jitter does not."""
+
+    async def __call__(self, clients: list[Client], ctx: WorkerContext) -> dict[str, Any]:
+        interval = ctx.spec.concurrency / float(ctx.spec.params["rate"])
+        begin = time.monotonic()
+        behind = 0
+
+        async def loop(client: Client) -> None:
+            nonlocal behind
+            requests = self._requests(client, ctx)
+            due = begin + interval * client.index / ctx.spec.concurrency
+            send = client.send
+            try:
+                for label, data, expect in requests:
+                    now = time.monotonic()
+                    late = now >= due
+                    if not late:
+                        await asyncio.sleep(due - now)
+                    await send(label, data, expect, due if late else time.monotonic())
+                    behind += late
+                    due += interval
+            except Stop:
+                return
+
+        await asyncio.gather(*(loop(c) for c in clients))
+        return {"sent_late": behind}
 
 
 # Flows ----------------------------------------------------------------------
@@ -410,6 +457,8 @@ SCENARIOS: dict[str, Callable[[list[Client], WorkerContext], Awaitable[dict[str,
     "patch_user": Fixed(patch_user),
     "group_member": Fixed(group_member),
     "group_filter": Fixed(group_filter, ring=True),
+    "authz_check": Fixed(authz_check, ring=True),
+    "authz_check_paced": Paced(authz_check, ring=True),
     "entra_cycle": entra_cycle,
     "peer_mix": peer_mix,
 }

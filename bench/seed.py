@@ -13,7 +13,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -105,7 +105,7 @@ def user_rows(data: Dataset, start: int, stop: int) -> tuple[list[Any], list[Any
             uid, name, name, xid, xid, name.split("@")[0], name, "AAD",
             f"{given} {family}", f"{given} {family}", given, family, f"E{i:07d}",
             f"Dept{i % 50}", f"CC{i % 20}", "Bench Org", f"Div{i % 5}", "PERSON", "[]", True,
-            "ACTIVE", created, "[]", "[]", "[]", created, created, 1,
+            "ACTIVE", created, "[]", "[]", created, created, 1,
         ))  # fmt: skip
         emails.append((uid, "emails", 0, name, name, "work", True, None))
     return users, emails
@@ -172,11 +172,32 @@ async def fresh_database(server: str, name: str) -> str:
 BULK_TABLES = ("users", "user_multi_values", "group_members")
 
 
+async def drop_secondary_indexes(conn: Any, tables: Sequence[str]) -> list[str]:
+    """Drop the indexes of ``tables`` that back no constraint (before a bulk
+    ``COPY``); their definitions, for :func:`rebuild_indexes`."""
+    indexes = await conn.fetch(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i"
+        " WHERE i.schemaname = 'public' AND i.tablename = ANY($1::text[])"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+        list(tables),
+    )
+    for row in indexes:
+        await conn.execute(f'DROP INDEX "{row["indexname"]}"')
+    return [row["indexdef"] for row in indexes]
+
+
+async def rebuild_indexes(conn: Any, definitions: Sequence[str]) -> None:
+    """Create again the indexes :func:`drop_secondary_indexes` dropped, from
+    their own definitions (``pg_indexes``), so the schema ends exactly as the
+    migrations made it."""
+    for definition in definitions:
+        await conn.execute(definition)
+
+
 async def _copy_postgresql(url: str, data: Dataset, progress: Progress) -> dict[str, float]:
     """COPY every row with the secondary indexes of the bulk tables dropped,
-    then rebuild them from their own definitions (``pg_indexes``), so the
-    schema ends exactly as the migrations made it. Rows are generated in a
-    child process one chunk ahead of the COPY."""
+    then rebuild them. Rows are generated in a child process one chunk ahead
+    of the COPY."""
     import asyncpg
 
     timings: dict[str, float] = {}
@@ -185,14 +206,7 @@ async def _copy_postgresql(url: str, data: Dataset, progress: Progress) -> dict[
     try:
         await conn.execute("SET synchronous_commit = off")
         await conn.execute("SET maintenance_work_mem = '512MB'")
-        indexes = await conn.fetch(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i"
-            " WHERE i.schemaname = 'public' AND i.tablename = ANY($1::text[])"
-            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
-            list(BULK_TABLES),
-        )
-        for row in indexes:
-            await conn.execute(f'DROP INDEX "{row["indexname"]}"')
+        indexes = await drop_secondary_indexes(conn, BULK_TABLES)
         t0 = time.perf_counter()
         chunks = list(_chunks(data.users))
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
@@ -229,8 +243,7 @@ async def _copy_postgresql(url: str, data: Dataset, progress: Progress) -> dict[
         timings["groups_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        for row in indexes:
-            await conn.execute(row["indexdef"])
+        await rebuild_indexes(conn, indexes)
         timings["indexes_s"] = time.perf_counter() - t0
         progress(f"  {len(indexes)} indexes rebuilt ({timings['indexes_s']:.1f} s)")
 

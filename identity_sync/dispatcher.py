@@ -22,6 +22,10 @@ adopts it instead of creating a second one.
 
 ``outbox_dry_run``: each due row is read and logged with what would be sent
 (:meth:`Dispatcher.dry_run`); nothing is sent, the rows stay pending.
+
+The loop itself (claim, renew, deliver concurrently, record, drain, dry run)
+is :class:`OutboxDispatcher`, shared with the other targets' dispatchers
+(:mod:`identity_sync.rond`); :class:`Dispatcher` adds what is Auth0's.
 """
 
 from __future__ import annotations
@@ -31,15 +35,15 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from identity_store import accounts, outbox
 from identity_store.accounts import AccountSubject
 from identity_store.errors import StoreError
-from identity_store.outbox import Claim, Delivered, Failed
+from identity_store.outbox import Claim, Delivered, Failed, OutboxRow
 from identity_store.settings import Settings
 from identity_store.store import Store
 
@@ -57,7 +61,7 @@ from .auth_service import (
 from .clock import Clock, SystemClock
 from .events import log_event
 
-__all__ = ["Companion", "DatabaseRateLimiter", "Dispatcher", "Totals"]
+__all__ = ["Companion", "DatabaseRateLimiter", "Dispatcher", "OutboxDispatcher", "Totals"]
 
 log = logging.getLogger("idstore.outbox")
 
@@ -162,30 +166,36 @@ def _log(event: str, claim: Claim, **fields: object) -> None:
         log,
         event,
         target=claim.target,
-        user=claim.aggregate_id,
+        **{claim.aggregate_type.lower(): claim.aggregate_id},
         rows=len(claim.row_ids),
         request_id=claim.request_id,
         **fields,
     )
 
 
-class Dispatcher:
-    """Delivers ``service.name`` rows of ``store`` (module docstring)."""
+T = TypeVar("T")
+
+
+class OutboxDispatcher(Generic[T]):
+    """The delivery loop every target shares (module docstring): claim a
+    batch of users (or groups), look up what the target should hold for
+    them (:meth:`look_up`, a value of type ``T`` each), bring the target to
+    it (:meth:`carry_out`) with ``outbox_concurrency`` deliveries in flight,
+    renew the leases meanwhile, and record what each did. A target's
+    dispatcher implements those two, and :meth:`describe` for the dry run."""
 
     def __init__(
         self,
         store: Store,
-        service: AuthService,
+        target: str,
         *,
         clock: Clock | None = None,
         name: str = "dispatcher",
         rng: random.Random | None = None,
-        companions: Sequence[Companion] = (),
     ) -> None:
         self.store = store
         self.settings: Settings = store.settings
-        self.service = service
-        self.target = service.name
+        self.target = target
         self.clock: Clock = clock or SystemClock()
         self.name = name
         self.rng = rng or random.Random()  # noqa: S311 (retry jitter, not a secret)
@@ -196,24 +206,43 @@ class Dispatcher:
             max_seconds=self.settings.outbox_backoff_max_seconds,
         )
         self.totals = Totals()
-        self.companions = list(companions)
         self._dry_cursor = 0
 
     @property
     def label(self) -> str:
         return f"outbox:{self.target}"
 
-    async def close(self) -> None:
-        for companion in self.companions:
-            await companion.close()
-        await self.service.aclose()
+    # -- What a target's dispatcher provides -------------------------------------
 
-    async def _companions(self) -> bool:
-        """Let every companion do what is due; whether one is still busy."""
-        busy = False
-        for companion in self.companions:
-            busy = await companion.tick() or busy
-        return busy
+    async def look_up(self, claims: Sequence[Claim]) -> Mapping[str, T]:
+        """What the target should hold for each claim's user or group, by
+        aggregate id, read from the store (a :class:`StoreError` gives the
+        claims back untouched)."""
+        raise NotImplementedError
+
+    async def carry_out(self, claim: Claim, found: T | None) -> Delivered:
+        """Bring the target to ``found`` for ``claim``; raise on failure
+        (:func:`~identity_sync.account_rules.decide` says what it becomes)."""
+        raise NotImplementedError
+
+    async def describe(self, rows: Sequence[OutboxRow]) -> Mapping[int, Mapping[str, object]]:
+        """For the dry run: what would be sent for each row, by row id."""
+        raise NotImplementedError
+
+    def with_account_only(self) -> bool:
+        """Claim only users with an account at the target already
+        (:func:`identity_store.outbox.claim`)."""
+        return False
+
+    async def side_work(self) -> bool:
+        """Work beside the rounds; whether some is still going on."""
+        return False
+
+    busy_poll_seconds = 1.0
+    """How long :meth:`drain` waits while :meth:`side_work` is busy."""
+
+    async def close(self) -> None:
+        return None
 
     # -- One round -------------------------------------------------------------
 
@@ -228,7 +257,7 @@ class Dispatcher:
             now=now,
             lease=self.lease,
             limit=self.settings.outbox_batch_size,
-            with_account_only=any(c.holds_creations for c in self.companions),
+            with_account_only=self.with_account_only(),
         )
         done = Totals()
         if not claims:
@@ -237,9 +266,7 @@ class Dispatcher:
         renewing = asyncio.create_task(self._renew([c.aggregate_id for c in claims]))
         try:
             try:
-                found = await accounts.subjects(
-                    self.store, self.target, [c.aggregate_id for c in claims]
-                )
+                found = await self.look_up(claims)
             except StoreError:
                 await outbox.release(self.store, claims, worker=self.name)
                 raise
@@ -289,16 +316,11 @@ class Dispatcher:
 
     # -- One delivery ----------------------------------------------------------
 
-    async def _deliver(self, claim: Claim, subject: AccountSubject | None) -> Delivered | Failed:
+    async def _deliver(self, claim: Claim, found: T | None) -> Delivered | Failed:
         token = current_request_id.set(claim.request_id)
         try:
-            if claim.aggregate_type != "User" or subject is None:
-                return self._failed(
-                    claim, ValueError(f"no {self.target} delivery for {claim.aggregate_type}")
-                )
-            the_plan = plan(subject, hard_delete=self.settings.hard_delete)
             try:
-                delivered = await self._carry_out(claim, subject, the_plan)
+                delivered = await self.carry_out(claim, found)
             except Exception as exc:  # every failure is recorded: nothing is lost or stuck
                 failure = self._failed(claim, exc)
                 _log(
@@ -327,6 +349,125 @@ class Dispatcher:
             else None
         )
         return Failed(claim, decision.error, retry_at, counts=decision.counts)
+
+    # -- Loops -----------------------------------------------------------------
+
+    async def drain(self, *, stopping: asyncio.Event | None = None) -> Totals:
+        """Deliver what is due, round after round, until nothing is
+        (``idstore worker --until-idle``); rows that failed and wait for a
+        later retry are left for later."""
+        total = Totals()
+        if self.settings.outbox_dry_run:
+            total.rows = await self.dry_run()
+            return total
+        while stopping is None or not stopping.is_set():
+            busy = await self.side_work()
+            done = await self.run_once()
+            total.add(done)
+            if done.rounds:
+                continue
+            if not busy:
+                break
+            await self.clock.sleep(self.busy_poll_seconds)
+        return total
+
+    async def run_forever(self, stopping: asyncio.Event) -> None:
+        """Deliver until ``stopping`` is set; an idle dispatcher looks again
+        every ``outbox_poll_seconds``; a database that is away is retried
+        with backoff."""
+        log.info("outbox dispatcher %s started for %s", self.name, self.target)
+        failures = 0
+        while not stopping.is_set():
+            delay = self.settings.outbox_poll_seconds
+            try:
+                if self.settings.outbox_dry_run:
+                    await self.dry_run()
+                    busy = False
+                else:
+                    await self.side_work()
+                    busy = bool((await self.run_once()).rounds)
+                failures = 0
+            except StoreError as exc:
+                failures += 1
+                busy = False
+                delay = min(60.0, 2.0**failures)
+                log.warning("outbox: cannot reach the store: %s", exc.detail)
+            if busy:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+        log.info("outbox dispatcher %s stopped", self.name)
+
+    async def dry_run(self) -> int:
+        """Log what would be sent for each due row not logged yet; send
+        nothing, claim nothing, change nothing. The rows looked at."""
+        seen = 0
+        while True:
+            rows = await outbox.peek(
+                self.store,
+                self.target,
+                after_id=self._dry_cursor,
+                now=self.clock.now(),
+                limit=self.settings.outbox_batch_size,
+            )
+            if not rows:
+                return seen
+            described = await self.describe(rows)
+            for row in rows:
+                line: dict[str, object] = {
+                    "target": self.target,
+                    "row": row.id,
+                    row.aggregate_type.lower(): row.aggregate_id,
+                    "request_id": row.request_id,
+                    **described.get(row.id, {}),
+                }
+                log_event(log, "dry_run", **line)
+            self._dry_cursor = rows[-1].id
+            seen += len(rows)
+
+
+class Dispatcher(OutboxDispatcher[AccountSubject]):
+    """Delivers ``service.name`` rows of ``store`` (module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        service: AuthService,
+        *,
+        clock: Clock | None = None,
+        name: str = "dispatcher",
+        rng: random.Random | None = None,
+        companions: Sequence[Companion] = (),
+    ) -> None:
+        super().__init__(store, service.name, clock=clock, name=name, rng=rng)
+        self.service = service
+        self.companions = list(companions)
+        self.busy_poll_seconds = self.settings.auth0_import_poll_seconds
+
+    async def close(self) -> None:
+        for companion in self.companions:
+            await companion.close()
+        await self.service.aclose()
+
+    async def side_work(self) -> bool:
+        """Let every companion do what is due; whether one is still busy."""
+        busy = False
+        for companion in self.companions:
+            busy = await companion.tick() or busy
+        return busy
+
+    def with_account_only(self) -> bool:
+        return any(c.holds_creations for c in self.companions)
+
+    async def look_up(self, claims: Sequence[Claim]) -> Mapping[str, AccountSubject]:
+        return await accounts.subjects(self.store, self.target, [c.aggregate_id for c in claims])
+
+    async def carry_out(self, claim: Claim, found: AccountSubject | None) -> Delivered:
+        if claim.aggregate_type != "User" or found is None:
+            raise ValueError(f"no {self.target} delivery for {claim.aggregate_type}")
+        return await self._carry_out(
+            claim, found, plan(found, hard_delete=self.settings.hard_delete)
+        )
 
     async def _carry_out(self, claim: Claim, subject: AccountSubject, p: Plan) -> Delivered:
         service = self.service
@@ -410,83 +551,23 @@ class Dispatcher:
             )
         return account
 
-    # -- Loops -----------------------------------------------------------------
+    # -- The dry run -------------------------------------------------------------
 
-    async def drain(self, *, stopping: asyncio.Event | None = None) -> Totals:
-        """Deliver what is due, round after round, until nothing is
-        (``idstore worker --until-idle``); rows that failed and wait for a
-        later retry are left for later."""
-        total = Totals()
-        if self.settings.outbox_dry_run:
-            total.rows = await self.dry_run()
-            return total
-        while stopping is None or not stopping.is_set():
-            busy = await self._companions()
-            done = await self.run_once()
-            total.add(done)
-            if done.rounds:
+    async def describe(self, rows: Sequence[OutboxRow]) -> Mapping[int, Mapping[str, object]]:
+        found = await accounts.subjects(self.store, self.target, [r.aggregate_id for r in rows])
+        described: dict[int, Mapping[str, object]] = {}
+        for row in rows:
+            subject = found.get(row.aggregate_id)
+            if subject is None:
                 continue
-            if not busy:
-                break
-            await self.clock.sleep(self.settings.auth0_import_poll_seconds)
-        return total
-
-    async def run_forever(self, stopping: asyncio.Event) -> None:
-        """Deliver until ``stopping`` is set; an idle dispatcher looks again
-        every ``outbox_poll_seconds``; a database that is away is retried
-        with backoff."""
-        log.info("outbox dispatcher %s started for %s", self.name, self.target)
-        failures = 0
-        while not stopping.is_set():
-            delay = self.settings.outbox_poll_seconds
-            try:
-                if self.settings.outbox_dry_run:
-                    await self.dry_run()
-                    busy = False
-                else:
-                    await self._companions()
-                    busy = bool((await self.run_once()).rounds)
-                failures = 0
-            except StoreError as exc:
-                failures += 1
-                busy = False
-                delay = min(60.0, 2.0**failures)
-                log.warning("outbox: cannot reach the store: %s", exc.detail)
-            if busy:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=delay)
-        log.info("outbox dispatcher %s stopped", self.name)
-
-    async def dry_run(self) -> int:
-        """Log what would be sent for each due row not logged yet; send
-        nothing, claim nothing, change nothing. The rows looked at."""
-        seen = 0
-        while True:
-            rows = await outbox.peek(
-                self.store,
-                self.target,
-                after_id=self._dry_cursor,
-                now=self.clock.now(),
-                limit=self.settings.outbox_batch_size,
-            )
-            if not rows:
-                return seen
-            found = await accounts.subjects(self.store, self.target, [r.aggregate_id for r in rows])
-            for row in rows:
-                subject = found.get(row.aggregate_id)
-                line: dict[str, object] = {
-                    "target": self.target,
-                    "row": row.id,
-                    "user": row.aggregate_id,
-                    "request_id": row.request_id,
-                }
-                if subject is not None:
-                    p = plan(subject, hard_delete=self.settings.hard_delete)
-                    line.update(action=p.action.value, reason=p.reason, remote_id=p.remote_id)
-                    if p.profile is not None:
-                        synced = subject.sync.synced if subject.sync is not None else None
-                        line["fields"] = sorted(changes(p.profile, synced))
-                log_event(log, "dry_run", **line)
-            self._dry_cursor = rows[-1].id
-            seen += len(rows)
+            p = plan(subject, hard_delete=self.settings.hard_delete)
+            line: dict[str, object] = {
+                "action": p.action.value,
+                "reason": p.reason,
+                "remote_id": p.remote_id,
+            }
+            if p.profile is not None:
+                synced = subject.sync.synced if subject.sync is not None else None
+                line["fields"] = sorted(changes(p.profile, synced))
+            described[row.id] = line
+        return described

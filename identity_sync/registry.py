@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from identity_store.settings import Settings
 from identity_store.store import Store
@@ -13,9 +14,10 @@ from .auth0 import Auth0Client
 from .auth0_import import ImportRunner
 from .clock import Clock
 from .deletion_sync import DeletionSync
-from .dispatcher import DatabaseRateLimiter, Dispatcher
+from .dispatcher import DatabaseRateLimiter, Dispatcher, OutboxDispatcher
 from .expiry import Expiry
 from .profile_sync import ProfileSync
+from .rond import ROND, RondClient, RondDispatcher
 from .schedules import Schedule, ScheduleError, parse
 from .worker import Job, Worker, worker_id
 
@@ -73,14 +75,40 @@ def build_auth_service(store: Store, clock: Clock) -> Auth0Client | None:
     return Auth0Client(settings, clock=clock, limiter=limiter)
 
 
-def build_dispatchers(store: Store, clock: Clock, name: str) -> list[Dispatcher]:
-    """The outbox dispatchers of the configured targets."""
+ROND_BURST = 1
+"""Requests to Rönd that may go at once after a quiet spell: none beyond
+the rate (its CRUD service behind is not known to take bursts)."""
+
+
+def build_rond_client(store: Store, clock: Clock) -> RondClient | None:
+    """The Rönd client, paced by its budget in the database
+    (``rond_requests_per_second``, shared by every worker); ``None`` when
+    ``rond_base_url`` is not set (then no ``rond`` rows are written)."""
+    settings = store.settings
+    if not settings.rond_base_url:
+        return None
+    limiter = DatabaseRateLimiter(
+        store, ROND, rate=settings.rond_requests_per_second, burst=ROND_BURST, clock=clock
+    )
+    return RondClient(settings, clock=clock, limiter=limiter)
+
+
+def build_dispatchers(store: Store, clock: Clock, name: str) -> list[OutboxDispatcher[Any]]:
+    """The outbox dispatchers of the configured targets: Auth0's (first),
+    then Rönd's."""
+    dispatchers: list[OutboxDispatcher[Any]] = []
     service = build_auth_service(store, clock)
     if service is None:
         log.info("no authentication service configured: auth0 outbox rows wait")
-        return []
-    importer = ImportRunner(store, service, clock=clock, name=f"{name}:import")
-    return [Dispatcher(store, service, clock=clock, name=name, companions=[importer])]
+    else:
+        importer = ImportRunner(store, service, clock=clock, name=f"{name}:import")
+        dispatchers.append(
+            Dispatcher(store, service, clock=clock, name=name, companions=[importer])
+        )
+    rond = build_rond_client(store, clock)
+    if rond is not None:
+        dispatchers.append(RondDispatcher(store, rond, clock=clock, name=name))
+    return dispatchers
 
 
 def build_worker(store: Store, clock: Clock, *, only: list[str] | None = None) -> Worker:

@@ -169,7 +169,7 @@ def add_parsers(sub: Any) -> None:
     parser = sub.add_parser("outbox", help="the outbox: backlog, dead letters, replay")
     commands = parser.add_subparsers(dest="outbox_command", required=True)
     status = commands.add_parser("status", help="backlog per target, oldest due, dead letters")
-    status.add_argument("--target", help="only this target (auth0, rbac)")
+    status.add_argument("--target", help="only this target (auth0, rond)")
     status.add_argument("--limit", type=int, default=20, help="dead letters shown")
     status.add_argument("--json", action="store_true")
     retry = commands.add_parser("retry", help="put dead letters back to pending")

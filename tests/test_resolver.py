@@ -43,9 +43,11 @@ async def _user(store: Store, name: str) -> str:
 @pytest.fixture
 async def world(store: Store, engine: AsyncEngine) -> World:
     """alice ∈ G1 ∈ G2 ∈ G3 ∈ G1 (a cycle); bob, carol (SUSPENDED), dave
-    (blocked), erin (CREATED), frank ∈ G3 only. Roles reader {doc.read},
+    (blocked), erin (CREATED), frank ∈ G3 only, gina (deleted over SCIM).
+    Roles reader {doc.read},
     writer {doc.read, doc.write}, admin {admin.all}."""
-    ids = {n: await _user(store, n) for n in ("alice", "bob", "carol", "dave", "erin", "frank")}
+    names = ("alice", "bob", "carol", "dave", "erin", "frank", "gina")
+    ids = {n: await _user(store, n) for n in names}
     g1 = (await groups.create_group(store, "G1", ACTOR, member_ids=[ids["alice"]])).group.id
     g2 = (await groups.create_group(store, "G2", ACTOR, member_ids=[g1])).group.id
     g3 = (await groups.create_group(store, "G3", ACTOR, member_ids=[g2, ids["frank"]])).group.id
@@ -57,7 +59,7 @@ async def world(store: Store, engine: AsyncEngine) -> World:
         ("admin", ["admin.all"]),
     ):
         await rbac.create_role(store, role, RoleInput(role.title(), None, permissions), ACTOR)
-    people = [ids[n] for n in ("alice", "carol", "dave", "erin")]
+    people = [ids[n] for n in ("alice", "carol", "dave", "erin", "gina")]
     bindings = {
         "b-direct": BindingInput(people, [], ["reader"], []),
         "b-perm": BindingInput([ids["bob"]], [], [], ["report.view"]),
@@ -68,6 +70,7 @@ async def world(store: Store, engine: AsyncEngine) -> World:
         await rbac.create_binding(store, binding, ACTOR, binding_id=binding_id)
     await rbac.replace_group_roles(store, g2, ["admin"], ACTOR)
     await rbac.replace_user_roles(store, ids["bob"], ["reader"], ACTOR)
+    await users.delete_user(store, ids["gina"], ACTOR)
     async with engine.begin() as connection:
         for name, values in (
             ("carol", {"lifecycle": "SUSPENDED"}),
@@ -135,6 +138,7 @@ CHECKS: list[tuple[str, str, Resource | None, bool, str, list[Path]]] = [
     ("dave", "doc.read", None, False, "blocked", []),
     ("erin", "doc.read", None, False, "not-active", []),
     ("nobody", "doc.read", None, False, "user-not-found", []),
+    ("gina", "doc.read", None, False, "user-not-found", []),
 ]
 
 
@@ -304,3 +308,20 @@ async def test_a_removed_membership_takes_the_groups_grants_away(world: World) -
     )
     decision = await resolver.check(world.store, CheckRequest(world["alice"], "doc.write"))
     assert (decision.allowed, decision.reasons[0].code) == (False, "no-grant")
+
+
+async def test_a_check_of_a_value_the_database_cannot_hold_is_refused(world: World) -> None:
+    """A NUL in an id reaches the store as ValueRefusedError (a 400), not a crash."""
+    from identity_store.errors import ValueRefusedError
+
+    decisions = []
+    try:
+        decisions = await resolver.check_many(
+            world.store,
+            [CheckRequest("a\x00b", "doc.read"), CheckRequest(world["bob"], "doc.read")],
+        )
+    except ValueRefusedError:
+        assert not world.store.settings.is_sqlite, "SQLite holds a NUL in a bound string"
+        return
+    assert world.store.settings.is_sqlite
+    assert [d.allowed for d in decisions] == [False, True]

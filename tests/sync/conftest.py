@@ -1,5 +1,5 @@
-"""Fixtures of the sync tests: the Microsoft Graph emulator on loopback, the
-store and clients pointed at the Auth0 emulator (``auth0``, in
+"""Fixtures of the sync tests: the Microsoft Graph and Rönd emulators on
+loopback, the store and clients pointed at the Auth0 emulator (``auth0``, in
 tests/conftest.py), and a clock the tests move themselves."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from identity_sync.auth0 import Auth0Client
 from identity_sync.clock import Clock, ManualClock
 from tests.emulators.auth0 import Auth0Emulator
 from tests.emulators.graph import GraphEmulator
+from tests.emulators.rond import RondEmulator
 
 START = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -83,3 +84,18 @@ async def auth0_clients(auth0: Auth0Emulator) -> AsyncIterator[NewClient]:
     yield new
     for service in made:
         await service.aclose()
+
+
+@pytest.fixture(scope="session")
+def rond_server() -> Iterator[RondEmulator]:
+    """One Rönd emulator for the session (a real uvicorn on 127.0.0.1)."""
+    with RondEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def rond(rond_server: RondEmulator) -> Iterator[RondEmulator]:
+    """The Rönd emulator, empty: no bindings, no fault."""
+    rond_server.reset()
+    yield rond_server
+    rond_server.reset()

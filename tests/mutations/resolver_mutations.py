@@ -1,0 +1,241 @@
+"""Hand mutation check of identity_store/resolver.py (issue 13): who holds
+what, and why (bindings, nested groups, group roles, user roles, resources,
+the lifecycle rule, the check's explanations, the holders' query).
+
+Each mutation is one small, plausible mistake in one rule; the resolver's
+table tests (tests/test_resolver.py) must fail for every one of them.
+
+    .venv/bin/python tests/mutations/resolver_mutations.py        # all
+    .venv/bin/python tests/mutations/resolver_mutations.py -k holders
+
+Same machinery as lifecycle_mutations.py: each mutation is applied to a
+copy of the repository in a temporary directory; exit 1 when one survives
+or no longer applies. Not part of the normal suite run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lifecycle_mutations
+from lifecycle_mutations import ROOT, Mutation, m
+
+TARGET = Path("identity_store/resolver.py")
+TESTS = ["tests/test_resolver.py"]
+
+MUTATIONS = [
+    m(
+        "check-memberships-not-nested",
+        "only the user's own groups count, not the groups containing them",
+        (
+            "      FROM group_members gm JOIN memberships m ON gm.member_id = m.group_id\n"
+            "),\nbound",
+            "      FROM group_members gm JOIN memberships m ON 1 = 0\n),\nbound",
+        ),
+    ),
+    m(
+        "check-subject-bindings-ignored",
+        "a binding naming the user directly grants nothing",
+        (
+            "FROM requests r JOIN binding_subjects bs ON bs.user_id = r.user_id",
+            "FROM requests r JOIN binding_subjects bs ON 1 = 0",
+        ),
+    ),
+    m(
+        "check-binding-permissions-ignored",
+        "a binding's own permissions grant nothing",
+        (
+            "ON bp.binding_id = bd.binding_id AND bp.permission = r.permission",
+            "ON bp.binding_id = bd.binding_id AND 1 = 0",
+        ),
+    ),
+    m(
+        "check-binding-role-any-permission",
+        "a binding's role grants every permission",
+        (
+            "JOIN role_permissions rp ON rp.role_id = br.role_id AND rp.permission = r.permission",
+            "JOIN role_permissions rp ON rp.role_id = br.role_id",
+        ),
+    ),
+    m(
+        "check-group-roles-ignored",
+        "roles mapped to groups grant nothing",
+        (
+            "      JOIN group_role_mappings gr ON gr.group_id = m.group_id\n",
+            "      JOIN group_role_mappings gr ON 1 = 0\n",
+        ),
+    ),
+    m(
+        "check-user-roles-ignored",
+        "roles assigned to the user grant nothing",
+        (
+            "JOIN user_roles ur ON ur.user_id = r.user_id",
+            "JOIN user_roles ur ON 1 = 0",
+        ),
+    ),
+    m(
+        "check-deleted-user-found",
+        "a user deleted over SCIM is still checked",
+        (
+            "LEFT JOIN users u ON u.id = r.user_id AND u.deleted_at IS NULL",
+            "LEFT JOIN users u ON u.id = r.user_id",
+        ),
+    ),
+    m(
+        "check-paths-of-other-requests",
+        "a batch answers a check with the paths of another",
+        (
+            "LEFT JOIN paths p ON p.n = r.n AND u.id IS NOT NULL",
+            "LEFT JOIN paths p ON u.id IS NOT NULL",
+        ),
+    ),
+    m(
+        "scope-resource-everywhere",
+        "a binding on one resource grants everywhere",
+        ("    if path_type is None:\n        return True", "    if True:\n        return True"),
+    ),
+    m(
+        "scope-resource-any-id",
+        "a binding on one resource grants on every resource of its type",
+        (
+            "(path_type, path_id) == (resource.type, resource.id)",
+            "path_type == resource.type",
+        ),
+    ),
+    m(
+        "lifecycle-ignored",
+        "a user not ACTIVE holds its grants",
+        ("    if lifecycle != Lifecycle.ACTIVE.value:", "    if lifecycle == 'nothing':"),
+    ),
+    m(
+        "blocked-ignored",
+        "a blocked user holds its grants",
+        ("    if blocked:\n        message", "    if False:\n        message"),
+    ),
+    m(
+        "via-always-named",
+        "a direct membership is reported as nested",
+        (
+            "        via_group = via if via is not None and via != group_id else None",
+            "        via_group = via",
+        ),
+    ),
+    m(
+        "other-resource-as-no-grant",
+        "a grant on another resource is not explained",
+        ("    if elsewhere:\n", "    if False:\n"),
+    ),
+    m(
+        "held-other-resources-hidden",
+        "with no resource asked, grants on resources are not listed",
+        ("        OR :all_resources = 1\n", ""),
+    ),
+    m(
+        "held-memberships-not-nested",
+        "the permissions list leaves out groups containing the user's groups",
+        (
+            "    SELECT gm.group_id, m.via FROM group_members gm JOIN memberships m"
+            " ON gm.member_id = m.group_id",
+            "    SELECT gm.group_id, m.via FROM group_members gm JOIN memberships m ON 1 = 0",
+        ),
+    ),
+    m(
+        "held-group-roles-ignored",
+        "the permissions list leaves out roles mapped to groups",
+        (
+            "    SELECT gr.role_id, NULL, NULL\n"
+            "      FROM memberships m JOIN group_role_mappings gr ON gr.group_id = m.group_id\n",
+            "    SELECT gr.role_id, NULL, NULL\n"
+            "      FROM memberships m JOIN group_role_mappings gr ON 1 = 0\n",
+        ),
+    ),
+    m(
+        "held-binding-permissions-ignored",
+        "the permissions list leaves out bindings' own permissions",
+        (
+            "  FROM scoped s JOIN binding_permissions bp ON bp.binding_id = s.binding_id\n",
+            "  FROM scoped s JOIN binding_permissions bp ON 1 = 0\n",
+        ),
+    ),
+    m(
+        "held-inactive-entitled",
+        "a user not ACTIVE is listed with permissions",
+        (
+            "    entitled = lifecycle == Lifecycle.ACTIVE.value and not blocked",
+            "    entitled = not blocked",
+        ),
+    ),
+    m(
+        "holders-inactive-included",
+        "users not ACTIVE are listed as holders",
+        (" WHERE u.deleted_at IS NULL AND u.lifecycle = 'ACTIVE'", " WHERE u.deleted_at IS NULL"),
+    ),
+    m(
+        "holders-nested-groups-ignored",
+        "members of groups inside a holding group are left out",
+        ("     WHERE gm.member_type = 'Group'", "     WHERE 1 = 0"),
+    ),
+    m(
+        "holders-resource-ignored",
+        "holders on a resource leave out the resource's bindings",
+        (
+            "        OR (b.resource_type = :resource_type AND b.resource_id = :resource_id)\n),\n"
+            "holding_groups",
+            "\n),\nholding_groups",
+        ),
+    ),
+    m(
+        "holders-page-overlaps",
+        "the next page starts at its cursor again",
+        ("   AND u.id > :after", "   AND u.id >= :after"),
+    ),
+]
+
+
+def check(mutation: Mutation | None) -> tuple[str, str]:
+    return lifecycle_mutations.check(mutation, TESTS, TARGET, "identity_store.resolver")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", help="only mutations whose name contains this")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    chosen = [x for x in MUTATIONS if not args.k or args.k in x.name]
+    source = (ROOT / TARGET).read_text()
+    stale = []
+    for mutation in chosen:
+        try:
+            lifecycle_mutations.mutated(source, mutation, TARGET)
+        except ValueError as exc:
+            stale.append(str(exc))
+    if stale:
+        print("\n".join(stale), file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    baseline, detail = check(None)
+    if baseline != "passed":
+        print(f"the tests fail without any mutation: {detail}", file=sys.stderr)
+        return 1
+    print(f"unmutated: passed; {len(chosen)} mutations")
+    survived = 0
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for mutation, (outcome, test) in pool.map(lambda x: (x, check(x)), chosen):
+            result = "survived" if outcome == "passed" else "killed"
+            survived += outcome == "passed"
+            print(f"| {mutation.name:<36} | {result:<8} | {test} |", flush=True)
+    print(
+        f"{len(chosen) - survived} killed, {survived} survived, "
+        f"in {time.monotonic() - started:.0f} s"
+    )
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
