@@ -12,8 +12,8 @@ from starlette.routing import Mount, Route
 from identity_store.settings import Settings
 from identity_store.store import Store
 
+from . import api as management_api
 from . import errors
-from .api import create_api
 from .discovery import provider
 from .health import healthz, readyz
 from .middleware import ProviderMiddleware, RequestIdMiddleware, ScimPathMiddleware
@@ -29,7 +29,7 @@ def create_app(settings: Settings, *, background: Background | None = None) -> S
     """The whole HTTP application for ``settings``; the store opens in the
     lifespan, and ``background`` runs from startup to shutdown."""
     scim_provider = provider()
-    api = create_api(settings)
+    api = management_api.create_api(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, background: Background | None = None) -> S
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Mount("/scim/v2", routes=scim_routes()),
-        Mount("/api/v1", app=api),
+        management_api.mount(api),
     ]
     app = Starlette(
         routes=routes,

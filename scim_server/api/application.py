@@ -11,15 +11,19 @@ would load scripts from a CDN).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Mount
 
 from identity_store.settings import Settings
 
 from . import assignments, authz, bindings, problems, roles, rond
+from .models import BATCH_CEILING, LIST_CEILING
 from .problems import PROBLEM_MEDIA_TYPE, Problem
+from .routing import MOUNT
 
 TITLE = "idstore management API"
 VERSION = "1"
@@ -39,8 +43,9 @@ the revision it read. See docs/authorization.md.
 
 
 def create_api(settings: Settings) -> FastAPI:
-    """The ``/api/v1`` application. Its state (``app.state.idstore``) is set
-    by the server's lifespan."""
+    """The ``/api/v1`` application. Its state (``app.state.idstore``: the
+    store, the settings, the token cache) is set by the server's lifespan;
+    ``settings`` give the description its configured limits."""
     api = FastAPI(
         title=TITLE,
         version=VERSION,
@@ -56,23 +61,50 @@ def create_api(settings: Settings) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
-            api.openapi_schema = describe(api)
+            api.openapi_schema = describe(api, settings)
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
     return api
 
 
-def describe(api: FastAPI) -> dict[str, Any]:
-    """FastAPI's description, told the truth about errors: problem
-    responses are ``application/problem+json``, and FastAPI's 422 (which
-    this API answers as a 400 problem) is gone."""
+def _configured_limits(node: Any, limits: dict[int, int]) -> None:
+    """Every ``maxItems`` that is a ceiling of :mod:`.models`, replaced by
+    the configured limit it stands for (walked without recursion)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("maxItems") in limits:
+                item["maxItems"] = limits[item["maxItems"]]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def mount(api: FastAPI) -> Mount:
+    """``api`` (:func:`create_api`), mounted at :data:`MOUNT`. Starlette matches a
+    mount's path with ``.*``, which stops at a newline: a path holding
+    ``%0A`` would miss the mount and get the SCIM side's 404. Matched with
+    ``re.DOTALL``, every path under the mount reaches this application,
+    which answers with a problem."""
+    mounted = Mount(MOUNT, app=api)
+    mounted.path_regex = re.compile(mounted.path_regex.pattern, re.DOTALL)
+    return mounted
+
+
+def describe(api: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's description, told the truth: problem responses are
+    ``application/problem+json``, FastAPI's 422 (which this API answers as
+    a 400 problem) is gone, and lists are bounded by the configured limits
+    rather than the models' ceilings."""
     schema = get_openapi(
         title=api.title,
         version=api.version,
         openapi_version=api.openapi_version,
         description=api.description,
         routes=api.routes,
+        servers=[{"url": MOUNT}],
     )
     for path in schema.get("paths", {}).values():
         for operation in path.values():
@@ -82,6 +114,9 @@ def describe(api: FastAPI) -> dict[str, Any]:
                 content = response.get("content", {})
                 if status[0] in "45" and "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    _configured_limits(
+        schema, {LIST_CEILING: settings.rbac_max_list, BATCH_CEILING: settings.authz_max_batch}
+    )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)

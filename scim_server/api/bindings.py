@@ -4,6 +4,7 @@ users and groups, everywhere or on one resource (``admin`` only)."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query
 from starlette.responses import Response
@@ -30,7 +31,7 @@ from .parameters import (
 )
 from .problems import FieldError, ProblemError, problem_responses
 from .revisions import documented, set_revision
-from .routing import AdminRoute, Authorized
+from .routing import MOUNT, AdminRoute, Authorized
 
 router = APIRouter(route_class=AdminRoute, tags=["bindings"])
 
@@ -141,7 +142,7 @@ async def create_binding(body: NewBinding, caller: Authorized, response: Respons
         caller.store, _input(body), caller.actor, binding_id=body.binding_id
     )
     set_revision(response, revised.revision)
-    response.headers["Location"] = f"/api/v1/bindings/{revised.value.binding_id}"
+    response.headers["Location"] = f"{MOUNT}/bindings/{quote(revised.value.binding_id, safe='')}"
     return binding(revised.value)
 
 

@@ -26,8 +26,9 @@ LIST_CEILING = 100_000
 BATCH_CEILING = 10_000
 """The largest ``IDSTORE_AUTHZ_MAX_BATCH`` accepts."""
 
-NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
-NO_CONTROL_NOR_SLASH = r"^[^\x00-\x1f\x7f/]+$"
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]+$"
+"""No control character (Unicode category Cc, as the store refuses)."""
+NO_CONTROL_NOR_SLASH = r"^[^\x00-\x1f\x7f-\x9f/]+$"
 NO_NUL = r"^[^\x00]*$"
 
 RoleId = Annotated[
@@ -47,13 +48,13 @@ Permission = Annotated[
 ]
 UserId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL_NOR_SLASH),
-    Field(description="A user's id (the SCIM `id`)."),
+    StringConstraints(min_length=1, max_length=26, pattern=NO_CONTROL_NOR_SLASH),
+    Field(description="A user's id (the SCIM `id`, a 26-character ULID)."),
 ]
 GroupId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL_NOR_SLASH),
-    Field(description="A group's id (the SCIM `id`)."),
+    StringConstraints(min_length=1, max_length=26, pattern=NO_CONTROL_NOR_SLASH),
+    Field(description="A group's id (the SCIM `id`, a 26-character ULID)."),
 ]
 ResourceType = Annotated[
     str,

@@ -23,8 +23,8 @@ def _path_id(alias: str, what: str, max_length: int = 128) -> object:
 
 RoleIdPath = Annotated[str, _path_id("roleId", "The role's id")]
 BindingIdPath = Annotated[str, _path_id("bindingId", "The binding's id")]
-UserIdPath = Annotated[str, _path_id("id", "The user's id")]
-GroupIdPath = Annotated[str, _path_id("id", "The group's id")]
+UserIdPath = Annotated[str, _path_id("id", "The user's id (a ULID)", 26)]
+GroupIdPath = Annotated[str, _path_id("id", "The group's id (a ULID)", 26)]
 ResourceTypePath = Annotated[str, _path_id("resourceType", "The resource type")]
 
 Count = Annotated[int, Query(ge=1, le=1000, description="Page size (1-1,000).")]

@@ -164,12 +164,21 @@ def _kind(exc: BaseException, status: int) -> str:
     return STATUS_KINDS.get(status, "invalid-request" if status < 500 else "internal")
 
 
+def _shortened(name: str, limit: int = 64) -> str:
+    """A location part as sent (an unknown field's name is the caller's),
+    cut to ``limit`` characters."""
+    return name if len(name) <= limit else name[:limit] + "…"
+
+
 def field_errors(exc: RequestValidationError) -> list[FieldError]:
     """pydantic's errors of a request, by location; never the input itself
     (it may be huge, or personal)."""
     found = []
     for error in exc.errors():
-        location = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        location = [
+            part if isinstance(part, int) else _shortened(str(part))
+            for part in error.get("loc", ())
+        ]
         found.append(
             FieldError(
                 location=location,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -12,7 +14,7 @@ from .models import NewRole, Role, RoleBody, RolePage
 from .parameters import COMMON, WITH_BODY, Count, CursorQuery, RoleIdPath
 from .problems import problem_responses
 from .revisions import documented, set_revision
-from .routing import AdminRoute, Authorized
+from .routing import MOUNT, AdminRoute, Authorized
 
 router = APIRouter(route_class=AdminRoute, tags=["roles"])
 
@@ -62,7 +64,7 @@ async def create_role(body: NewRole, caller: Authorized, response: Response) -> 
     """409 `conflict` when the id is taken."""
     revised = await rbac.create_role(caller.store, body.role_id, _input(body), caller.actor)
     set_revision(response, revised.revision)
-    response.headers["Location"] = f"/api/v1/roles/{revised.value.role_id}"
+    response.headers["Location"] = f"{MOUNT}/roles/{quote(revised.value.role_id, safe='')}"
     return role(revised.value)
 
 

@@ -38,7 +38,8 @@ from ..auth import authenticate
 from ..state import AppState, app_state
 from .problems import ProblemError, body_problem
 
-JSON_SUBTYPES = ("json",)
+MOUNT = "/api/v1"
+"""Where the server mounts the application (:func:`scim_server.api.mount`)."""
 
 
 class LimitedRequest(Request):

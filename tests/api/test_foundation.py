@@ -597,3 +597,19 @@ async def test_scim_errors_keep_their_own_format(directory: Directory) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/scim+json")
     assert response.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+
+
+async def test_an_unknown_field_with_a_huge_name_is_named_in_short(
+    api: httpx.AsyncClient,
+) -> None:
+    """The location of an unknown field is cut to 64 characters, not echoed whole."""
+    response = await api.post("/roles", json=dict(ROLE, **{"k" * 100_000: 1}))
+    problem = assert_problem(response, 400, "invalid-request")
+    assert problem["errors"] == [
+        {
+            "location": ["body", "k" * 64 + "…"],
+            "detail": "Extra inputs are not permitted",
+            "type": "extra_forbidden",
+        }
+    ]
+    assert len(response.content) < 1000
