@@ -134,24 +134,25 @@ that differs between the two)."""
 _CHECK = """
 WITH RECURSIVE
 requests(n, user_id, permission) AS ({requests}),
-memberships(n, group_id, via) AS (
-    SELECT r.n, gm.group_id, gm.group_id
-      FROM requests r JOIN group_members gm ON gm.member_id = r.user_id
+asked(user_id) AS (SELECT DISTINCT user_id FROM requests),
+memberships(user_id, group_id, via) AS (
+    SELECT a.user_id, gm.group_id, gm.group_id
+      FROM asked a JOIN group_members gm ON gm.member_id = a.user_id
   UNION
-    SELECT m.n, gm.group_id, m.via
+    SELECT m.user_id, gm.group_id, m.via
       FROM group_members gm JOIN memberships m ON gm.member_id = m.group_id
 ),
-holders(n, holder_id, via) AS (
-    SELECT r.n, r.user_id, NULL FROM requests r
+holders(user_id, holder_id, via) AS (
+    SELECT a.user_id, a.user_id, NULL FROM asked a
   UNION ALL
-    SELECT m.n, m.group_id, m.via FROM memberships m
+    SELECT m.user_id, m.group_id, m.via FROM memberships m
 ),
 paths(n, source, binding_id, role_id, group_id, via, resource_type, resource_id) AS (
-    SELECT h.n, g.source, g.binding_id, g.role_id,
+    SELECT r.n, g.source, g.binding_id, g.role_id,
            CASE WHEN h.via IS NULL THEN NULL ELSE h.holder_id END, h.via,
            g.resource_type, g.resource_id
-      FROM holders h
-      JOIN requests r ON r.n = h.n
+      FROM requests r
+      JOIN holders h ON h.user_id = r.user_id
       {grants}
 )
 SELECT r.n, v.revision, u.lifecycle, u.blocked, p.source, p.binding_id, p.role_id, p.group_id,
@@ -162,19 +163,26 @@ SELECT r.n, v.revision, u.lifecycle, u.blocked, p.source, p.binding_id, p.role_i
   LEFT JOIN paths p ON p.n = r.n AND u.id IS NOT NULL
  ORDER BY r.n
 """
-"""For each numbered check, one row per grant (``rbac_grants``) of its
+"""Each user's groups are walked once however many of its checks a batch
+holds. For each numbered check, one row per grant (``rbac_grants``) of its
 permission held by its user or by one of its groups, on any resource
 (Python keeps those in scope), or one row of NULL paths; every row carries
 the revision and the user's state (NULL: no such user). One statement,
 hence one snapshot, for a whole batch."""
 
 _GRANTS = {
-    # A subquery PostgreSQL may not flatten (OFFSET 0): each holder's grants
-    # are looked up in ix_rbac_grants_holder. Flattened, the generic plan of
-    # the prepared statement (which cannot know that a user has a dozen
-    # groups) would hash the whole table.
+    # A subquery PostgreSQL may not flatten (OFFSET 0): each (holder,
+    # permission) is looked up in ix_rbac_grants_holder. Flattened, the
+    # generic plan of the prepared statement (which cannot know that a user
+    # has a dozen groups) would hash the whole table.
     "postgresql": "CROSS JOIN LATERAL (SELECT * FROM rbac_grants x"
     " WHERE x.holder_id = h.holder_id AND x.permission = r.permission OFFSET 0) g",
+    # Many permissions of a few users: every grant of their holders, read
+    # once by holder (a few thousand rows), joined to the checks by
+    # permission, instead of one look-up per check and holder.
+    "postgresql-by-holder": "JOIN (SELECT * FROM rbac_grants x"
+    " WHERE x.holder_id = ANY (ARRAY(SELECT holder_id FROM holders))) g"
+    " ON g.holder_id = h.holder_id AND g.permission = r.permission",
     "sqlite": "JOIN rbac_grants g ON g.holder_id = h.holder_id AND g.permission = r.permission",
 }
 
@@ -182,6 +190,11 @@ _CHECKS = {
     dialect: _CHECK.format(requests=sql, grants=_GRANTS[dialect])
     for dialect, sql in _REQUESTS.items()
 }
+_BY_HOLDER = _CHECK.format(requests=_REQUESTS["postgresql"], grants=_GRANTS["postgresql-by-holder"])
+
+CHECKS_PER_USER_BY_HOLDER = 20
+"""A batch asking at least this many checks per distinct user reads its
+holders' grants by holder (:data:`_GRANTS` ``postgresql-by-holder``)."""
 
 _HELD = f"""
 WITH RECURSIVE {_MEMBERSHIPS},
@@ -275,6 +288,7 @@ def _positional(sql: str) -> tuple[str, list[str]]:
 
 
 _CHECK_PG, _CHECK_NAMES = _positional(_CHECKS["postgresql"])
+_BY_HOLDER_PG, _ = _positional(_BY_HOLDER)
 
 
 async def _check_rows(store: Store, requests: Sequence[CheckRequest]) -> list[Sequence[Any]]:
@@ -287,7 +301,10 @@ async def _check_rows(store: Store, requests: Sequence[CheckRequest]) -> list[Se
             "permissions": [r.permission for r in requests],
         }
         with database_errors():
-            rows = await store.prepared.rows(_CHECK_PG, *(params[n] for n in _CHECK_NAMES))
+            users = len(set(params["users"]))
+            by_holder = len(requests) >= CHECKS_PER_USER_BY_HOLDER * users
+            sql = _BY_HOLDER_PG if by_holder else _CHECK_PG
+            rows = await store.prepared.rows(sql, *(params[n] for n in _CHECK_NAMES))
         return list(rows)
     pairs = json.dumps([[r.user_id, r.permission] for r in requests])
     async with store.reading() as session:

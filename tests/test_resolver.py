@@ -328,3 +328,20 @@ async def test_a_check_of_a_value_the_database_cannot_hold_is_refused(world: Wor
         return
     assert world.store.settings.is_sqlite
     assert [d.allowed for d in decisions] == [False, True]
+
+
+async def test_many_checks_of_one_user_answer_as_single_checks(world: World) -> None:
+    """A batch of many permissions of one user (read by holder on
+    PostgreSQL) answers exactly as one check each."""
+    permissions = ["doc.read", "doc.write", "doc.delete", "admin.all", "report.view", "none"]
+    requests = [
+        CheckRequest(world[user], permission, resource)
+        for user in ("alice", "frank")
+        for permission in permissions
+        for resource in (None, DOC42, DOC43)
+    ] * 2
+    assert len(requests) >= resolver.CHECKS_PER_USER_BY_HOLDER * 2
+    batch = await resolver.check_many(world.store, requests)
+    singles = [await resolver.check(world.store, r) for r in requests]
+    assert [(d.allowed, d.reasons) for d in batch] == [(d.allowed, d.reasons) for d in singles]
+    assert sum(d.allowed for d in batch) == 2 * (10 + 9)  # alice 10, frank 9 of 18 each
