@@ -28,7 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from identity_store import groups, users
 from identity_store.actor import Actor
 from identity_store.database import create_session_factory
-from identity_store.models import GroupMember, JobRun, LifecycleTransition, OutboxEntry, User
+from identity_store.models import (
+    AuditEntry,
+    GroupMember,
+    JobRun,
+    LifecycleTransition,
+    OutboxEntry,
+    User,
+)
 from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_store.users import UserInput
@@ -127,7 +134,7 @@ async def _wait_for_other_sessions_to_end(engine: AsyncEngine) -> None:
 
 async def _per_user(engine: AsyncEngine) -> dict[str, tuple[str, int, int, int, int]]:
     """Each user's state, memberships, deletion-sync history rows, Auth0
-    events and group events naming it."""
+    events and the groups its deprovisioning audit rows say it left."""
     async with engine.connect() as connection:
         states = dict((await connection.execute(select(User.id, User.lifecycle))).all())
         members = Counter((await connection.execute(select(GroupMember.member_id))).scalars().all())
@@ -147,15 +154,20 @@ async def _per_user(engine: AsyncEngine) -> dict[str, tuple[str, int, int, int, 
                 select(OutboxEntry.target, OutboxEntry.aggregate_id, OutboxEntry.payload)
             )
         ).all()
+        audited = (
+            await connection.execute(
+                select(AuditEntry.resource_id, AuditEntry.details).where(
+                    AuditEntry.action == "user.deprovision"
+                )
+            )
+        ).all()
     blocks: Counter[str] = Counter()
-    named: Counter[str] = Counter()
     for target, aggregate_id, payload in events:
-        if payload.get("cause") != "deletion-sync":
-            continue
-        if target == "auth0":
+        if payload.get("cause") == "deletion-sync" and target == "auth0":
             blocks[aggregate_id] += 1
-        else:
-            named.update(payload["members"])
+    named: Counter[str] = Counter()
+    for user_id, details in audited:
+        named[user_id] += len(details["groups"])
     return {
         user: (state, members[user], history[user], blocks[user], named[user])
         for user, state in states.items()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from fastapi import Depends, Security
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import Request
@@ -103,6 +104,25 @@ def insufficient_scope(scope: str) -> ProblemError:
     )
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters an operation declares, its dependencies' included."""
+    names = {field.alias for field in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names
+
+
+def unknown_query(request: Request, known: set[str]) -> ProblemError | None:
+    """A 400 naming the query parameters the operation does not declare: a
+    misspelt filter (``resourcetype=``) would otherwise be ignored and the
+    answer wider than asked, as bodies refuse unknown fields."""
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if not unknown:
+        return None
+    shown = ", ".join(repr(name[:64]) for name in unknown[:10])
+    return ProblemError(400, "invalid-request", f"unknown query parameter(s): {shown}")
+
+
 class AdminRoute(APIRoute):
     """A route only ``admin`` tokens may call."""
 
@@ -112,11 +132,14 @@ class AdminRoute(APIRoute):
         handler = super().get_route_handler()
         scope = self.scope
         takes_body = self.body_field is not None
+        known_query = _query_names(self.dependant)
 
         async def authorized(request: Request) -> Response:
             principal = await authenticate(request)
             if not principal.allows(scope):
                 raise insufficient_scope(scope)
+            if (problem := unknown_query(request, known_query)) is not None:
+                raise problem
             if takes_body and not _is_json(request.headers.get("content-type", "")):
                 raise ProblemError(
                     415,

@@ -613,3 +613,24 @@ async def test_an_unknown_field_with_a_huge_name_is_named_in_short(
         }
     ]
     assert len(response.content) < 1000
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/roles", {"resourcetype": "doc"}),
+        ("/bindings", {"resourcetype": "doc", "resourceId": "1"}),
+        ("/authz/subjects", {"permission": "p", "resource_type": "doc"}),
+    ],
+)
+async def test_an_unknown_query_parameter_is_refused_not_ignored(
+    api: Any, path: str, query: dict[str, str]
+) -> None:
+    """A misspelt filter is a 400 naming it, never a wider answer than asked."""
+    response = await api.get(path, params=query)
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["type"] == "urn:idstore:problem:invalid-request"
+    assert problem["detail"].startswith("unknown query parameter(s): ")
+    unknown = sorted(k for k in query if k not in ("resourceId", "permission"))
+    assert problem["detail"] == "unknown query parameter(s): " + ", ".join(map(repr, unknown))

@@ -105,7 +105,9 @@ def served(settings: Settings, engine: AsyncEngine) -> Iterator[Starlette]:
 
 
 @schema.parametrize()
-@hypothesis_settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@hypothesis_settings(
+    max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 def test_every_operation_conforms_to_its_description(
     case: Any, served: Starlette, api_tokens: dict[str, str]
 ) -> None:
