@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 from identity_store import groups, rbac, resolver, users
 from identity_store.actor import Actor
 from identity_store.errors import ConflictError, NotFoundError, StateError, ValidationError
-from identity_store.models import AuditEntry, Binding, OutboxEntry
+from identity_store.models import AuditEntry, Binding, OutboxEntry, RbacGrant
 from identity_store.rbac import BindingInput, Grant, Resource, Revoke, RoleInput
 from identity_store.resolver import CheckRequest
 from identity_store.settings import Settings
@@ -441,3 +442,36 @@ async def test_rond_state_expands_roles_per_subject_and_group(store: Store) -> N
     group_state = await rbac.rond_state(store, "Group", group)
     assert [(b.groups, b.permissions) for b in group_state] == [([group], ["own", "p1", "p2"])]
     assert await rbac.rond_state(store, "User", "01NOSUCHUSER0000000000000") == []
+
+
+async def test_a_deleted_binding_grants_nothing_any_more(store: Store) -> None:
+    """Deleting a binding takes its grants away at once."""
+    alice = await _user(store, "alice")
+    await rbac.create_role(store, "r", RoleInput("R", None, ["p"]), ACTOR)
+    created = await rbac.create_binding(store, BindingInput([alice], [], ["r"], ["q"]), ACTOR)
+    assert (await resolver.check(store, CheckRequest(alice, "p"))).allowed
+    await rbac.delete_binding(store, created.value.binding_id, ACTOR)
+    assert not (await resolver.check(store, CheckRequest(alice, "q"))).allowed
+    await assert_grants_kept(store)
+
+
+async def test_a_forgotten_user_keeps_no_grant(store: Store) -> None:
+    """What the deletion sync calls: the user leaves its bindings and roles,
+    and no grant row of it is left."""
+    alice, bob = await _user(store, "alice"), await _user(store, "bob")
+    await rbac.create_role(store, "r", RoleInput("R", None, ["p"]), ACTOR)
+    await rbac.create_binding(store, BindingInput([alice, bob], [], ["r"], []), ACTOR)
+    await rbac.replace_user_roles(store, alice, ["r"], ACTOR)
+
+    async def forget(session: Any) -> rbac.Forgotten:
+        return await rbac.forget_users(session, [alice], ACTOR, push=False)
+
+    forgotten = await store.transaction(forget)
+    assert forgotten.roles_of == {alice: ["r"]}
+    await assert_grants_kept(store)
+    async with store.reading() as session:
+        left = await session.scalar(
+            select(func.count()).select_from(RbacGrant).where(RbacGrant.holder_id == alice)
+        )
+    assert left == 0
+    assert (await resolver.check(store, CheckRequest(bob, "p"))).allowed

@@ -43,16 +43,16 @@ MUTATIONS = [
         "check-user-holds-nothing-itself",
         "what the user is granted itself (subject of a binding, user roles) is ignored",
         (
-            "    SELECT r.n, r.user_id, NULL FROM requests r\n",
-            "    SELECT r.n, r.user_id, NULL FROM requests r WHERE 1 = 0\n",
+            "    SELECT a.user_id, a.user_id, NULL FROM asked a\n",
+            "    SELECT a.user_id, a.user_id, NULL FROM asked a WHERE 1 = 0\n",
         ),
     ),
     m(
         "check-groups-hold-nothing",
         "what the user's groups are granted is ignored",
         (
-            "    SELECT m.n, m.group_id, m.via FROM memberships m\n",
-            "    SELECT m.n, m.group_id, m.via FROM memberships m WHERE 1 = 0\n",
+            "    SELECT m.user_id, m.group_id, m.via FROM memberships m\n",
+            "    SELECT m.user_id, m.group_id, m.via FROM memberships m WHERE 1 = 0\n",
         ),
     ),
     m(
