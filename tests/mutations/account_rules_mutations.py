@@ -16,16 +16,13 @@ or no longer applies. Not part of the normal suite run.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lifecycle_mutations
-from lifecycle_mutations import ROOT, Mutation, m
+from lifecycle_mutations import Mutation, m
 
 TARGET = Path("identity_sync/account_rules.py")
 TESTS = ["tests/sync/test_account_rules.py"]
@@ -237,38 +234,7 @@ def check(mutation: Mutation | None) -> tuple[str, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-k", help="only mutations whose name contains this")
-    parser.add_argument("--jobs", type=int, default=2)
-    args = parser.parse_args()
-    chosen = [x for x in MUTATIONS if not args.k or args.k in x.name]
-    source = (ROOT / TARGET).read_text()
-    stale = []
-    for mutation in chosen:
-        try:
-            lifecycle_mutations.mutated(source, mutation, TARGET)
-        except ValueError as exc:
-            stale.append(str(exc))
-    if stale:
-        print("\n".join(stale), file=sys.stderr)
-        return 1
-    started = time.monotonic()
-    baseline, detail = check(None)
-    if baseline != "passed":
-        print(f"the tests fail without any mutation: {detail}", file=sys.stderr)
-        return 1
-    print(f"unmutated: passed; {len(chosen)} mutations")
-    survived = 0
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for mutation, (outcome, test) in pool.map(lambda x: (x, check(x)), chosen):
-            result = "survived" if outcome == "passed" else "killed"
-            survived += outcome == "passed"
-            print(f"| {mutation.name:<36} | {result:<8} | {test} |", flush=True)
-    print(
-        f"{len(chosen) - survived} killed, {survived} survived, "
-        f"in {time.monotonic() - started:.0f} s"
-    )
-    return 1 if survived else 0
+    return lifecycle_mutations.run_mutations(__doc__.split("\n\n")[0], MUTATIONS, TARGET, check)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,6 +439,49 @@ def check(
         if not probe.stdout.strip().startswith(str(copy)):
             raise RuntimeError(f"the copy's package is not the one imported: {probe.stdout}")
         return pytest_in(copy, tests)
+
+
+def run_mutations(
+    description: str,
+    mutations: list[Mutation],
+    target: Path,
+    check: Callable[[Mutation | None], tuple[str, str]],
+) -> int:
+    """The command of a mutation script: apply each of ``mutations`` (or
+    those ``-k`` names) to ``target`` with ``check``; 1 when one survives or
+    no longer applies."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-k", help="only mutations whose name contains this")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    chosen = [x for x in mutations if not args.k or args.k in x.name]
+    source = (ROOT / target).read_text()
+    stale = []
+    for mutation in chosen:
+        try:
+            mutated(source, mutation, target)
+        except ValueError as exc:
+            stale.append(str(exc))
+    if stale:
+        print("\n".join(stale), file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    baseline, detail = check(None)
+    if baseline != "passed":
+        print(f"the tests fail without any mutation: {detail}", file=sys.stderr)
+        return 1
+    print(f"unmutated: passed; {len(chosen)} mutations")
+    survived = 0
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for mutation, (outcome, test) in pool.map(lambda x: (x, check(x)), chosen):
+            result = "survived" if outcome == "passed" else "killed"
+            survived += outcome == "passed"
+            print(f"| {mutation.name:<36} | {result:<8} | {test} |", flush=True)
+    print(
+        f"{len(chosen) - survived} killed, {survived} survived, "
+        f"in {time.monotonic() - started:.0f} s"
+    )
+    return 1 if survived else 0
 
 
 def main() -> int:
