@@ -19,6 +19,7 @@ always bound parameters.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any, cast
@@ -120,6 +121,20 @@ async def _init(connection: asyncpg.Connection) -> None:
         )
 
 
+async def _end_transaction(connection: asyncpg.Connection) -> None:
+    """Roll back the read-only transaction of :meth:`PreparedReads.rows_in_snapshot`
+    before the connection goes back to the pool; one that cannot (lost, or
+    interrupted mid-statement) is closed. asyncpg's pool would roll back a
+    released connection's transaction too, but reports each one to the
+    event loop's exception handler as an error."""
+    if connection.is_closed():
+        return
+    try:
+        await connection.execute("ROLLBACK")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        connection.terminate()
+
+
 def _record(row: asyncpg.Record) -> UserRecord:
     view = UserRow({c: row[c] for c in USER_COLUMNS})  # JSON decoded by the codec
     view.multi_values = [Entry(e) for e in row["_values"] or ()]
@@ -207,6 +222,61 @@ class PreparedReads:
         resolver's check), on this pool's connections (statements are
         prepared once per connection and cached by asyncpg)."""
         return await self._fetch(sql, *args)
+
+    async def rows_in_snapshot(
+        self, sql: str, parts: Sequence[Sequence[Any]]
+    ) -> list[asyncpg.Record]:
+        """The rows of ``sql`` run once per argument tuple of ``parts``, on as
+        many connections at once, all reading one snapshot: the first
+        connection opens a ``REPEATABLE READ`` transaction and exports its
+        snapshot (``pg_export_snapshot``), the others adopt it (``SET
+        TRANSACTION SNAPSHOT``), as ``pg_dump --jobs`` does. So a batch split
+        in parts uses several of the database's cores and still reads one
+        state. A connection the pool cannot give at once is not waited for
+        (two requests each holding one and waiting for another would
+        deadlock): its part runs on the first connection, in the same
+        snapshot, after the others."""
+        assert self._pool is not None, "PreparedReads.open() was not awaited"
+        if len(parts) == 1:
+            return await self._fetch(sql, *parts[0])
+        pool = self._pool
+        with row_inserts.as_sqlalchemy_errors(sql, parts[0]):
+            async with pool.acquire() as first:
+                helpers: list[asyncpg.Connection] = []
+                try:
+                    await first.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+                    for _ in parts[1:]:
+                        if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+                            break
+                        try:
+                            helpers.append(await pool.acquire(timeout=0.01))
+                        except TimeoutError:
+                            break
+                        await helpers[-1].execute(
+                            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                            f"SET TRANSACTION SNAPSHOT '{snapshot}'"
+                        )
+                    spread = await asyncio.gather(
+                        *(
+                            connection.fetch(sql, *args)
+                            for connection, args in zip([first, *helpers], parts, strict=False)
+                        ),
+                        return_exceptions=True,
+                    )
+                    found: list[asyncpg.Record] = []
+                    for rows in spread:
+                        if isinstance(rows, BaseException):
+                            raise rows
+                        found.extend(rows)
+                    for args in parts[1 + len(helpers) :]:
+                        found.extend(await first.fetch(sql, *args))
+                    return found
+                finally:
+                    for connection in (first, *helpers):
+                        await _end_transaction(connection)
+                    for helper in helpers:
+                        await pool.release(helper)
 
     async def total(self, resource_type: str) -> int:
         """The live total kept by :mod:`identity_store.counts`."""

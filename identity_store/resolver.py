@@ -196,6 +196,11 @@ CHECKS_PER_USER_BY_HOLDER = 20
 """A batch asking at least this many checks per distinct user reads its
 holders' grants by holder (:data:`_GRANTS` ``postgresql-by-holder``)."""
 
+SPLIT_AT = 200
+"""The fewest checks a batch must hold to be split in parts run at once
+(``IDSTORE_AUTHZ_BATCH_PARALLELISM``): below it, the exported snapshot's
+extra round trips cost more than the second core saves."""
+
 _HELD = f"""
 WITH RECURSIVE {_MEMBERSHIPS},
 bound(binding_id) AS (
@@ -291,21 +296,45 @@ _CHECK_PG, _CHECK_NAMES = _positional(_CHECKS["postgresql"])
 _BY_HOLDER_PG, _ = _positional(_BY_HOLDER)
 
 
-async def _check_rows(store: Store, requests: Sequence[CheckRequest]) -> list[Sequence[Any]]:
+def _parts(requests: Sequence[CheckRequest], parts: int) -> list[list[int]]:
+    """The positions of ``requests`` in up to ``parts`` groups of about the
+    same size, every check of a user in the same group (its groups are walked
+    once), users dealt to the group with the fewest checks so far."""
+    by_user: dict[str, list[int]] = {}
+    for n, request in enumerate(requests):
+        by_user.setdefault(request.user_id, []).append(n)
+    groups: list[list[int]] = [[] for _ in range(min(parts, len(by_user)))]
+    for positions in sorted(by_user.values(), key=len, reverse=True):
+        min(groups, key=len).extend(positions)
+    return groups
+
+
+async def _check_rows(
+    store: Store, requests: Sequence[CheckRequest], *, parts: int = 1
+) -> list[Sequence[Any]]:
     """The rows of :data:`_CHECK` for ``requests``: a prepared asyncpg
-    statement on PostgreSQL, SQLAlchemy on SQLite."""
+    statement on PostgreSQL (a batch of at least :data:`SPLIT_AT` checks
+    of several users split in up to ``parts`` statements run at once on as
+    many connections, in one snapshot), SQLAlchemy on SQLite."""
     if store.prepared is not None:
-        params: dict[str, Any] = {
-            "ns": list(range(len(requests))),
-            "users": [r.user_id for r in requests],
-            "permissions": [r.permission for r in requests],
-        }
+        users = len({r.user_id for r in requests})
+        by_holder = len(requests) >= CHECKS_PER_USER_BY_HOLDER * users
+        sql = _BY_HOLDER_PG if by_holder else _CHECK_PG
+        groups = (
+            _parts(requests, parts)
+            if parts > 1 and not by_holder and len(requests) >= SPLIT_AT
+            else [list(range(len(requests)))]
+        )
+        arguments = [
+            (
+                group,
+                [requests[n].user_id for n in group],
+                [requests[n].permission for n in group],
+            )
+            for group in groups
+        ]
         with database_errors():
-            users = len(set(params["users"]))
-            by_holder = len(requests) >= CHECKS_PER_USER_BY_HOLDER * users
-            sql = _BY_HOLDER_PG if by_holder else _CHECK_PG
-            rows = await store.prepared.rows(sql, *(params[n] for n in _CHECK_NAMES))
-        return list(rows)
+            return list(await store.prepared.rows_in_snapshot(sql, arguments))
     pairs = json.dumps([[r.user_id, r.permission] for r in requests])
     async with store.reading() as session:
         return list((await session.execute(text(_CHECKS["sqlite"]), {"requests": pairs})).all())
@@ -437,7 +466,8 @@ async def check_many(store: Store, requests: list[CheckRequest]) -> list[Decisio
     if not requests:
         return []
     grouped: list[list[Sequence[Any]]] = [[] for _ in requests]
-    for row in await _check_rows(store, requests):
+    parts = store.settings.authz_batch_parallelism
+    for row in await _check_rows(store, requests, parts=parts):
         grouped[int(row[0])].append(row)
     return [_decide(request, rows) for request, rows in zip(requests, grouped, strict=True)]
 

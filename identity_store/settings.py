@@ -355,6 +355,12 @@ class Settings(BaseSettings):
     authz_max_batch: int = Field(default=1000, ge=1, le=10_000)
     """Checks one ``POST /api/v1/authz/check-batch`` may carry."""
 
+    authz_batch_parallelism: int = Field(default=2, ge=1, le=16)
+    """PostgreSQL connections one ``check-batch`` of at least 200 checks of
+    several users may use at once (its checks split by user, every part
+    reading one exported snapshot): database cores a batch may keep busy.
+    1 runs every batch as one statement."""
+
     rbac_max_list: int = Field(default=1000, ge=1, le=100_000)
     """Entries one role or binding may list (permissions, roles, subjects,
     groups), and role ids one replacement of a user's or group's roles."""

@@ -345,3 +345,40 @@ async def test_many_checks_of_one_user_answer_as_single_checks(world: World) -> 
     singles = [await resolver.check(world.store, r) for r in requests]
     assert [(d.allowed, d.reasons) for d in batch] == [(d.allowed, d.reasons) for d in singles]
     assert sum(d.allowed for d in batch) == 2 * (10 + 9)  # alice 10, frank 9 of 18 each
+
+
+async def test_a_batch_split_in_parts_answers_as_single_checks(world: World) -> None:
+    """A batch big enough to be split (PostgreSQL: its parts run at once on
+    several connections) answers exactly as one check each, in order."""
+    base = [
+        CheckRequest(world.ids.get(u, "01NOSUCHUSER0000000000000"), p, r) for u, p, r, *_ in CHECKS
+    ]
+    requests = (base * (resolver.SPLIT_AT // len(base) + 1))[: resolver.SPLIT_AT + 7]
+    assert world.store.settings.authz_batch_parallelism > 1
+    assert len({r.user_id for r in requests}) > 1
+    batch = await resolver.check_many(world.store, requests)
+    singles = {r: await resolver.check(world.store, r) for r in base}
+    assert [(d.request, d.allowed, d.reasons) for d in batch] == [
+        (r, singles[r].allowed, singles[r].reasons) for r in requests
+    ]
+    assert len({d.revision for d in batch}) == 1
+
+
+PARTS = [
+    # (checks as user letters, parts) -> expected groups of positions
+    ("aaaa", 2, [[0, 1, 2, 3]]),
+    ("abab", 2, [[0, 2], [1, 3]]),
+    ("aaab", 2, [[0, 1, 2], [3]]),
+    ("abcabc", 1, [[0, 3, 1, 4, 2, 5]]),
+    ("aabbc", 2, [[0, 1, 4], [2, 3]]),
+    ("abcd", 3, [[0, 3], [1], [2]]),
+    ("", 2, []),
+]
+
+
+@pytest.mark.parametrize(("users", "parts", "expected"), PARTS)
+def test_a_batch_is_split_by_user_into_balanced_parts(
+    users: str, parts: int, expected: list[list[int]]
+) -> None:
+    requests = [CheckRequest(user, "p") for user in users]
+    assert resolver._parts(requests, parts) == expected
