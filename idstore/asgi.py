@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,4 +44,11 @@ def app_factory() -> Starlette:
     ``IDSTORE_WORKER_IN_PROCESS=false``."""
     settings = Settings()
     in_process = settings.is_sqlite and settings.worker_in_process
-    return create_app(settings, background=in_process_worker if in_process else None)
+    app = create_app(settings, background=in_process_worker if in_process else None)
+    # Everything imported and built so far lives as long as the process:
+    # out of the collector's sight (gc.freeze), a full collection no longer
+    # walks the few hundred thousand objects of the libraries' modules and
+    # models, which paused every request in flight for 50-100 ms every
+    # few large requests (a batch of 1,000 checks, docs/benchmarks.md).
+    gc.freeze()
+    return app
