@@ -76,6 +76,13 @@ async def test_parts_run_on_several_connections_in_one_snapshot(
             assigned += 1
         return assigned
 
+    # Three connections open and idle first: a part never waits for a
+    # connection being opened (it would run on the first one instead).
+    pool = reads.prepared._pool
+    assert pool is not None
+    opened = [await pool.acquire() for _ in range(3)]
+    for connection in opened:
+        await pool.release(connection)
     busy = asyncio.create_task(assign_ids())
     try:
         for _ in range(20):
