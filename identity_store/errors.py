@@ -38,7 +38,12 @@ class StateError(StoreError):
 
 
 class ValidationError(StoreError):
-    """A value is not acceptable for the store."""
+    """A value is not acceptable for the store. ``location`` says where, when
+    the value is inside a document (``("customData", "address", "zip")``)."""
+
+    def __init__(self, detail: str, *, location: tuple[str | int, ...] = ()) -> None:
+        super().__init__(detail)
+        self.location = location
 
 
 class ConcurrentUpdateError(StoreError):

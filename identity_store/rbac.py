@@ -1070,19 +1070,59 @@ async def replace_user_roles(
 
     async def work(session: AsyncSession) -> Revised[list[str]]:
         await _user_exists(session, user_id)
-        await _require(session, roles=roles)
-        added, removed = await _replace_assignment(session, _USER_ROLES, "user_id", user_id, roles)
-        if added or removed:
-            await _regrant(session, "user-role", [user_id])
-        number = await _bump(session)
-        audit.record(
-            session, actor, "user.roles", "User", user_id, {"added": added, "removed": removed}
-        )
-        if added or removed:
-            await _push(session, store, actor, _Touched(users={user_id}))
+        number = await write_user_roles(session, store, user_id, roles, actor)
+        if number is None:  # the same roles: still a change, recorded as one
+            number = await _bump(session)
+            audit.record(
+                session, actor, "user.roles", "User", user_id, {"added": [], "removed": []}
+            )
         return Revised(roles, number)
 
     return await store.transaction(work)
+
+
+def check_role_ids(store: Store, role_ids: Iterable[str]) -> list[str]:
+    """``role_ids`` sorted without repeats, or :class:`ValidationError` for a
+    list longer than ``IDSTORE_RBAC_MAX_LIST`` or an id no role could have
+    (before any transaction; :func:`write_user_roles` checks they exist)."""
+    return _check_list("roles", role_ids, store.settings.rbac_max_list, ROLE_ID_LENGTH)
+
+
+async def write_user_roles(
+    session: AsyncSession, store: Store, user_id: str, roles: list[str], actor: Actor
+) -> int | None:
+    """Replace the roles of a user the caller's transaction holds (internal:
+    :mod:`identity_store.users` assigns a new or changed user's roles in its
+    own transaction). ``roles`` come from :func:`check_role_ids`; unknown
+    ones are a :class:`ValidationError` naming them. The RBAC revision the
+    change made, with its audit row (``user.roles``) and Rönd push; ``None``
+    when the roles were those already, and nothing is written."""
+    await _require(session, roles=roles)
+    added, removed = await _replace_assignment(session, _USER_ROLES, "user_id", user_id, roles)
+    if not added and not removed:
+        return None
+    await _regrant(session, "user-role", [user_id])
+    number = await _bump(session)
+    audit.record(
+        session, actor, "user.roles", "User", user_id, {"added": added, "removed": removed}
+    )
+    await _push(session, store, actor, _Touched(users={user_id}))
+    return number
+
+
+async def roles_of_users(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The roles assigned to each of ``user_ids`` directly, sorted (internal:
+    the management API's user documents)."""
+    found: dict[str, list[str]] = {uid: [] for uid in user_ids}
+    for chunk in _chunks(list(dict.fromkeys(user_ids))):
+        rows = await session.execute(
+            select(_USER_ROLES.c.user_id, _USER_ROLES.c.role_id)
+            .where(_USER_ROLES.c.user_id.in_(chunk))
+            .order_by(_USER_ROLES.c.user_id, _USER_ROLES.c.role_id)
+        )
+        for user_id, role_id in rows:
+            found[user_id].append(role_id)
+    return found
 
 
 async def grant(store: Store, request: Grant, actor: Actor) -> Revised[str]:

@@ -78,6 +78,9 @@ class UserRecord:
     user: UserRow | User
     groups: list[GroupRef]
     manager_display: str | None
+    roles: list[str] | None = None
+    """The RBAC roles assigned to the user directly, sorted, when they were
+    read (the management API's user documents); ``None`` otherwise."""
 
 
 _GROUPS_OF = (

@@ -365,6 +365,13 @@ class Settings(BaseSettings):
     """Entries one role or binding may list (permissions, roles, subjects,
     groups), and role ids one replacement of a user's or group's roles."""
 
+    # -- Users of the management API (docs/management-api.md) --
+
+    user_search_scan: int = Field(default=10_000, ge=100, le=1_000_000)
+    """Users one page of ``GET /api/v1/users?q=`` examines at most: a
+    substring search no index serves is bounded per page (the page may hold
+    fewer users than asked while ``nextCursor`` goes on)."""
+
     @field_validator("graph_base_url", "graph_login_url")
     @classmethod
     def _https_unless_loopback(cls, value: str) -> str:

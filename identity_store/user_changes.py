@@ -8,7 +8,9 @@ retry, version check); nothing outside the store calls this module.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import re
 import secrets
 from collections import Counter
 from collections.abc import Sequence
@@ -21,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import audit, counts, lifecycle, row_inserts
+from . import audit, counts, lifecycle, row_inserts, user_group_schemas
 from .actor import Actor
 from .attributes import USER_ATTRIBUTES
 from .comparison import normalize
-from .errors import ConflictError, NotFoundError, ValidationError
+from .errors import ConflictError, NotFoundError, StateError, ValidationError
 from .limits import check_free_form, check_lengths, check_moment
 from .models import (
     Group,
@@ -86,6 +88,27 @@ class UserInput:
     addresses: list[dict[str, Any]] = field(default_factory=list)
     password: Any = UNSET
     """A new password, ``None`` to clear it, or :data:`UNSET` to keep it."""
+
+
+def current_input(user: Any) -> UserInput:
+    """The full writable state of a stored user (a :class:`User` with its
+    entries loaded, or a read model of one), for a change of part of it:
+    every writable column, entry and address as stored; the password kept."""
+    columns = {name: getattr(user, name) for name in WRITABLE_COLUMNS}
+    for name in FREE_FORM_COLUMNS:  # the change must not alter the stored objects
+        columns[name] = copy.deepcopy(columns[name])
+    return UserInput(
+        user_name=user.user_name,
+        columns=columns,
+        multi_values=[
+            {"attribute": v.attribute, **{f: getattr(v, f) for f in MULTI_VALUE_FIELDS}}
+            for v in sorted(user.multi_values, key=lambda v: (v.attribute, v.position))
+        ],
+        addresses=[
+            {f: getattr(a, f) for f in ADDRESS_FIELDS}
+            for a in sorted(user.addresses, key=lambda a: a.position)
+        ],
+    )
 
 
 def live_users() -> Select[User]:
@@ -158,6 +181,44 @@ async def _ensure_user_name_free(
         query = query.where(User.id != except_id)
     if await session.scalar(query.limit(1)) is not None:
         raise ConflictError("userName", f"userName {user_name!r} is already taken")
+
+
+ULID_PATTERN = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+"""A ULID as this store writes them: 26 characters of Crockford's base32, in
+upper case, the first at most ``7`` (48 bits of time)."""
+
+
+def check_user_id(user_id: str) -> str:
+    """``user_id`` when it is a ULID (:data:`ULID_PATTERN`), else :class:`ValidationError`."""
+    if not isinstance(user_id, str) or ULID_PATTERN.fullmatch(user_id) is None:
+        raise ValidationError(
+            "id must be a ULID: 26 characters of Crockford's base32 in upper case "
+            "(0-9, A-Z without I, L, O, U), the first at most 7",
+            location=("id",),
+        )
+    return user_id
+
+
+async def _ensure_id_free(session: AsyncSession, user_id: str) -> None:
+    """A chosen id no user row has (deleted users keep theirs)."""
+    check_user_id(user_id)
+    if await session.scalar(select(User.id).where(User.id == user_id)) is not None:
+        raise ConflictError("id", f"id {user_id!r} is already taken")
+
+
+async def _check_user_group(session: AsyncSession, data: UserInput, before: User | None) -> None:
+    """A write that sets or changes ``userGroup`` or ``customData`` names a
+    configured user group (when it names one) whose schema ``customData``
+    satisfies (identity_store.user_group_schemas). A write that changes
+    neither is not checked again: a schema changed since the user was
+    written applies at its next change of either."""
+    group = data.columns.get("user_group")
+    if group is None:
+        return
+    custom_data = data.columns.get("custom_data")
+    if before is not None and group == before.user_group and custom_data == before.custom_data:
+        return
+    await user_group_schemas.check_user_group(session, group, custom_data)
 
 
 def _validate(data: UserInput, max_values: int) -> None:
@@ -358,13 +419,19 @@ async def insert_user(
     required_attributes: Sequence[str],
     max_values: int,
     default_idp_source: str = IdpSource.SCIM.value,
+    user_id: str | None = None,
 ) -> User:
-    """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``."""
+    """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``.
+    ``user_id``: the id the caller chose (a ULID no user, live or deleted,
+    has), else a new one."""
     _derive_identifiers(data)
     _validate(data, max_values)
+    if user_id is not None:
+        await _ensure_id_free(session, user_id)
+    await _check_user_group(session, data, None)
     # userName uniqueness is the unique index's to enforce: a taken name
     # fails the INSERT below (IntegrityError -> ConflictError).
-    user = User(id=new_id(), version=1, lifecycle="", tags=[], status=[], providers=[])
+    user = User(id=user_id or new_id(), version=1, lifecycle="", tags=[], status=[], providers=[])
     _apply(user, data)
     if not user.idp_source:
         user.idp_source = default_idp_source
@@ -381,6 +448,10 @@ async def insert_user(
     try:
         await _insert(session, user)
     except IntegrityError as exc:
+        if user_id is not None:  # a concurrent create took the id or the name
+            raise ConflictError(
+                "userName", f"userName {data.user_name!r} or id {user_id!r} is already taken"
+            ) from exc
         raise _flush_conflict(exc, data) from exc
     counts.change(session, "User", +1)
     audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
@@ -416,6 +487,7 @@ async def write_replacement(
     """Replace every writable attribute of ``user`` (loaded by :func:`load_user`)."""
     _derive_identifiers(data, user)
     _validate(data, max_values)
+    await _check_user_group(session, data, user)
     if normalize(data.user_name) != user.user_name_normalized:
         await _ensure_user_name_free(session, data.user_name, except_id=user.id)
     before = user.lifecycle
@@ -491,3 +563,78 @@ async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
         {"userName": user.user_name, "groups": group_ids},
     )
     audit.enqueue(session, actor, "auth0", "delete", "User", user.id, {"version": user.version})
+
+
+async def load_deleted_user(session: AsyncSession, user_id: str) -> User:
+    """A user deleted over SCIM or the management API, with its entries,
+    locked for its restore; :class:`NotFoundError` when no row has this id,
+    :class:`StateError` when the user is not deleted."""
+    user = (
+        await session.scalars(
+            select(User)
+            .where(User.id == user_id)
+            .options(selectinload(User.multi_values), selectinload(User.addresses))
+            .with_for_update(of=User)
+        )
+    ).one_or_none()
+    if user is None:
+        raise NotFoundError("User", user_id)
+    if user.deleted_at is None:
+        raise StateError(f"user {user_id} is not deleted: there is nothing to restore")
+    return user
+
+
+async def restore(
+    session: AsyncSession, user: User, actor: Actor, *, required_attributes: Sequence[str]
+) -> User:
+    """Undo a delete (:func:`mark_deleted`) before the deletion sync: the user
+    is live again, ``active``, and its lifecycle what its attributes make it
+    (``ACTIVE`` or ``CREATED``; still ``SUSPENDED`` when blocked or expired).
+    Its group memberships, which ended with the delete, are not restored;
+    its directly assigned roles were kept.
+
+    :raises StateError: The deletion sync deprovisioned it (``INACTIVE``), or
+        its user group no longer exists.
+    :raises ConflictError: A live user has taken its ``userName`` meanwhile.
+    """
+    if user.lifecycle == Lifecycle.INACTIVE.value:
+        raise StateError(
+            f"user {user.id} was deprovisioned by the deletion sync (INACTIVE) and cannot "
+            "be restored"
+        )
+    if user.user_group is not None and not await user_group_schemas.group_exists(
+        session, user.user_group
+    ):
+        raise StateError(
+            f"user {user.id} cannot be restored: its user group {user.user_group!r} was "
+            "deleted meanwhile"
+        )
+    await _ensure_user_name_free(session, user.user_name, except_id=user.id)
+    now = utcnow()
+    user.deleted_at = None
+    user.active = True
+    user.updated_at = now
+    lifecycle.transition(
+        session,
+        user,
+        lifecycle.target_state(user, required_attributes, now),
+        "restored",
+        actor,
+        now=now,
+    )
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent create took the name
+        raise ConflictError("userName", f"userName {user.user_name!r} is already taken") from exc
+    counts.change(session, "User", +1)
+    audit.record(
+        session,
+        actor,
+        "user.restore",
+        "User",
+        user.id,
+        {"userName": user.user_name, "version": user.version},
+    )
+    operation = "block" if lifecycle.is_suspended(user, now) else "upsert"
+    audit.enqueue(session, actor, "auth0", operation, "User", user.id, {"version": user.version})
+    return user

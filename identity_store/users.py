@@ -20,17 +20,19 @@ Both return the same records.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import filtering, user_changes
+from . import counts, filtering, rbac, user_changes
 from .actor import Actor
+from .attributes import CORE_USER_SCHEMA
 from .comparison import normalize
 from .errors import NotFoundError
-from .models import IdpSource, User
+from .models import IdpSource, User, utcnow
 from .paging import (
     CursorSorts,
     Page,
@@ -51,20 +53,28 @@ from .read_models import (
     user_rows,
 )
 from .store import Store, database_errors
-from .user_changes import UNSET, UserInput
+from .user_changes import UNSET, UserInput, check_user_id, current_input
 from .versions import check_version
 
 __all__ = [
     "UNSET",
     "GroupRef",
     "UserInput",
+    "UserListing",
+    "UserQuery",
     "UserRecord",
     "UserRow",
+    "add_roles",
+    "check_user_id",
+    "count_users",
     "create_user",
+    "current_input",
     "delete_user",
     "find_users",
     "get_user",
+    "list_users",
     "normalize",
+    "restore_user",
     "update_user",
 ]
 
@@ -80,14 +90,25 @@ CURSOR_SORTS: CursorSorts = {
 
 
 async def create_user(
-    store: Store, data: UserInput, actor: Actor, *, idp_source: str | None = None
+    store: Store,
+    data: UserInput,
+    actor: Actor,
+    *,
+    idp_source: str | None = None,
+    user_id: str | None = None,
+    roles: Sequence[str] | None = None,
 ) -> UserRecord:
     """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``
     (SPEC §4). ``idp_source`` is where it comes from when ``data`` does not say.
+    ``user_id``: an id the caller chose (a ULID), else a new one. ``roles``:
+    RBAC role ids assigned to the user directly, in the same transaction
+    (the record then carries them).
 
-    :raises ConflictError: The ``userName`` is taken.
-    :raises ValidationError: A value is not acceptable.
+    :raises ConflictError: The ``userName`` (or the chosen id) is taken.
+    :raises ValidationError: A value is not acceptable: an unknown role, a
+        ``userGroup`` that is not configured, ``customData`` its schema refuses.
     """
+    role_ids = None if roles is None else rbac.check_role_ids(store, roles)
 
     async def work(session: AsyncSession) -> UserRecord:
         user = await user_changes.insert_user(
@@ -97,9 +118,15 @@ async def create_user(
             required_attributes=store.settings.required_idp_attributes,
             max_values=store.settings.max_multi_values,
             default_idp_source=idp_source or IdpSource.SCIM.value,
+            user_id=user_id,
         )
+        if role_ids:
+            await rbac.write_user_roles(session, store, user.id, role_ids, actor)
         # A new user is in no group yet.
-        return (await user_records(session, [user], groups=False))[0]
+        record = (await user_records(session, [user], groups=False))[0]
+        if role_ids is not None:
+            record.roles = role_ids
+        return record
 
     return await store.transaction(work)
 
@@ -113,6 +140,7 @@ async def update_user(
     expected_version: int | None = None,
     action: str = "user.patch",
     offload: bool = False,
+    roles: Sequence[str] | None = None,
 ) -> UserRecord:
     """Change a user: lock it, check ``expected_version``, let ``change`` compute
     its new state from its current record (without ``groups``, which no
@@ -124,11 +152,18 @@ async def update_user(
     loop keeps serving other requests meanwhile; a short change runs inline,
     which costs less than the thread hand-off.
 
+    ``roles`` (not ``None``): the RBAC role ids the user is assigned
+    directly from now on, replaced in the same transaction; when they change
+    and nothing else does, the user still gets a new version (its management
+    document changed), and the record carries them.
+
     :raises NotFoundError: No live user has this id.
     :raises VersionMismatchError: The user is not at ``expected_version``.
     :raises ConflictError: The new ``userName`` is taken.
+    :raises ValidationError: A value is not acceptable (unknown roles included).
     :raises ConcurrentUpdateError: Concurrent writers kept winning.
     """
+    role_ids = None if roles is None else rbac.check_role_ids(store, roles)
 
     async def work(session: AsyncSession) -> UserRecord:
         user = await user_changes.load_user(session, user_id, for_update=True)
@@ -145,7 +180,45 @@ async def update_user(
                 max_values=store.settings.max_multi_values,
                 action=action,
             )
-        return (await user_records(session, [user]))[0]
+        if role_ids is not None:
+            revision = await rbac.write_user_roles(session, store, user.id, role_ids, actor)
+            if revision is not None and data is None:
+                user.updated_at = utcnow()
+                await session.flush()  # the version moves on
+        record = (await user_records(session, [user]))[0]
+        if role_ids is not None:
+            record.roles = role_ids
+        return record
+
+    return await store.transaction(work)
+
+
+async def restore_user(
+    store: Store, user_id: str, actor: Actor, *, expected_version: int | None = None
+) -> UserRecord:
+    """Undo the delete of a user before the deletion sync made it ``INACTIVE``
+    (:func:`identity_store.user_changes.restore`): live again, ``active``,
+    ``ACTIVE`` or ``CREATED`` as its attributes say (still ``SUSPENDED``
+    when blocked or expired), with its roles; not back in the groups it left.
+    Audited (``user.restore``), in the history (cause ``restored``), with an
+    ``auth0`` outbox row.
+
+    :raises NotFoundError: No user row has this id.
+    :raises StateError: The user is not deleted, is ``INACTIVE`` already, or
+        its user group was deleted meanwhile.
+    :raises ConflictError: A live user has its ``userName`` now.
+    :raises VersionMismatchError: The user is not at ``expected_version``.
+    """
+
+    async def work(session: AsyncSession) -> UserRecord:
+        user = await user_changes.load_deleted_user(session, user_id)
+        check_version(user.version, expected_version)
+        user = await user_changes.restore(
+            session, user, actor, required_attributes=store.settings.required_idp_attributes
+        )
+        record = (await user_records(session, [user]))[0]
+        record.roles = (await rbac.roles_of_users(session, [user.id]))[user.id]
+        return record
 
     return await store.transaction(work)
 
@@ -168,8 +241,11 @@ async def delete_user(
     await store.transaction(work)
 
 
-async def get_user(store: Store, user_id: str, *, groups: bool = True) -> UserRecord:
-    """A live user by id (``groups=False``: without its groups, one query fewer).
+async def get_user(
+    store: Store, user_id: str, *, groups: bool = True, roles: bool = False
+) -> UserRecord:
+    """A live user by id (``groups=False``: without its groups, one query
+    fewer; ``roles``: with its directly assigned RBAC roles, one more).
 
     :raises NotFoundError: No live user has this id.
     """
@@ -181,7 +257,138 @@ async def get_user(store: Store, user_id: str, *, groups: bool = True) -> UserRe
             found = await user_records(session, await user_rows(session, [user_id]), groups=groups)
     if not found:
         raise NotFoundError("User", user_id)
+    if roles:
+        await add_roles(store, found)
     return found[0]
+
+
+async def add_roles(store: Store, records: list[UserRecord]) -> None:
+    """Read the directly assigned RBAC roles of each record's user into it."""
+    async with store.reading() as session:
+        assigned = await rbac.roles_of_users(session, [r.user.id for r in records])
+    for record in records:
+        record.roles = assigned[record.user.id]
+
+
+@dataclass(frozen=True, slots=True)
+class UserQuery:
+    """Which live users a management list or count takes (every condition
+    given must hold)."""
+
+    user_group: str | None = None
+    lifecycle: str | None = None
+    search: str | None = None
+    """Case-insensitive substring of ``userName``, an e-mail address,
+    ``displayName``, ``givenName``, ``familyName`` or ``middleName``."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserListing:
+    """A page of :func:`list_users`: the users (with their roles), and the id
+    to continue after (``None``: the list is done)."""
+
+    users: list[UserRecord]
+    next_after: str | None
+
+
+_SEARCHED = tuple(
+    f"{CORE_USER_SCHEMA}:{name}"
+    for name in (
+        "userName",
+        "emails.value",
+        "displayName",
+        "name.givenName",
+        "name.familyName",
+        "name.middleName",
+    )
+)
+
+
+def _indexed(query: UserQuery) -> list[ColumnElement[bool]]:
+    """The conditions an index serves: live, the group ``(user_group, id)``,
+    the state ``(lifecycle, ...)``."""
+    where: list[ColumnElement[bool]] = [User.deleted_at.is_(None)]
+    if query.user_group is not None:
+        where.append(User.user_group == query.user_group)
+    if query.lifecycle is not None:
+        where.append(User.lifecycle == query.lifecycle)
+    return where
+
+
+def _search(text: str) -> ColumnElement[bool]:
+    """The search as the SCIM filter ``userName co "x" or emails.value co "x"
+    or ...`` (:mod:`identity_store.filtering`: the same case folding)."""
+    terms = tuple(filtering.Compare(name, "co", text, case_exact=False) for name in _SEARCHED)
+    return filtering.user_where(filtering.Or(terms))
+
+
+async def list_users(
+    store: Store, query: UserQuery, *, after: str | None, limit: int, scan: int
+) -> UserListing:
+    """Live users matching ``query``, by id after ``after``, at most ``limit``
+    of them, with their roles (the management API's ``GET /users``).
+
+    Without ``search`` the page is one keyset query on an index (the live
+    users by id, ``(user_group, id)``). A search is a substring match that
+    no index serves: it examines at most ``scan`` users (the next ones by id
+    that match the other conditions), so a page may hold fewer than
+    ``limit`` users, even none, while ``next_after`` says the list goes on.
+    """
+    where = _indexed(query)
+    if after is not None:
+        where.append(User.id > after)
+    async with store.reading() as session:
+        if query.search is None:
+            found = list(
+                await session.scalars(
+                    select(User.id).where(*where).order_by(User.id).limit(limit + 1)
+                )
+            )
+            next_after = found[limit - 1] if len(found) > limit else None
+        else:
+            window = select(User.id).where(*where).order_by(User.id).limit(scan).subquery()
+            found = list(
+                await session.scalars(
+                    select(User.id)
+                    .where(User.id.in_(select(window.c.id)), _search(query.search))
+                    .order_by(User.id)
+                    .limit(limit + 1)
+                )
+            )
+            if len(found) > limit:
+                next_after = found[limit - 1]
+            else:  # the list goes on after the window when the window was full
+                examined, last = (
+                    await session.execute(select(func.count(), func.max(window.c.id)))
+                ).one()
+                next_after = last if examined >= scan else None
+        ids = found[:limit]
+    records = await _records(store, ids)
+    await add_roles(store, records)
+    return UserListing(records, next_after)
+
+
+async def _records(store: Store, ids: list[str]) -> list[UserRecord]:
+    """The live users among ``ids``, in that order, without their groups."""
+    if store.prepared is not None:
+        with database_errors():
+            return await store.prepared.users(ids, groups=False)
+    async with store.reading() as session:
+        return await user_records(session, await user_rows(session, ids), groups=False)
+
+
+async def count_users(store: Store, query: UserQuery) -> int:
+    """How many live users match ``query``: the kept total (identity_store.counts)
+    without conditions, a count on an index with ``user_group`` or
+    ``lifecycle``; with ``search``, every user the other conditions leave is
+    examined (a scan: the count is exact, not bounded as a page is)."""
+    async with store.reading() as session:
+        if query == UserQuery():
+            return await counts.total(session, "User")
+        where = _indexed(query)
+        if query.search is not None:
+            where.append(_search(query.search))
+        return int(await session.scalar(select(func.count()).select_from(User).where(*where)) or 0)
 
 
 async def find_users(store: Store, request: PageRequest, *, groups: bool) -> Page[UserRecord]:

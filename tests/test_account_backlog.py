@@ -16,6 +16,7 @@ from identity_store.models import AuditEntry, OutboxEntry, SyncState, User
 from identity_store.outbox import Delivered, Failed
 from identity_store.store import Store
 from identity_store.users import UserInput
+from tests.sync.auth0_support import add_user_groups
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -169,6 +170,7 @@ async def test_subject_ids_are_users_and_removed_users_with_an_account(store: St
 
 
 async def test_user_ids_are_live_users_of_a_group_or_among_ids(store: Store) -> None:
+    await add_user_groups(store, "staff", "other")
     staff = [await _user(store, f"s{i}@example.com", user_group="staff") for i in range(3)]
     other = await _user(store, "o@example.com", user_group="other")
     await _set(store, staff[1], lifecycle="INACTIVE")

@@ -338,6 +338,10 @@ async def test_subjects_read_the_primary_email_and_the_user_group_flag(
 ) -> None:
     from identity_store.models import UserGroupConfig
 
+    session.add(
+        UserGroupConfig(user_group="partners", json_schema={}, auth_user_creation_disabled=True)
+    )
+    await session.commit()
     record = await users.create_user(
         store,
         UserInput(
@@ -355,10 +359,6 @@ async def test_subjects_read_the_primary_email_and_the_user_group_flag(
         ),
         ACTOR,
     )
-    session.add(
-        UserGroupConfig(user_group="partners", json_schema={}, auth_user_creation_disabled=True)
-    )
-    await session.commit()
     bare = await users.create_user(store, UserInput(user_name="no-mail"), ACTOR)
     found = await accounts.subjects(store, "auth0", [record.user.id, bare.user.id, "gone"])
     assert (found[record.user.id].email, found[record.user.id].email_verified) == (

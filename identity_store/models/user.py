@@ -66,7 +66,26 @@ class User(Base):
             sqlite_where=text(EXPIRY_INDEX_WHERE),
             postgresql_where=text(EXPIRY_INDEX_WHERE),
         ),
-        Index("ix_users_user_group", "user_group"),
+        # Live users of a group, and in a state, by id: the management API's
+        # pages (keyset on id) and counts, a group's deletion check, the
+        # profile sync's pages of CREATED users; index-only on PostgreSQL,
+        # which also reads the state from the group's (INCLUDE) for pages
+        # of a group in a state.
+        Index(
+            "ix_users_user_group_id",
+            "user_group",
+            "id",
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+            postgresql_include=["lifecycle"],
+        ),
+        Index(
+            "ix_users_lifecycle_id",
+            "lifecycle",
+            "id",
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         Index("ix_users_auth_user_id", "auth_user_id"),
         Index("ix_users_created_at", "created_at"),
         Index("ix_users_updated_at", "updated_at"),

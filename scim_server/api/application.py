@@ -20,7 +20,7 @@ from starlette.routing import Mount
 
 from identity_store.settings import Settings
 
-from . import assignments, authz, bindings, problems, roles, rond
+from . import assignments, authz, bindings, problems, roles, rond, user_groups, users
 from .models import BATCH_CEILING, LIST_CEILING
 from .problems import PROBLEM_MEDIA_TYPE, Problem
 from .routing import MOUNT
@@ -29,7 +29,9 @@ TITLE = "idstore management API"
 VERSION = "1"
 DESCRIPTION = """\
 Roles, bindings and role assignments in the model of Rönd, and
-authorization checks that explain their answers.
+authorization checks that explain their answers. User groups with the JSON
+Schema of their users' `customData`, and users managed by group, after
+Mia-Platform's User Manager Service.
 
 Authentication: `Authorization: Bearer <token>` (`idstore token create`).
 `admin` tokens may call everything; `authz:check` tokens only the checks
@@ -38,7 +40,7 @@ Authentication: `Authorization: Bearer <token>` (`idstore token create`).
 
 Errors are RFC 9457 `application/problem+json`. Every write answers with
 the RBAC revision it made in the `RBAC-Revision` header; every check names
-the revision it read. See docs/authorization.md.
+the revision it read. See docs/authorization.md and docs/management-api.md.
 """
 
 
@@ -56,7 +58,7 @@ def create_api(settings: Settings) -> FastAPI:
         exception_handlers=problems.handlers(),
         generate_unique_id_function=lambda route: route.name,
     )
-    for module in (roles, bindings, assignments, authz, rond):
+    for module in (roles, bindings, assignments, authz, rond, user_groups, users):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

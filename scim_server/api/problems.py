@@ -34,6 +34,7 @@ from identity_store.errors import (
     UnavailableError,
     ValidationError,
     ValueRefusedError,
+    VersionMismatchError,
 )
 
 from ..errors import ScimError, describe
@@ -109,6 +110,7 @@ TITLES = {
     "method-not-allowed": "Method not allowed",
     "conflict": "The value is taken",
     "state-conflict": "The resource is not in a state this applies to",
+    "precondition-failed": "The resource is not at the version If-Match names",
     "concurrent-update": "Concurrent changes kept winning",
     "too-large": "The request body is too large",
     "unsupported-media-type": "Send application/json",
@@ -121,6 +123,7 @@ STORE_KINDS: dict[type[StoreError], str] = {
     NotFoundError: "not-found",
     ConflictError: "conflict",
     StateError: "state-conflict",
+    VersionMismatchError: "precondition-failed",
     ConcurrentUpdateError: "concurrent-update",
     InvalidCursorError: "invalid-cursor",
     ValidationError: "invalid-request",
@@ -135,6 +138,7 @@ STATUS_KINDS = {
     404: "no-such-endpoint",
     405: "method-not-allowed",
     409: "conflict",
+    412: "precondition-failed",
     413: "too-large",
     415: "unsupported-media-type",
     503: "unavailable",
@@ -245,6 +249,14 @@ def describe_problem(
         logger.error("response failed its schema: %s", exc.errors())
         return 500, "internal", "internal server error", None, None
     status, detail, _, headers = describe(exc)
+    if isinstance(exc, ValidationError) and exc.location:
+        # A value inside the body (customData.address.zip, crudSchema.type).
+        location: list[str | int] = [
+            "body",
+            *(_shortened(p) if isinstance(p, str) else p for p in exc.location),
+        ]
+        errors = [FieldError(location=location, detail=detail, type="value_error")]
+        return status, _kind(exc, status), detail, headers, errors
     if isinstance(exc, HTTPException) and not isinstance(exc, ScimError):
         if status == 404:
             detail = "no endpoint at this path"
@@ -305,6 +317,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The token lacks the scope (`insufficient-scope`).",
         404: "Not found (`not-found`).",
         409: "A conflict (`conflict`, `state-conflict`, `concurrent-update`).",
+        412: "The resource is not at the version `If-Match` names (`precondition-failed`).",
         413: "The body exceeds `IDSTORE_MAX_PAYLOAD_SIZE` (`too-large`).",
         415: "The body is not `application/json` (`unsupported-media-type`).",
         500: "An unexpected failure (`internal`); the detail is generic, the log has the rest.",

@@ -18,6 +18,7 @@ checks (:class:`CheckRoute`); ``scim:read`` and ``scim:write`` nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -115,12 +116,19 @@ def _query_names(dependant: Dependant) -> set[str]:
 def unknown_query(request: Request, known: set[str]) -> ProblemError | None:
     """A 400 naming the query parameters the operation does not declare: a
     misspelt filter (``resourcetype=``) would otherwise be ignored and the
-    answer wider than asked, as bodies refuse unknown fields."""
+    answer wider than asked, as bodies refuse unknown fields; and one naming
+    those given more than once (``q=a&q=b`` would search for ``b`` alone)."""
     unknown = sorted({name for name in request.query_params if name not in known})
-    if not unknown:
-        return None
-    shown = ", ".join(repr(name[:64]) for name in unknown[:10])
-    return ProblemError(400, "invalid-request", f"unknown query parameter(s): {shown}")
+    if unknown:
+        shown = ", ".join(repr(name[:64]) for name in unknown[:10])
+        return ProblemError(400, "invalid-request", f"unknown query parameter(s): {shown}")
+    # None takes a list: a repeated one would be read as its last value.
+    times = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = sorted(name for name, count in times.items() if count > 1)
+    if repeated:
+        shown = ", ".join(repr(name[:64]) for name in repeated[:10])
+        return ProblemError(400, "invalid-request", f"query parameter(s) given twice: {shown}")
+    return None
 
 
 class AdminRoute(APIRoute):

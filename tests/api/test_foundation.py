@@ -65,6 +65,20 @@ OPERATIONS: list[tuple[str, str, Any]] = [
     ("POST", "/rond/revoke/bindings", {"subjects": [UNKNOWN]}),
     ("POST", "/rond/revoke/bindings/resource/doc", {"resourceIds": ["1"]}),
     ("GET", "/rbac/export", None),
+    ("GET", "/user-groups", None),
+    ("POST", "/user-groups", {"userGroup": "g", "crudSchema": {}}),
+    ("GET", "/user-groups/g", None),
+    ("PUT", "/user-groups/g", {"crudSchema": {}}),
+    ("DELETE", "/user-groups/g", None),
+    ("GET", "/users", None),
+    ("GET", "/users/count", None),
+    ("POST", "/users", {"userGroup": "g", "email": "a@example.com"}),
+    ("POST", "/users/with-id", {"id": UNKNOWN, "userGroup": "g", "email": "a@example.com"}),
+    ("GET", f"/users/{UNKNOWN}", None),
+    ("PATCH", f"/users/{UNKNOWN}", {"givenName": "A"}),
+    ("DELETE", f"/users/{UNKNOWN}", None),
+    ("POST", f"/users/{UNKNOWN}/state", {"action": "block"}),
+    ("POST", f"/users/{UNKNOWN}/restore", None),
 ]
 """One request of every operation."""
 
@@ -570,13 +584,19 @@ async def test_the_description_is_openapi_3_1_and_complete(api: httpx.AsyncClien
                 assert {"413", "415"} <= statuses, where
 
 
+RBAC_TAGS = {"roles", "bindings", "role assignments", "Rönd"}
+"""The operations that change roles and bindings, which make a revision."""
+
+
 async def test_writes_document_the_revision_header(api: httpx.AsyncClient) -> None:
-    """Every write's success response declares ``RBAC-Revision``."""
+    """Every RBAC write's success response declares ``RBAC-Revision``."""
     spec = (await api.get("/openapi.json")).json()
     writes = 0
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             if method == "get" or path.startswith("/authz"):
+                continue
+            if not RBAC_TAGS & set(operation["tags"]):
                 continue
             writes += 1
             success = [s for s in operation["responses"] if s.startswith("2")]

@@ -71,6 +71,27 @@ EXCUSED: list[tuple[str, re.Pattern[str], str]] = [
         "ids of roles, users or groups that do not exist (the database is empty)",
     ),
     (
+        "invalid-request",
+        re.compile(r"userGroup .+ is not a configured user group", re.DOTALL),
+        "a user in a user group that does not exist (the database is empty)",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"crudSchema.* \(not a valid JSON Schema, draft 2020-12\)", re.DOTALL),
+        "a crudSchema the JSON Schema meta-schema refuses (a keyword of the wrong type): "
+        "the description says only that it is an object",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"crudSchema.* does not resolve inside the schema; .+", re.DOTALL),
+        "a crudSchema whose $ref names nothing inside it",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"crudSchema\.\$schema: only JSON Schema draft 2020-12 .+", re.DOTALL),
+        "a crudSchema naming another dialect in $schema",
+    ),
+    (
         "invalid-value",
         re.compile(r".+ contains a NUL character", re.DOTALL),
         "a NUL character in a field Rönd's bodies ignore (their models take any field, as "

@@ -48,12 +48,18 @@ def live_server(settings: Settings, engine: object) -> Iterator[str]:
         thread.join(timeout=15)
 
 
+USER_GROUP = "scim-testers"
+"""The configured user group the checker puts its users in."""
+
+
 @pytest.fixture
 def tester_generates_datetimes(monkeypatch: pytest.MonkeyPatch) -> None:
     """scim2-tester 0.5 fills a ``dateTime`` attribute with a UUID string, which
     its own client then refuses to send: every User check would fail before
     reaching us because of the product extension's ``expirationDate``. This
-    teaches the checker (not our code) to invent a datetime instead."""
+    teaches the checker (not our code) to invent a datetime instead; and to
+    name a configured user group in ``userGroup`` (a random one is a 400:
+    users may only be put in configured groups, docs/management-api.md)."""
     import scim2_tester.checkers.patch_add as patch_add
     import scim2_tester.checkers.patch_replace as patch_replace
     import scim2_tester.filling as filling
@@ -65,7 +71,10 @@ def tester_generates_datetimes(monkeypatch: pytest.MonkeyPatch) -> None:
         if binding is not None and binding.target_type is datetime:
             value = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
             return [value] if binding.target_is_multivalued else value
-        return original(context, path, *args, **kwargs)
+        value = original(context, path, *args, **kwargs)
+        if value is not None and binding is not None and binding.target_field_name == "user_group":
+            return USER_GROUP
+        return value
 
     for module in (filling, patch_add, patch_replace):
         monkeypatch.setattr(module, "generate_random_value", generate)
@@ -110,6 +119,12 @@ def _excused(title: str, resource_type: str | None, reason: str) -> bool:
 @pytest.mark.usefixtures("tester_generates_datetimes")
 def test_scim2_tester_finds_no_error(live_server: str, tokens_by_scope: dict[str, str]) -> None:
     """Every check scim2-tester makes passes (discovery, CRUD on Users and Groups)."""
+    with httpx2.Client(
+        base_url=f"{live_server}/api/v1",
+        headers={"Authorization": f"Bearer {tokens_by_scope['admin']}"},
+    ) as api:
+        created = api.post("/user-groups", json={"userGroup": USER_GROUP, "crudSchema": {}})
+        assert created.status_code == 201, created.text
     with httpx2.Client(
         base_url=f"{live_server}/scim/v2",
         headers={"Authorization": f"Bearer {tokens_by_scope['scim:write']}"},

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from identity_store import users
+from identity_store import user_groups, users
 from identity_store.actor import Actor
 from identity_store.store import Store
 from identity_store.user_changes import WRITABLE_COLUMNS
@@ -17,6 +17,16 @@ from identity_sync.dispatcher import Companion, Dispatcher
 from tests.emulators.auth0 import Auth0Emulator
 
 ACTOR = Actor(name="test", request_id="req-test")
+
+
+async def add_user_groups(store: Store, *names: str) -> None:
+    """Configure these user groups (no schema, accounts allowed), as users
+    may only be put in configured ones."""
+    for name in names:
+        data = user_groups.UserGroupInput(
+            label=None, auth_user_creation_disabled=False, crud_schema={}
+        )
+        await user_groups.create_user_group(store, name, data, ACTOR)
 
 
 async def add_users(

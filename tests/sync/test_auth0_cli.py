@@ -20,7 +20,13 @@ from identity_store.outbox import Delivered
 from identity_store.store import Store
 from identity_sync.clock import ManualClock
 from tests.emulators.auth0 import Auth0Emulator
-from tests.sync.auth0_support import accounts_by_store_id, add_users, dispatcher, no_duplicates
+from tests.sync.auth0_support import (
+    accounts_by_store_id,
+    add_user_groups,
+    add_users,
+    dispatcher,
+    no_duplicates,
+)
 from tests.sync.conftest import NewClient, OpenStore
 
 IDSTORE = [sys.executable, "-m", "idstore"]
@@ -140,6 +146,7 @@ async def test_password_change_writes_the_tickets_to_a_private_csv_only(
     tmp_path: Path,
 ) -> None:
     store = await auth0_store()
+    await add_user_groups(store, "staff", "other")
     staff = await add_users(store, 3, prefix="staff", user_group="staff")
     await add_users(store, 1, prefix="other", user_group="other")
     await _accounts_for(store, clock, auth0_clients)

@@ -23,7 +23,7 @@ from identity_sync.password_tickets import (
     create_job,
 )
 from tests.emulators.auth0 import Auth0Emulator
-from tests.sync.auth0_support import add_users, dispatcher
+from tests.sync.auth0_support import add_user_groups, add_users, dispatcher
 from tests.sync.conftest import NewClient, OpenStore
 
 TICKETS = "POST /api/v2/tickets/password-change"
@@ -63,6 +63,7 @@ async def test_a_group_gets_its_tickets_and_users_without_account_are_failures(
     auth0_store: OpenStore, auth0: Auth0Emulator, clock: ManualClock, auth0_clients: NewClient
 ) -> None:
     store = await auth0_store(auth0_password_tickets_per_second=2.0)
+    await add_user_groups(store, "staff", "other")
     staff = await add_users(store, 3, prefix="staff", user_group="staff")
     others = await add_users(store, 2, prefix="other", user_group="other")
     await _with_accounts(store, clock, auth0_clients, staff + others)
