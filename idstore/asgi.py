@@ -13,6 +13,7 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_sync import registry
 from identity_sync.clock import SystemClock
+from idstore.auth0_gateway import open_auth0
 from scim_server.app import create_app
 
 log = logging.getLogger("idstore.worker")
@@ -43,4 +44,6 @@ def app_factory() -> Starlette:
     ``IDSTORE_WORKER_IN_PROCESS=false``."""
     settings = Settings()
     in_process = settings.is_sqlite and settings.worker_in_process
-    return create_app(settings, background=in_process_worker if in_process else None)
+    return create_app(
+        settings, background=in_process_worker if in_process else None, auth0=open_auth0
+    )
