@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from identity_store import accounts, jobs, password_tickets
 from identity_store.accounts import MAX_USERS_LISTED, AccountSubject, Selection
-from identity_store.errors import NotFoundError
+from identity_store.errors import InvalidCursorError, NotFoundError
 from identity_store.jobs import JobKind, JobRecord
 from identity_store.settings import Settings
 
@@ -285,7 +285,9 @@ async def job_tickets(
     if job is None or job.kind != JobKind.BULK_PASSWORD_CHANGE.value:
         raise NotFoundError("bulk change-password job", job_id)
     after = cursors.decode("tickets", cursor)
-    position = int(after) if after is not None and after.isdigit() else None
+    if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
+        raise InvalidCursorError("the cursor was not issued for the tickets list")
+    position = int(after) if after is not None else None
     found, next_after = await password_tickets.for_job(
         caller.store, job_id, caller.actor, now=datetime.now(UTC), after=position, limit=count
     )

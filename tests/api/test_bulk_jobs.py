@@ -26,6 +26,7 @@ from identity_sync import registry
 from identity_sync.bulk_jobs import BulkJobs
 from identity_sync.clock import ManualClock
 from idstore.auth0_gateway import open_auth0
+from scim_server.api import cursors
 from scim_server.app import create_app
 from tests.api.conftest import assert_problem
 from tests.emulators.auth0 import Auth0Emulator
@@ -284,6 +285,12 @@ async def test_tickets_asked_through_the_api_are_kept_for_admins_only(
     assert rest.json()["nextCursor"] is None
     assert {i["ticketUrl"] for i in items} == {issued[f"auth0|{u}"] for u in users}
     assert {i["userId"] for i in items} == set(users)
+    forged = cursors.encode("tickets", "1 OR 1=1")
+    assert_problem(
+        await admin.get(f"/jobs/{job_id}/tickets", params={"cursor": forged}),
+        400,
+        "invalid-cursor",
+    )
     assert items[0]["email"] == "staff0@example.com"
     # Gone once Auth0 lets them expire.
     assert await password_tickets.purge_expired(store, now=clock.now() + timedelta(hours=2)) == 5

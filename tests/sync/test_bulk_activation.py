@@ -7,9 +7,14 @@ as a whole; a worker dying mid-job and the job resumed by another."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -227,51 +232,75 @@ async def test_a_job_auth0_refuses_to_import_fails(
     assert auth0.users == {}
 
 
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``idstore worker`` with its loops only (the dispatchers, the bulk jobs)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "idstore", "worker", "--job", "outbox"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 async def test_a_worker_that_dies_mid_job_leaves_it_to_the_next(
     auth0_store: OpenStore,
     auth0: Auth0Emulator,
-    clock: ManualClock,
     auth0_clients: NewClient,
     engine: AsyncEngine,
+    tmp_path: Path,
 ) -> None:
-    """The first worker loses its database while Auth0 runs the import
-    (nothing handed back); once the leases ran out a second worker resumes
-    the activation, takes the import job over and finishes both: every
-    account made once, by the one import."""
+    """A real ``idstore worker`` process starts the activation and is killed
+    (SIGKILL) while Auth0 runs its import: nothing handed back. Once the
+    leases ran out, a second worker resumes the activation, takes the import
+    job over and finishes both: every account made once, by the one import."""
     auth0.job_pending_seconds = 3600.0
     auth0.job_processing_seconds = 0.0
     store = await auth0_store()
     await _partners(engine)
     partners = await add_users(store, 4, prefix="partner", user_group="partners")
-    job = await _submit(store, clock, Selection(user_group="partners"))
+    job = await _submit(store, ManualClock(datetime.now(UTC)), Selection(user_group="partners"))
 
-    doomed_store = await auth0_store()
-    doomed = ActivationRun(doomed_store, auth0_clients(doomed_store, clock), clock=clock, name="w1")
-    task = asyncio.create_task(doomed.run(job.id))
-    for _ in range(1000):
-        started = await jobs.list_jobs(store, kind=JobKind.AUTH0_IMPORT)
-        if started and started[0].external_id is not None:
-            break
-        await asyncio.sleep(0.01)
-    await doomed_store.close()  # the worker's database is gone: it cannot hand anything back
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": store.settings.database_url,
+        **auth0.settings_env(),
+        "IDSTORE_AUTH0_IMPORT_POLL_SECONDS": "0.2",
+        "IDSTORE_WORKER_POLL_SECONDS": "0.2",
+    }
+    doomed = _start_worker(env, tmp_path / "worker.log")
+    try:
+        child = None
+        for _ in range(300):
+            started = await jobs.list_jobs(store, kind=JobKind.AUTH0_IMPORT)
+            if started and started[0].external_id is not None:
+                child = started[0]
+                break
+            await asyncio.sleep(0.05)
+        assert child is not None, (tmp_path / "worker.log").read_text()
+    finally:
+        doomed.kill()
+        doomed.wait(timeout=30)
     held = await jobs.get(store, job.id)
     assert held is not None
-    assert (held.locked_by, held.status) == ("w1", "RUNNING")
+    assert held.status == "RUNNING"
+    assert held.locked_by is not None
+    assert held.locked_by.endswith(":bulk")
 
-    clock.advance(doomed.lease.total_seconds() + 1)
+    clock = ManualClock(datetime.now(UTC))
+    heir = ActivationRun(store, auth0_clients(store, clock), clock=clock, name="w2")
+    with pytest.raises(LookupError):
+        await heir.run(job.id)  # its lease still runs
+    clock.advance(heir.lease.total_seconds() + 1)
     _instant(auth0)
     auth0.advance_jobs()
-    heir = ActivationRun(store, auth0_clients(store, clock), clock=clock, name="w2")
     ended = await heir.run(job.id)
     assert ended.status == "SUCCEEDED", ended.summary
-    assert ended.summary["activated"] == 4, (ended.summary, ended.failures)
+    assert ended.summary["activated"] == 4
     assert len(auth0.seen(IMPORTS)) == 1
     assert sorted(accounts_by_store_id(auth0)) == sorted(partners)
-    [child] = await jobs.list_jobs(store, kind=JobKind.AUTH0_IMPORT)
-    assert child.status == "SUCCEEDED"
-    assert child.locked_by is None
+    [done] = await jobs.list_jobs(store, kind=JobKind.AUTH0_IMPORT)
+    assert (done.id, done.status, done.locked_by) == (child.id, "SUCCEEDED", None)
 
 
 async def test_a_running_job_is_not_run_twice(
