@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, func, select, union, update
@@ -31,16 +31,21 @@ from .models import (
     UserGroupConfig,
 )
 from .models import UserMultiValue as MultiValue
-from .outbox import SyncRecord, sync_records
+from .outbox import Claim, SyncRecord, claim_users, sync_records
 from .row_inserts import insert_rows
 from .store import Store
 
 __all__ = [
+    "MAX_USERS_LISTED",
     "AccountSubject",
+    "Selection",
     "backlog_without_account",
+    "claim_for_activation",
     "count_backlog",
     "enqueue_resync",
     "enqueue_without_account",
+    "find_subject",
+    "record_ticket",
     "subject_ids",
     "subjects",
     "user_ids",
@@ -53,6 +58,82 @@ _OUTBOX = cast(Table, OutboxEntry.__table__)
 _LEASES = cast(Table, OutboxLease.__table__)
 _STATES = cast(Table, SyncState.__table__)
 _INACTIVE = Lifecycle.INACTIVE.value
+
+MAX_USERS_LISTED = 10_000
+"""User ids a :class:`Selection` may list (more: a user group, or every user)."""
+
+SELECTABLE_LIFECYCLES = frozenset(v.value for v in Lifecycle if v is not Lifecycle.INACTIVE)
+"""Lifecycles a :class:`Selection` may name: a selection holds live users only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The users of a bulk job (password-change tickets, activation): the
+    live ones among ``user_ids``, or every live user of ``user_group`` and/or
+    ``lifecycle`` (neither: every live user, ``everyone``). How a job keeps
+    it (``params["selection"]``): :meth:`params` and :meth:`of`."""
+
+    user_ids: tuple[str, ...] | None = None
+    user_group: str | None = None
+    lifecycle: str | None = None
+    everyone: bool = False
+
+    def __post_init__(self) -> None:
+        filtered = self.user_group is not None or self.lifecycle is not None
+        chosen = [self.user_ids is not None, filtered, self.everyone]
+        if sum(chosen) != 1:
+            raise ValueError("a selection is user ids, a filter, or everyone: one of them")
+        if self.user_ids is not None and len(self.user_ids) > MAX_USERS_LISTED:
+            raise ValueError(f"at most {MAX_USERS_LISTED} user ids; name a user group instead")
+        if self.lifecycle is not None and self.lifecycle not in SELECTABLE_LIFECYCLES:
+            raise ValueError(
+                f"lifecycle {self.lifecycle!r} is not one of {sorted(SELECTABLE_LIFECYCLES)}"
+            )
+
+    def params(self) -> dict[str, Any]:
+        if self.user_ids is not None:
+            return {"users": sorted(set(self.user_ids))}
+        if self.user_group is not None or self.lifecycle is not None:
+            found: dict[str, Any] = {}
+            if self.user_group is not None:
+                found["user_group"] = self.user_group
+            if self.lifecycle is not None:
+                found["lifecycle"] = self.lifecycle
+            return found
+        return {"all": True}
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> Selection:
+        if "users" in params:
+            return cls(user_ids=tuple(str(u) for u in params["users"]))
+        group, lifecycle = params.get("user_group"), params.get("lifecycle")
+        if group is not None or lifecycle is not None:
+            return cls(
+                user_group=None if group is None else str(group),
+                lifecycle=None if lifecycle is None else str(lifecycle),
+            )
+        return cls(everyone=True)
+
+    def describe(self) -> str:
+        if self.user_ids is not None:
+            return f"{len(self.user_ids)} users named"
+        parts = []
+        if self.user_group is not None:
+            parts.append(f"user group {self.user_group!r}")
+        if self.lifecycle is not None:
+            parts.append(f"lifecycle {self.lifecycle}")
+        return ", ".join(parts) if parts else "every live user"
+
+    async def page(self, store: Store, *, after: str | None, limit: int) -> list[str]:
+        """The next ``limit`` live users of the selection after ``after``, in id order."""
+        return await user_ids(
+            store,
+            after=after,
+            limit=limit,
+            user_group=self.user_group,
+            lifecycle=self.lifecycle,
+            ids=list(self.user_ids) if self.user_ids is not None else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,15 +334,19 @@ async def user_ids(
     after: str | None,
     limit: int,
     user_group: str | None = None,
+    lifecycle: str | None = None,
     ids: Sequence[str] | None = None,
 ) -> list[str]:
     """Ids of live users (not deleted, not ``INACTIVE``), in id order after
-    ``after``: all of them, those of ``user_group``, or those among ``ids``."""
+    ``after``: all of them, those of ``user_group`` and/or ``lifecycle``, or
+    those among ``ids``."""
     query = select(_USERS.c.id).where(
         _USERS.c.deleted_at.is_(None), _USERS.c.lifecycle != _INACTIVE
     )
     if user_group is not None:
         query = query.where(_USERS.c.user_group == user_group)
+    if lifecycle is not None:
+        query = query.where(_USERS.c.lifecycle == lifecycle)
     if ids is not None:
         query = query.where(_USERS.c.id.in_(list(ids)))
     if after is not None:
@@ -361,3 +446,74 @@ async def enqueue_resync(
         return len(ids)
 
     return await store.transaction(work)
+
+
+async def claim_for_activation(
+    store: Store,
+    target: str,
+    user_ids: Sequence[str],
+    actor: Actor,
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    reason: str,
+) -> list[Claim]:
+    """Take ``user_ids`` for an activation (a bulk job that gives them
+    accounts in ``target``): in one transaction, lease every one of them no
+    other worker holds (:func:`identity_store.outbox.claim_users`), write a
+    pending ``upsert`` row of ``target`` for each user leased, with one audit
+    row naming them and ``reason``; their claims (the new row and any other
+    pending one). The lease comes first, so no dispatcher delivers the new
+    rows before the caller does."""
+
+    async def enqueue(session: AsyncSession, ids: list[str]) -> None:
+        await _enqueue(session, target, ids, actor, now, reason)
+
+    return await claim_users(
+        store, target, user_ids, worker=worker, now=now, lease=lease, prepare=enqueue
+    )
+
+
+MAX_SAME_EMAIL = 10
+"""Users :func:`find_subject` reads for one e-mail address (more are as ambiguous)."""
+
+
+async def find_subject(
+    store: Store, target: str, *, user_id: str | None = None, email: str | None = None
+) -> list[AccountSubject]:
+    """The live users (not deleted, not ``INACTIVE``) whose id is
+    ``user_id``, or who have ``email`` among their e-mails (compared in lower
+    case), as the sync of ``target`` sees them: none, one, or (an address
+    several users share) up to :data:`MAX_SAME_EMAIL`."""
+    query = select(_USERS.c.id).where(
+        _USERS.c.deleted_at.is_(None), _USERS.c.lifecycle != _INACTIVE
+    )
+    if user_id is not None:
+        query = query.where(_USERS.c.id == user_id)
+    if email is not None:
+        query = query.where(
+            _USERS.c.id.in_(
+                select(_VALUES.c.user_id).where(
+                    _VALUES.c.attribute == MultiValuedAttribute.EMAILS.value,
+                    func.lower(_VALUES.c.value) == email.lower(),
+                )
+            )
+        )
+    async with store.reading() as session:
+        ids = list((await session.scalars(query.order_by(_USERS.c.id).limit(MAX_SAME_EMAIL))).all())
+    found = await subjects(store, target, ids)
+    return [found[i] for i in ids]
+
+
+async def record_ticket(
+    store: Store, target: str, user_id: str, actor: Actor, *, now: datetime
+) -> None:
+    """Audit that ``actor`` was given a password-change ticket of ``target``
+    for the user (``{target}.ticket``); the ticket itself is never written."""
+
+    async def work(session: AsyncSession) -> None:
+        entry = audit.audit_row(actor, f"{target}.ticket", "User", user_id, {}, now)
+        await insert_rows(session, audit.AUDIT, [entry])
+
+    await store.transaction(work)

@@ -28,8 +28,11 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from . import audit
+from .actor import Actor
 from .models import Job, JobKind, JobStatus
 from .models.base import new_id
+from .row_inserts import insert_rows
 from .store import Store
 
 __all__ = [
@@ -47,7 +50,9 @@ __all__ = [
     "list_jobs",
     "record",
     "release",
+    "submit",
     "take_over_expired",
+    "takeable",
 ]
 
 MAX_FAILURES = 1000
@@ -153,6 +158,58 @@ async def create(
         return _record(row)
 
     return await store.transaction(work)
+
+
+async def submit(
+    store: Store,
+    kind: JobKind | str,
+    actor: Actor,
+    *,
+    now: datetime,
+    params: Mapping[str, Any],
+    summary: Mapping[str, Any] | None = None,
+) -> JobRecord:
+    """A job asked for by ``actor`` (the management API), ``QUEUED`` for a
+    worker to run, with its audit row (``job.submit``), in one transaction."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "kind": _kind(kind),
+        "status": JobStatus.QUEUED.value,
+        "params": dict(params),
+        "summary": dict(summary or {}),
+        "failures": [],
+        "external_id": None,
+        "created_by": actor.name[:255],
+        "created_at": now,
+    }
+
+    async def work(session: AsyncSession) -> JobRecord:
+        row = (await session.execute(_JOBS.insert().values(values).returning(*_JOBS.c))).one()
+        entry = audit.audit_row(actor, "job.submit", "Job", row.id, {"kind": row.kind}, now)
+        await insert_rows(session, audit.AUDIT, [entry])
+        return _record(row)
+
+    return await store.transaction(work)
+
+
+async def takeable(
+    store: Store, kinds: Sequence[JobKind | str], *, now: datetime, limit: int = 10
+) -> list[str]:
+    """Ids of the jobs of ``kinds`` a worker may take now (``QUEUED``, or
+    ``RUNNING`` with their worker's lease run out), oldest first: what a
+    worker looks for, then :func:`claim` s (another may be quicker)."""
+    wanted = [_kind(k) for k in kinds]
+    query = (
+        select(_JOBS.c.id)
+        .where(
+            _JOBS.c.kind.in_(wanted),
+            or_(_JOBS.c.status == JobStatus.QUEUED.value, _free(now)),
+        )
+        .order_by(_JOBS.c.created_at, _JOBS.c.id)
+        .limit(limit)
+    )
+    async with store.reading() as session:
+        return list((await session.scalars(query)).all())
 
 
 async def _returned(store: Store, statement: Any) -> JobRecord | None:
@@ -389,10 +446,14 @@ async def list_jobs(
     kind: JobKind | str | None = None,
     kinds: Sequence[JobKind | str] = (),
     status: JobStatus | None = None,
+    created_by: str | None = None,
     limit: int = 50,
 ) -> list[JobRecord]:
-    """Jobs, newest first (of ``kind`` or ``kinds``, in ``status``, when given)."""
+    """Jobs, newest first (of ``kind`` or ``kinds``, in ``status``, created
+    by ``created_by``, when given)."""
     query = select(_JOBS)
+    if created_by is not None:
+        query = query.where(_JOBS.c.created_by == created_by)
     wanted = [_kind(k) for k in ([kind] if kind is not None else []) + list(kinds)]
     if wanted:
         query = query.where(_JOBS.c.kind.in_(wanted))

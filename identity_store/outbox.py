@@ -37,7 +37,7 @@ Times are the caller's clock, as for :mod:`identity_store.job_runs`.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -59,6 +59,7 @@ __all__ = [
     "TargetStatus",
     "aggregate_rows",
     "claim",
+    "claim_users",
     "complete",
     "dead_letters",
     "fail",
@@ -268,73 +269,122 @@ async def claim(
         if _is_postgresql(session):
             due = due.with_for_update(skip_locked=True, of=_OUTBOX)
         wanted = list(dict.fromkeys((await session.scalars(due)).all()))[:limit]
-        if not wanted:
-            return []
-        statement = _insert(session, _LEASES).values(
-            [
-                {
-                    "target": target,
-                    "aggregate_id": a,
-                    "locked_by": worker,
-                    "locked_until": now + lease,
-                }
-                for a in wanted
-            ]
+        won = await _lease(session, target, wanted, worker=worker, now=now, lease=lease)
+        return await _claims_of(session, target, wanted, won, worker)
+
+    return await store.transaction(work)
+
+
+async def _lease(
+    session: AsyncSession,
+    target: str,
+    wanted: Sequence[str],
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+) -> set[str]:
+    """Lease ``wanted`` to ``worker`` where no other worker holds them now;
+    the ids leased."""
+    if not wanted:
+        return set()
+    statement = _insert(session, _LEASES).values(
+        [
+            {
+                "target": target,
+                "aggregate_id": a,
+                "locked_by": worker,
+                "locked_until": now + lease,
+            }
+            for a in wanted
+        ]
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["target", "aggregate_id"],
+        set_={
+            "locked_by": statement.excluded.locked_by,
+            "locked_until": statement.excluded.locked_until,
+        },
+        where=_LEASES.c.locked_until <= now,
+    ).returning(_LEASES.c.aggregate_id)
+    return set((await session.scalars(statement)).all())
+
+
+async def _claims_of(
+    session: AsyncSession, target: str, wanted: Sequence[str], won: set[str], worker: str
+) -> list[Claim]:
+    """The claims of the users ``won`` (every pending row of each), in the
+    order of ``wanted``; the leases of those without a pending row dropped."""
+    if not won:
+        return []
+    rows = (
+        await session.execute(
+            select(
+                _OUTBOX.c.id,
+                _OUTBOX.c.aggregate_type,
+                _OUTBOX.c.aggregate_id,
+                _OUTBOX.c.operation,
+                _OUTBOX.c.request_id,
+                _OUTBOX.c.attempts,
+                _OUTBOX.c.created_at,
+            )
+            .where(
+                _OUTBOX.c.target == target,
+                _OUTBOX.c.status == _PENDING,
+                _OUTBOX.c.aggregate_id.in_(sorted(won)),
+            )
+            .order_by(_OUTBOX.c.id)
         )
-        statement = statement.on_conflict_do_update(
-            index_elements=["target", "aggregate_id"],
-            set_={
-                "locked_by": statement.excluded.locked_by,
-                "locked_until": statement.excluded.locked_until,
-            },
-            where=_LEASES.c.locked_until <= now,
-        ).returning(_LEASES.c.aggregate_id)
-        won = set((await session.scalars(statement)).all())
-        if not won:
-            return []
-        rows = (
-            await session.execute(
-                select(
-                    _OUTBOX.c.id,
-                    _OUTBOX.c.aggregate_type,
-                    _OUTBOX.c.aggregate_id,
-                    _OUTBOX.c.operation,
-                    _OUTBOX.c.request_id,
-                    _OUTBOX.c.attempts,
-                    _OUTBOX.c.created_at,
-                )
-                .where(
-                    _OUTBOX.c.target == target,
-                    _OUTBOX.c.status == _PENDING,
-                    _OUTBOX.c.aggregate_id.in_(sorted(won)),
-                )
-                .order_by(_OUTBOX.c.id)
+    ).all()
+    by_aggregate: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_aggregate[row.aggregate_id].append(row)
+    claims = []
+    for aggregate_id in wanted:
+        mine = by_aggregate.get(aggregate_id)
+        if not mine or aggregate_id not in won:
+            continue  # delivered by another worker between the two looks
+        claims.append(
+            Claim(
+                target=target,
+                aggregate_type=mine[0].aggregate_type,
+                aggregate_id=aggregate_id,
+                row_ids=tuple(r.id for r in mine),
+                operations=tuple(r.operation for r in mine),
+                request_ids=tuple(dict.fromkeys(r.request_id for r in mine if r.request_id)),
+                attempts=max(r.attempts for r in mine),
+                oldest=min(r.created_at for r in mine),
             )
-        ).all()
-        by_aggregate: dict[str, list[Any]] = defaultdict(list)
-        for row in rows:
-            by_aggregate[row.aggregate_id].append(row)
-        claims = []
-        for aggregate_id in wanted:
-            mine = by_aggregate.get(aggregate_id)
-            if not mine:
-                continue  # delivered by another worker between the two looks
-            claims.append(
-                Claim(
-                    target=target,
-                    aggregate_type=mine[0].aggregate_type,
-                    aggregate_id=aggregate_id,
-                    row_ids=tuple(r.id for r in mine),
-                    operations=tuple(r.operation for r in mine),
-                    request_ids=tuple(dict.fromkeys(r.request_id for r in mine if r.request_id)),
-                    attempts=max(r.attempts for r in mine),
-                    oldest=min(r.created_at for r in mine),
-                )
-            )
-        empty = won - {c.aggregate_id for c in claims}
-        if empty:
-            await session.execute(_drop_leases(target, sorted(empty), worker))
-        return claims
+        )
+    empty = won - {c.aggregate_id for c in claims}
+    if empty:
+        await session.execute(_drop_leases(target, sorted(empty), worker))
+    return claims
+
+
+async def claim_users(
+    store: Store,
+    target: str,
+    aggregate_ids: Sequence[str],
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    prepare: Callable[[AsyncSession, list[str]], Awaitable[None]],
+) -> list[Claim]:
+    """Lease ``aggregate_ids`` that no other worker holds, due rows or not,
+    call ``prepare(session, leased)`` in the same transaction (it writes the
+    rows the caller means to deliver) and return the claims of the users
+    leased: a bulk job that must deliver these users itself, before any
+    dispatcher sees its new rows (:func:`identity_store.accounts.claim_for_activation`)."""
+    wanted = list(dict.fromkeys(aggregate_ids))
+
+    async def work(session: AsyncSession) -> list[Claim]:
+        won = await _lease(session, target, wanted, worker=worker, now=now, lease=lease)
+        leased = [a for a in wanted if a in won]
+        if leased:
+            await prepare(session, leased)
+        return await _claims_of(session, target, wanted, won, worker)
 
     return await store.transaction(work)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_FILE = "idstore.db"
@@ -39,6 +39,31 @@ GRAPH_FILLABLE = frozenset(
     }
 )
 """Store attributes the profile sync may fill: single-valued, plain strings."""
+
+AUTH0_READABLE_PROPERTIES = frozenset(
+    {
+        "app_metadata",
+        "blocked",
+        "created_at",
+        "email",
+        "email_verified",
+        "family_name",
+        "given_name",
+        "identities",
+        "last_ip",
+        "last_login",
+        "logins_count",
+        "name",
+        "nickname",
+        "phone_number",
+        "picture",
+        "updated_at",
+        "user_metadata",
+        "username",
+    }
+)
+"""Auth0 user properties ``auth0_user_properties`` may name: those the
+Management API's ``fields`` parameter takes (``user_id`` is always read)."""
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -242,6 +267,25 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("auth0_user_properties", mode="before")
+    @classmethod
+    def _split_properties(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("auth0_user_properties")
+    @classmethod
+    def _readable_properties(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - AUTH0_READABLE_PROPERTIES)
+        if unknown:
+            shown = ", ".join(repr(u[:64]) for u in unknown[:5])
+            raise ValueError(
+                f"not Auth0 user properties that can be read: {shown}; known: "
+                + ", ".join(sorted(AUTH0_READABLE_PROPERTIES))
+            )
+        return tuple(dict.fromkeys(value))
+
     @field_validator("graph_attribute_map", mode="before")
     @classmethod
     def _split_pairs(cls, value: object) -> object:
@@ -310,11 +354,36 @@ class Settings(BaseSettings):
     auth0_import_poll_seconds: float = Field(default=5.0, gt=0)
     """How often a running import job is polled."""
 
-    auth0_password_tickets_per_second: float = Field(default=2.0, gt=0)
-    """Rate of a bulk password-change job's tickets (within the overall budget)."""
+    auth0_password_tickets_per_second: float = Field(
+        default=2.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "auth0_password_tickets_per_second",
+            "IDSTORE_AUTH0_PASSWORD_TICKETS_PER_SECOND",
+            "IDSTORE_AUTH0_BULK_CHANGE_PASSWORD_RATE_LIMIT_PER_SECOND",
+        ),
+    )
+    """Rate of a bulk password-change job's tickets (within the overall
+    budget); also read as ``IDSTORE_AUTH0_BULK_CHANGE_PASSWORD_RATE_LIMIT_PER_SECOND``
+    (the User Manager Service's name)."""
 
     auth0_ticket_result_url: str | None = None
     """Where a password-change ticket sends the user afterwards."""
+
+    auth0_ticket_ttl_seconds: int = Field(default=432_000, ge=60, le=2_592_000)
+    """How long a password-change ticket is valid (Auth0's ``ttl_sec``; its
+    default is 5 days); the URLs a bulk job keeps are deleted after it."""
+
+    auth0_user_properties: Annotated[tuple[str, ...], NoDecode] = ()
+    """Auth0 user properties merged into ``GET /api/v1/users`` answers, a
+    comma-separated list of names among :data:`AUTH0_READABLE_PROPERTIES`
+    (``last_login,logins_count``); empty (the default): nothing is fetched."""
+
+    auth0_properties_cache_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    """How long Auth0 properties read for a user are reused (0: not cached)."""
+
+    auth0_properties_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    """Users whose Auth0 properties one process keeps at most."""
 
     outbox_dry_run: bool = False
     """Log what the dispatcher would send; send nothing, keep the rows."""

@@ -106,15 +106,19 @@ from .remote_http import RemoteClient
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_IDS_PER_SEARCH",
     "MAX_IMPORT_FILE_BYTES",
     "MAX_LISTED_USERS",
+    "MAX_QUERY_LENGTH",
     "MAX_RETRY_WAIT_SECONDS",
+    "READABLE_PROPERTIES",
     "REQUIRED_SCOPES",
     "STORE_ID_KEY",
     "Auth0Client",
     "account_of",
     "import_file",
     "outcome_of",
+    "search_batches",
     "split_for_import",
 ]
 
@@ -441,6 +445,75 @@ def split_for_import(
     return parts
 
 
+MAX_IDS_PER_SEARCH = 50
+"""Account ids one user search asks about (:meth:`Auth0Client.properties_of`)."""
+
+MAX_QUERY_LENGTH = 3000
+"""Longest ``q`` of a search by ids: with the rest of the URL it stays far
+below the 8 KB a request line may take on the way to Auth0."""
+
+MAX_PROPERTY_BYTES = 4096
+"""Longest value of one property read for ``GET /api/v1/users`` (JSON-encoded)."""
+
+READABLE_PROPERTIES = frozenset(
+    {
+        "app_metadata",
+        "blocked",
+        "created_at",
+        "email",
+        "email_verified",
+        "family_name",
+        "given_name",
+        "identities",
+        "last_ip",
+        "last_login",
+        "logins_count",
+        "name",
+        "nickname",
+        "phone_number",
+        "picture",
+        "updated_at",
+        "user_metadata",
+        "username",
+    }
+)
+"""The properties :meth:`Auth0Client.properties_of` may read (the values
+``GET /api/v2/users/{id}`` takes in ``fields``, ``user_id`` aside)."""
+
+
+def _ids_query(ids: Sequence[str]) -> str:
+    return "user_id:(" + " OR ".join(_q_value(i) for i in ids) + ")"
+
+
+def search_batches(auth_user_ids: Sequence[str]) -> list[list[str]]:
+    """``auth_user_ids`` (distinct, in order) cut into the lists one search
+    by ids takes (:data:`MAX_IDS_PER_SEARCH`, :data:`MAX_QUERY_LENGTH`); an
+    id that cannot be searched alone (too long, or holding a control
+    character) is left out."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    for auth_id in dict.fromkeys(auth_user_ids):
+        if not auth_id or len(auth_id) > MAX_ID_LENGTH or _CONTROL.search(auth_id):
+            continue
+        candidate = [*current, auth_id]
+        if len(candidate) > MAX_IDS_PER_SEARCH or len(_ids_query(candidate)) > MAX_QUERY_LENGTH:
+            batches.append(current)
+            candidate = [auth_id]
+        current = candidate
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _small_json(value: Any) -> bool:
+    """Whether ``value`` is JSON of at most :data:`MAX_PROPERTY_BYTES` without a NUL."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:
+        return False
+    return len(encoded) <= MAX_PROPERTY_BYTES and b"\\u0000" not in encoded
+
+
 def _q_value(text: str) -> str:
     """A Lucene phrase for Auth0's user search (``"..."`` with ``"`` and ``\\`` escaped)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -650,6 +723,57 @@ class Auth0Client(RemoteClient):
             if not users or seen >= total or page * PAGE_SIZE >= MAX_LISTED_USERS:
                 return
 
+    async def properties_of(
+        self, auth_user_ids: Sequence[str], names: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The properties ``names`` of the accounts ``auth_user_ids``, by
+        account id, in one user search (``GET /api/v2/users`` with
+        ``q=user_id:("..." OR "...")``, ``fields=user_id,<names>``): at most
+        :data:`MAX_IDS_PER_SEARCH` ids whose query stays within
+        :data:`MAX_QUERY_LENGTH` characters (cut longer lists with
+        :func:`search_batches`). An account Auth0 does not have is absent.
+        Values are as Auth0 answered them, of JSON's types, each at most
+        :data:`MAX_PROPERTY_BYTES` long once encoded (a longer one is dropped).
+        The search is eventually consistent: an account created a second ago
+        may be missing."""
+        ids = list(dict.fromkeys(auth_user_ids))
+        if not ids:
+            return {}
+        query = _ids_query(ids)
+        if len(ids) > MAX_IDS_PER_SEARCH or len(query) > MAX_QUERY_LENGTH:
+            raise ValueError("too many ids for one search: cut them with search_batches")
+        unknown = sorted(set(names) - READABLE_PROPERTIES)
+        if unknown:
+            raise ValueError(f"not readable Auth0 properties: {unknown}")
+        answer = await self._call(
+            "GET",
+            "/users",
+            params={
+                "q": query,
+                "search_engine": "v3",
+                "per_page": str(PAGE_SIZE),
+                "fields": ",".join(["user_id", *names]),
+                "include_fields": "true",
+            },
+        )
+        documents = _json(answer.body, "a user search")
+        if not isinstance(documents, list) or len(documents) > PAGE_SIZE:
+            raise Permanent("Auth0's answer to a user search is not a list of at most a page")
+        wanted = set(ids)
+        found: dict[str, dict[str, Any]] = {}
+        for document in documents:
+            if not isinstance(document, dict):
+                raise Permanent("an account of Auth0's user search is not an object")
+            auth_id = _auth0_id(document.get("user_id"))
+            if auth_id not in wanted:
+                continue
+            values = {}
+            for name in names:
+                if name in document and _small_json(document[name]):
+                    values[name] = document[name]
+            found[auth_id] = values
+        return found
+
     # -- Bulk import ---------------------------------------------------------
 
     async def start_import(
@@ -776,7 +900,10 @@ class Auth0Client(RemoteClient):
     async def password_change_ticket(self, auth_user_id: str) -> str:
         """``POST /api/v2/tickets/password-change`` for the account (with
         ``result_url`` when ``auth0_ticket_result_url`` is set); its URL."""
-        body: dict[str, Any] = {"user_id": auth_user_id}
+        body: dict[str, Any] = {
+            "user_id": auth_user_id,
+            "ttl_sec": self.settings.auth0_ticket_ttl_seconds,
+        }
         if self.settings.auth0_ticket_result_url:
             body["result_url"] = self.settings.auth0_ticket_result_url
         answer = await self._call("POST", "/tickets/password-change", json=body)

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -404,13 +404,47 @@ class ImportRunner:
     def _importable(self, subject: AccountSubject | None, claim: Claim) -> AuthProfile | None:
         if subject is None or claim.aggregate_type != "User":
             return None
+        return self.importable(subject)
+
+    def importable(
+        self, subject: AccountSubject, *, activation: bool = False
+    ) -> AuthProfile | None:
+        """The profile to import for ``subject``: its plan is to create an
+        account (ENSURE, none known). An ``activation`` (a bulk activation
+        job, :mod:`identity_sync.bulk_activation`) creates one even when the
+        user's group has ``authUserCreationDisabled``: that is what it is for."""
+        if activation and subject.creation_disabled:
+            subject = replace(subject, creation_disabled=False)
         p = plan(subject, hard_delete=self.settings.hard_delete)
         if p.action is not Action.ENSURE or p.remote_id is not None or p.profile is None:
             return None
         return p.profile
 
+    async def slots(self) -> int:
+        """Import jobs that may start now across all workers."""
+        return MAX_RUNNING_JOBS - await jobs.count_running(self.store, JobKind.AUTH0_IMPORT)
+
+    async def poll_jobs(self) -> bool:
+        """Poll this runner's jobs that are due and take over those of dead
+        workers (what :meth:`tick` does besides starting jobs); whether a
+        job of this runner still runs."""
+        now = self.clock.now()
+        await self._poll_due(now)
+        await self._take_over(now)
+        return bool(self._jobs)
+
+    async def start_file(
+        self, part: list[tuple[Claim, AuthProfile]], now: datetime, *, created_by: str
+    ) -> tuple[str | None, str | None]:
+        """One import job of ``part`` (claimed users, one file's worth),
+        recorded as created by ``created_by``; its ``jobs`` id, or (``None``,
+        why Auth0 refused it for good), or (``None``, ``None``) when it could
+        not start for now. Either way, the users of a job that did not start
+        are handed back."""
+        return await self._start_job(part, now, created_by=created_by)
+
     async def _start_job(
-        self, part: list[tuple[Claim, AuthProfile]], now: datetime
+        self, part: list[tuple[Claim, AuthProfile]], now: datetime, *, created_by: str | None = None
     ) -> tuple[str | None, str | None]:
         """One Auth0 job of ``part``; its ``jobs`` id, or why Auth0 refused it."""
         profiles = [p for _, p in part]
@@ -427,7 +461,7 @@ class ImportRunner:
                 "connection": self.settings.auth0_connection,
             },
             summary={"state": "starting"},
-            created_by=self.name,
+            created_by=created_by or self.name,
             worker=self.name,
             lease=self.lease,
         )

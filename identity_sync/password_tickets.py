@@ -21,8 +21,11 @@ passing reason (5xx, throttling) is tried again, up to
 :data:`MAX_ATTEMPTS`, waiting as the answer says.
 
 Ticket URLs are secrets (whoever has one sets the password): they go to the
-:class:`TicketSink` only (``idstore auth0 password-change --out FILE``: a
-CSV file of mode 0600), never to the database or a log line.
+:class:`TicketSink` only, never to the job's row or a log line: ``idstore
+auth0 password-change --out FILE`` writes a CSV file of mode 0600; a job
+asked for through the management API (run by the worker,
+:mod:`identity_sync.bulk_jobs`) keeps them in the store until they expire
+(:class:`KeptTickets`), for ``admin`` tokens to read.
 
 Pacing goes through the injected clock (each ticket waits until ``1 /
 rate`` after the previous one), within the tenant's budget that the client's
@@ -31,15 +34,16 @@ rate limiter applies to every request.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from identity_store import accounts, jobs
-from identity_store.accounts import AccountSubject
+from identity_store import accounts, jobs, password_tickets
+from identity_store.accounts import MAX_USERS_LISTED, AccountSubject, Selection
 from identity_store.jobs import JobKind, JobRecord, JobStatus
 from identity_store.settings import Settings
 from identity_store.store import Store
@@ -54,11 +58,13 @@ __all__ = [
     "MAX_USERS_LISTED",
     "PAGE_SIZE",
     "JobLost",
+    "KeptTickets",
     "Selection",
     "TicketProgress",
     "TicketRun",
     "TicketSink",
     "create_job",
+    "unknown_users",
 ]
 
 log = logging.getLogger("idstore.auth0")
@@ -72,9 +78,6 @@ MAX_ATTEMPTS = 5
 MAX_THROTTLED = 20
 """Throttled answers one ticket waits through before it is a failure."""
 
-MAX_USERS_LISTED = 10_000
-"""User ids a selection may list (more: a user group, or every user)."""
-
 RETRY = RetryPolicy(max_attempts=MAX_ATTEMPTS, base_seconds=1.0, max_seconds=60.0)
 
 NO_ACCOUNT = "no Auth0 account"
@@ -85,52 +88,43 @@ class JobLost(Exception):
 
 
 class TicketSink(Protocol):
-    """Where ticket URLs go (never the database, never a log)."""
+    """Where ticket URLs go (never a log, never the job's row)."""
 
     def write(self, user_id: str, email: str | None, url: str) -> None: ...
 
-    def flush(self) -> None:
-        """Make what was written durable (before the job records the page)."""
+    def flush(self) -> Awaitable[None] | None:
+        """Make what was written durable (before the job records the page);
+        an awaitable when that takes the store."""
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Whose passwords: ``user_ids``, the live users of ``user_group``, or
-    every live user (``everyone``)."""
+class KeptTickets:
+    """The sink of jobs asked for through the management API: each page's
+    tickets kept in the store (:mod:`identity_store.password_tickets`,
+    ``admin`` tokens read them) until Auth0 lets them expire
+    (``auth0_ticket_ttl_seconds`` after they were made)."""
 
-    user_ids: tuple[str, ...] | None = None
-    user_group: str | None = None
-    everyone: bool = False
+    def __init__(self, store: Store, job_id: str, clock: Clock) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.clock = clock
+        self.ttl = timedelta(seconds=store.settings.auth0_ticket_ttl_seconds)
+        self._page: list[tuple[str, str | None, str]] = []
+        self._made_at: datetime | None = None
 
-    def __post_init__(self) -> None:
-        chosen = [self.user_ids is not None, self.user_group is not None, self.everyone]
-        if sum(chosen) != 1:
-            raise ValueError("a selection is user ids, a user group, or everyone: one of them")
-        if self.user_ids is not None and len(self.user_ids) > MAX_USERS_LISTED:
-            raise ValueError(f"at most {MAX_USERS_LISTED} user ids; name a user group instead")
+    def write(self, user_id: str, email: str | None, url: str) -> None:
+        if self._made_at is None:
+            self._made_at = self.clock.now()
+        self._page.append((user_id, email, url))
 
-    def params(self) -> dict[str, Any]:
-        if self.user_ids is not None:
-            return {"users": sorted(set(self.user_ids))}
-        if self.user_group is not None:
-            return {"user_group": self.user_group}
-        return {"all": True}
-
-    @classmethod
-    def of(cls, params: dict[str, Any]) -> Selection:
-        if "users" in params:
-            return cls(user_ids=tuple(str(u) for u in params["users"]))
-        if "user_group" in params:
-            return cls(user_group=str(params["user_group"]))
-        return cls(everyone=True)
-
-    def describe(self) -> str:
-        if self.user_ids is not None:
-            return f"{len(self.user_ids)} users named"
-        if self.user_group is not None:
-            return f"user group {self.user_group!r}"
-        return "every live user"
+    async def flush(self) -> None:
+        if not self._page or self._made_at is None:
+            return
+        page, made_at = self._page, self._made_at
+        await password_tickets.keep(
+            self.store, self.job_id, page, now=made_at, expires_at=made_at + self.ttl
+        )
+        self._page, self._made_at = [], None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +136,21 @@ class TicketProgress:
     total: int | None
     tickets: int
     failed: int
+
+
+async def unknown_users(store: Store, selection: Selection) -> list[dict[str, Any]]:
+    """The ids a selection names that are no live user, as failures of its
+    job (reported once, at the start)."""
+    if selection.user_ids is None:
+        return []
+    wanted = sorted(set(selection.user_ids))
+    live: set[str] = set()
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start : start + 1000]
+        live.update(await accounts.user_ids(store, after=None, limit=1000, ids=chunk))
+    return [
+        {"user_id": u, "email": None, "error": "no such live user"} for u in wanted if u not in live
+    ]
 
 
 async def create_job(
@@ -237,7 +246,7 @@ class TicketRun:
         failed = int(summary.get("failed", 0))
         after: str | None = summary.get("after")
         if "total" not in summary:
-            failures = await self._unknown_users(selection)
+            failures = await unknown_users(self.store, selection)
             summary["total"] = await self._total(selection) + len(failures)
             failed += len(failures)
             done += len(failures)
@@ -255,13 +264,7 @@ class TicketRun:
         total = int(summary["total"])
         log_event(log, "tickets_started", job=job.id, selection=selection.describe(), after=after)
         while True:
-            ids = await accounts.user_ids(
-                self.store,
-                after=after,
-                limit=PAGE_SIZE,
-                user_group=selection.user_group,
-                ids=list(selection.user_ids) if selection.user_ids is not None else None,
-            )
+            ids = await selection.page(self.store, after=after, limit=PAGE_SIZE)
             if not ids:
                 break
             found = await accounts.subjects(self.store, self.service.name, ids)
@@ -274,7 +277,9 @@ class TicketRun:
                     page_failures.append(
                         {"user_id": user_id, "email": found[user_id].email, "error": error}
                     )
-            self.sink.flush()
+            flushed = self.sink.flush()
+            if inspect.isawaitable(flushed):
+                await flushed
             after = ids[-1]
             done += len(ids)
             failed += len(page_failures)
@@ -309,32 +314,11 @@ class TicketRun:
         total = 0
         after: str | None = None
         while True:
-            ids = await accounts.user_ids(
-                self.store,
-                after=after,
-                limit=1000,
-                user_group=selection.user_group,
-                ids=list(selection.user_ids) if selection.user_ids is not None else None,
-            )
+            ids = await selection.page(self.store, after=after, limit=1000)
             total += len(ids)
             if len(ids) < 1000:
                 return total
             after = ids[-1]
-
-    async def _unknown_users(self, selection: Selection) -> list[dict[str, Any]]:
-        """The ids of the selection that are no live user (reported once, at the start)."""
-        if selection.user_ids is None:
-            return []
-        wanted = sorted(set(selection.user_ids))
-        live: set[str] = set()
-        for start in range(0, len(wanted), 1000):
-            chunk = wanted[start : start + 1000]
-            live.update(await accounts.user_ids(self.store, after=None, limit=1000, ids=chunk))
-        return [
-            {"user_id": u, "email": None, "error": "no such live user"}
-            for u in wanted
-            if u not in live
-        ]
 
     async def _ticket(self, subject: AccountSubject) -> str | None:
         """One user's ticket, written to the sink; the error, if it failed."""

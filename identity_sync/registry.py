@@ -12,6 +12,7 @@ from identity_store.store import Store
 
 from .auth0 import Auth0Client
 from .auth0_import import ImportRunner
+from .bulk_jobs import BulkJobs
 from .clock import Clock
 from .deletion_sync import DeletionSync
 from .dispatcher import DatabaseRateLimiter, Dispatcher, OutboxDispatcher
@@ -19,7 +20,7 @@ from .expiry import Expiry
 from .profile_sync import ProfileSync
 from .rond import ROND, RondClient, RondDispatcher
 from .schedules import Schedule, ScheduleError, parse
-from .worker import Job, Worker, worker_id
+from .worker import Job, Loop, Worker, worker_id
 
 log = logging.getLogger("idstore.worker")
 
@@ -111,12 +112,23 @@ def build_dispatchers(store: Store, clock: Clock, name: str) -> list[OutboxDispa
     return dispatchers
 
 
+def build_loops(store: Store, clock: Clock, name: str) -> list[Loop]:
+    """The worker's loops: the outbox dispatchers (:func:`build_dispatchers`)
+    and, when Auth0 is configured, the bulk jobs the management API asks
+    for (:class:`~identity_sync.bulk_jobs.BulkJobs`, on its own client)."""
+    loops: list[Loop] = list(build_dispatchers(store, clock, name))
+    service = build_auth_service(store, clock)
+    if service is not None:
+        loops.append(BulkJobs(store, service, clock=clock, name=name))
+    return loops
+
+
 def build_worker(store: Store, clock: Clock, *, only: list[str] | None = None) -> Worker:
     """The worker of every job (or of ``only`` those; :data:`OUTBOX` selects
-    the dispatchers) on its schedule, with the outbox dispatchers."""
+    the dispatchers and the bulk jobs) on its schedule, with its loops."""
     jobs = build_jobs(store.settings, clock)
     if only is not None:
         jobs = {name: job for name, job in jobs.items() if name in only}
     name = worker_id()
-    loops = build_dispatchers(store, clock, name) if only is None or OUTBOX in only else []
+    loops = build_loops(store, clock, name) if only is None or OUTBOX in only else []
     return Worker(store, jobs, schedules(store.settings), clock=clock, name=name, loops=loops)

@@ -14,6 +14,7 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_sync import registry
 from identity_sync.clock import SystemClock
+from idstore.auth0_gateway import open_auth0
 from scim_server.app import create_app
 
 log = logging.getLogger("idstore.worker")
@@ -44,7 +45,9 @@ def app_factory() -> Starlette:
     ``IDSTORE_WORKER_IN_PROCESS=false``."""
     settings = Settings()
     in_process = settings.is_sqlite and settings.worker_in_process
-    app = create_app(settings, background=in_process_worker if in_process else None)
+    app = create_app(
+        settings, background=in_process_worker if in_process else None, auth0=open_auth0
+    )
     # Everything imported and built so far lives as long as the process:
     # out of the collector's sight (gc.freeze), a full collection no longer
     # walks the few hundred thousand objects of the libraries' modules and

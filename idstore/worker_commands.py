@@ -17,6 +17,7 @@ from identity_store.job_runs import RunRecord
 from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_sync import registry
+from identity_sync.bulk_jobs import BulkTotals
 from identity_sync.clock import SystemClock
 from identity_sync.dispatcher import Totals
 from identity_sync.schedules import ScheduleError
@@ -72,7 +73,12 @@ AS_OF_MAX_LENGTH = 64
 is 32 characters)."""
 
 
-def _loop_line(label: str, totals: Totals) -> str:
+def _loop_line(label: str, totals: Totals | BulkTotals) -> str:
+    if isinstance(totals, BulkTotals):
+        return (
+            f"{label}: {totals.succeeded} jobs succeeded, {totals.failed} failed, "
+            f"{totals.interrupted} left for another worker"
+        )
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(totals.outcomes.items()))
     return (
         f"{label}: {totals.delivered} users delivered ({totals.rows} rows"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,6 +15,7 @@ from identity_store.store import Store
 
 from . import api as management_api
 from . import errors
+from .auth0_gateway import PropertyProvider, TicketIssuer
 from .discovery import provider
 from .health import healthz, readyz
 from .middleware import ProviderMiddleware, RequestIdMiddleware, ScimPathMiddleware
@@ -25,22 +27,46 @@ Background = Callable[[Store], AbstractAsyncContextManager[None]]
 store: the composition root passes the in-process worker (SQLite default)."""
 
 
-def create_app(settings: Settings, *, background: Background | None = None) -> Starlette:
+@dataclass(frozen=True, slots=True)
+class Auth0Services:
+    """What the HTTP layer asks of Auth0 (:mod:`scim_server.auth0_gateway`)."""
+
+    properties: PropertyProvider | None = None
+    tickets: TicketIssuer | None = None
+
+
+Auth0Opener = Callable[[Store], AbstractAsyncContextManager[Auth0Services]]
+"""Opens the Auth0 services for the open store, closes them at shutdown: the
+composition root passes one backed by the sync's Auth0 client."""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    background: Background | None = None,
+    auth0: Auth0Opener | None = None,
+) -> Starlette:
     """The whole HTTP application for ``settings``; the store opens in the
-    lifespan, and ``background`` runs from startup to shutdown."""
+    lifespan, ``auth0`` (when given) opens what the API asks of Auth0, and
+    ``background`` runs from startup to shutdown."""
     scim_provider = provider()
     api = management_api.create_api(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await Store.open(settings)
-        app.state.idstore = AppState(
-            settings=settings, store=store, tokens=TokenCache(settings.token_cache_seconds)
-        )
-        api.state.idstore = app.state.idstore
         try:
-            async with background(store) if background else nullcontext():
-                yield
+            async with auth0(store) if auth0 else nullcontext(Auth0Services()) as services:
+                app.state.idstore = AppState(
+                    settings=settings,
+                    store=store,
+                    tokens=TokenCache(settings.token_cache_seconds),
+                    auth0_properties=services.properties,
+                    tickets=services.tickets,
+                )
+                api.state.idstore = app.state.idstore
+                async with background(store) if background else nullcontext():
+                    yield
         finally:
             await store.close()
 

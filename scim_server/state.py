@@ -12,6 +12,8 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_store.tokens import Principal
 
+from .auth0_gateway import PropertyProvider, TicketIssuer
+
 
 class TokenCache:
     """Principals of recently seen secrets, for ``ttl`` seconds, so that a busy
@@ -47,6 +49,10 @@ class AppState:
     settings: Settings
     store: Store
     tokens: TokenCache = field(default_factory=lambda: TokenCache(0))
+    auth0_properties: PropertyProvider | None = None
+    """Auth0 user properties for user reads (``None``: none configured)."""
+    tickets: TicketIssuer | None = None
+    """Password-change tickets (``None``: Auth0 is not configured)."""
 
 
 def app_state(request: Request) -> AppState:

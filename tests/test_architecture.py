@@ -49,6 +49,7 @@ STORE_PUBLIC = frozenset(
         "identity_store.jobs",
         "identity_store.lifecycle_admin",
         "identity_store.outbox",
+        "identity_store.password_tickets",
         "identity_store.paging",
         "identity_store.profiles",
         "identity_store.rbac",

@@ -21,6 +21,7 @@ from .group import Group, GroupMember
 from .job import Job
 from .job_run import JobRun
 from .outbox import OutboxEntry, OutboxLease, RateBudget, SyncState
+from .password_ticket import PasswordTicket
 from .rbac import (
     Binding,
     BindingGroup,
@@ -61,6 +62,7 @@ __all__ = [
     "OutboxEntry",
     "OutboxLease",
     "OutboxStatus",
+    "PasswordTicket",
     "RateBudget",
     "RbacGrant",
     "RbacRevision",

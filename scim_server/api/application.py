@@ -20,7 +20,17 @@ from starlette.routing import Mount
 
 from identity_store.settings import Settings
 
-from . import assignments, authz, bindings, problems, roles, rond, user_groups, users
+from . import (
+    assignments,
+    authz,
+    bindings,
+    bulk_jobs,
+    problems,
+    roles,
+    rond,
+    user_groups,
+    users,
+)
 from .models import BATCH_CEILING, LIST_CEILING
 from .problems import PROBLEM_MEDIA_TYPE, Problem
 from .routing import MOUNT
@@ -58,7 +68,7 @@ def create_api(settings: Settings) -> FastAPI:
         exception_handlers=problems.handlers(),
         generate_unique_id_function=lambda route: route.name,
     )
-    for module in (roles, bindings, assignments, authz, rond, user_groups, users):
+    for module in (roles, bindings, assignments, authz, rond, user_groups, users, bulk_jobs):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -79,6 +79,10 @@ OPERATIONS: list[tuple[str, str, Any]] = [
     ("DELETE", f"/users/{UNKNOWN}", None),
     ("POST", f"/users/{UNKNOWN}/state", {"action": "block"}),
     ("POST", f"/users/{UNKNOWN}/restore", None),
+    ("POST", "/jobs/bulk-activation", {"ids": [UNKNOWN]}),
+    ("POST", "/jobs/bulk-change-password", {"filter": {"userGroup": "staff"}}),
+    ("GET", f"/jobs/{UNKNOWN}/tickets", None),
+    ("POST", "/users/change-password", {"id": UNKNOWN}),
 ]
 """One request of every operation."""
 
@@ -535,7 +539,15 @@ async def test_a_database_lost_after_start_is_503_on_every_operation(
     proxy = _Proxy(server.host or "127.0.0.1", server.port or 5432)
     port = await proxy.start()
     application = create_app(
-        Settings(DATABASE_URL=server.set(port=port).render_as_string(hide_password=False))
+        Settings(
+            DATABASE_URL=server.set(port=port).render_as_string(hide_password=False),
+            # Configured (never reached): the bulk jobs' refusal without
+            # Auth0 would come before the database.
+            auth0_base_url="http://127.0.0.1:9",
+            auth0_client_id="unused",
+            auth0_client_secret="unused",
+            auth0_connection_id="con_unused0000000001",
+        )
     )
     async with (
         application.router.lifespan_context(application),

@@ -12,7 +12,8 @@ sync uses, answering as Auth0 documents them.
 - Under ``/api/v2`` every path of Auth0's OpenAPI description
   (:data:`~tests.emulators.openapi_contract.AUTH0_DOCUMENT`): ``/users``
   (GET with ``page``, ``per_page`` up to 100, ``include_totals``, ``q`` in
-  the Lucene subset ``field:"value" AND ...`` over ``identities.connection``,
+  the Lucene subset ``field:"value" AND ...`` (a value may be a group,
+  ``field:("a" OR "b")``) over ``identities.connection``,
   ``email``, ``user_id``, ``app_metadata.idstore_user_id`` and ``blocked``,
   ``connection``, ``sort``, ``fields``; the first 1000 results only, as
   Auth0; POST), ``/users/{id}`` (GET, PATCH, DELETE), ``/users-by-email``,
@@ -118,6 +119,8 @@ DEFAULT_RATE_HEADERS_LIMIT = 1000
 _JOB_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 _Q_TERM = re.compile(r'\s*([A-Za-z_.]+):("(?:[^"\\]|\\.)*"|[^\s"]+)\s*')
+_Q_GROUP = re.compile(r"\s*([A-Za-z_.]+):\((.*)\)\s*")
+_Q_ALTERNATIVE = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[^\s"()]+)\s*(?:OR\s+|$)')
 _Q_FIELDS = {
     "identities.connection",
     "email",
@@ -654,6 +657,15 @@ class Auth0Emulator:
             user.update(fields)
             self._store(user)
             return str(user["user_id"])
+
+    def log_in(self, auth0_id: str, *, ip: str = "192.0.2.7") -> None:
+        """The user logs in, as Auth0 records it: ``last_login`` now,
+        ``logins_count`` one more, ``last_ip``."""
+        with self._lock:
+            user = self.users[auth0_id]
+            user["last_login"] = _iso(time.time())
+            user["logins_count"] = int(user.get("logins_count", 0)) + 1
+            user["last_ip"] = ip
 
     def reindex(self) -> None:
         """Rebuild the e-mail index: needed only after a test changed a
@@ -1329,20 +1341,17 @@ class Auth0Emulator:
                 "https://auth0.com/docs/users/search/v3/view-search-results-by-page#limitation",
                 "invalid_paging",
             )
-        terms: list[tuple[str, str]] = []
+        terms: list[tuple[str, tuple[str, ...]]] = []
         q = (query.get("q") or "").strip()
         if q and q != "*":
             for clause in re.split(r"\s+AND\s+", q):
-                match = _Q_TERM.fullmatch(clause)
-                if match is None or match.group(1) not in _Q_FIELDS:
+                term = _q_term(clause)
+                if term is None:
                     return self._bad(
                         f"Query validation error: 'Invalid query: {clause}'.",
                         "invalid_query_string",
                     )
-                value = match.group(2)
-                if value.startswith('"'):
-                    value = re.sub(r"\\(.)", r"\1", value[1:-1])
-                terms.append((match.group(1), value))
+                terms.append(term)
         connection = query.get("connection")
         users = [u for u in self.users.values() if _matches(u, terms, connection)]
         key, _, order = (query.get("sort") or "created_at:1").partition(":")
@@ -1533,11 +1542,41 @@ def _b64(document: Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(document)).rstrip(b"=").decode()
 
 
-def _matches(user: Mapping[str, Any], terms: list[tuple[str, str]], connection: str | None) -> bool:
+def _q_value(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value[1:-1]) if value.startswith('"') else value
+
+
+def _q_term(clause: str) -> tuple[str, tuple[str, ...]] | None:
+    """``field:value`` or ``field:(value OR value ...)`` (Lucene's grouping,
+    which Auth0's search v3 takes): the field and the values any of which
+    matches; ``None`` when the clause is none of these or names another field."""
+    group = _Q_GROUP.fullmatch(clause)
+    if group is not None:
+        name, inner = group.group(1), group.group(2).strip()
+        values = []
+        position = 0
+        while position < len(inner):
+            match = _Q_ALTERNATIVE.match(inner, position)
+            if match is None:
+                return None
+            values.append(_q_value(match.group(1)))
+            position = match.end()
+        if not values or name not in _Q_FIELDS:
+            return None
+        return name, tuple(values)
+    match = _Q_TERM.fullmatch(clause)
+    if match is None or match.group(1) not in _Q_FIELDS:
+        return None
+    return match.group(1), (_q_value(match.group(2)),)
+
+
+def _matches(
+    user: Mapping[str, Any], terms: list[tuple[str, tuple[str, ...]]], connection: str | None
+) -> bool:
     identities = user.get("identities") or [{}]
     if connection is not None and identities[0].get("connection") != connection:
         return False
-    for name, value in terms:
+    for name, values in terms:
         if name == "identities.connection":
             actual: Any = identities[0].get("connection")
         elif name == "app_metadata.idstore_user_id":
@@ -1545,10 +1584,10 @@ def _matches(user: Mapping[str, Any], terms: list[tuple[str, str]], connection: 
         elif name == "blocked":
             actual = "true" if user.get("blocked") else "false"
         elif name == "email":
-            actual, value = str(user.get("email", "")).lower(), value.lower()
+            actual, values = str(user.get("email", "")).lower(), tuple(v.lower() for v in values)
         else:
             actual = user.get(name)
-        if actual != value:
+        if actual not in values:
             return False
     return True
 

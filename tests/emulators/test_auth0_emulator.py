@@ -469,6 +469,36 @@ def test_the_user_search_pages_filters_and_stops_at_1000(
     assert unknown.status_code == 400
 
 
+def test_the_user_search_takes_a_group_of_alternatives(
+    auth0: Auth0Emulator, http: httpx.Client
+) -> None:
+    """``user_id:("a" OR "b")`` (Lucene's grouping, as Auth0's search v3
+    takes it) finds either, with ``fields``; a group that is not a list of
+    alternatives is 400 ``invalid_query_string``; ``last_login`` and
+    ``logins_count`` follow the logins."""
+    a = auth0.add_user("a@example.com", user_id="auth0|a")
+    b = auth0.add_user("b@example.com", user_id='auth0|b"q')
+    auth0.add_user("c@example.com", user_id="auth0|c")
+    auth0.log_in(a)
+    auth0.log_in(a)
+    found = http.get(
+        "/api/v2/users",
+        params={
+            "q": 'user_id:("auth0|a" OR "auth0|b\\"q" OR "auth0|gone")',
+            "search_engine": "v3",
+            "fields": "user_id,logins_count,last_login",
+        },
+    ).json()
+    by_id = {u["user_id"]: u for u in found}
+    assert sorted(by_id) == sorted([a, b])
+    assert by_id[a]["logins_count"] == 2
+    assert set(by_id[a]) == {"user_id", "logins_count", "last_login"}
+    assert by_id[b] == {"user_id": b}
+    for bad in ('user_id:("auth0|a" "auth0|c")', "user_id:()", 'user_id:("a" AND "b")'):
+        answer = http.get("/api/v2/users", params={"q": bad})
+        assert (answer.status_code, answer.json()["errorCode"]) == (400, "invalid_query_string")
+
+
 def test_a_password_change_ticket_is_a_url_for_a_known_user(
     auth0: Auth0Emulator, http: httpx.Client
 ) -> None:
