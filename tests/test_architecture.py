@@ -56,6 +56,7 @@ STORE_PUBLIC = frozenset(
         "identity_store.settings",
         "identity_store.store",
         "identity_store.tokens",
+        "identity_store.user_profiles",
         "identity_store.users",
     }
 )
