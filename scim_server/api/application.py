@@ -20,7 +20,7 @@ from starlette.routing import Mount
 
 from identity_store.settings import Settings
 
-from . import assignments, authz, bindings, problems, profile, roles, rond
+from . import assignments, authz, bindings, problems, profile, roles, rond, sync_state
 from .models import BATCH_CEILING, LIST_CEILING
 from .problems import PROBLEM_MEDIA_TYPE, Problem
 from .routing import MOUNT
@@ -56,7 +56,7 @@ def create_api(settings: Settings) -> FastAPI:
         exception_handlers=problems.handlers(),
         generate_unique_id_function=lambda route: route.name,
     )
-    for module in (roles, bindings, assignments, authz, rond, profile):
+    for module in (roles, bindings, assignments, authz, rond, profile, sync_state):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:
