@@ -131,6 +131,9 @@ class Delivered:
     """Write ``remote_id`` as the user's ``auth_user_id``."""
     took_over: bool = False
     """The account was adopted: any other user that had it loses it."""
+    last_login: datetime | None = None
+    """When the user last logged in there, as the target's answer said
+    (Auth0's ``last_login``): kept as the user's ``last_logged_in_at``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +455,7 @@ async def complete(
             )
         await _keep_states(session, delivered, now)
         await _write_auth_user_ids(session, delivered, now)
+        await _write_last_logins(session, delivered)
         for target, aggregates in _aggregates_by_target(d.claim for d in delivered).items():
             await session.execute(_drop_leases(target, aggregates, worker))
 
@@ -561,6 +565,32 @@ async def _write_auth_user_ids(
             version=_USERS.c.version + 1,
             updated_at=now,
         )
+        .execution_options(synchronize_session=False),
+        values,
+    )
+
+
+async def _write_last_logins(session: AsyncSession, delivered: Sequence[Delivered]) -> None:
+    """``users.last_logged_in_at`` of the deliveries whose answer named a
+    login, in one ``executemany``; never moved back (an answer older than
+    what is kept changes nothing). Not a change of the user: its
+    ``version`` and ``updated_at`` stay (the SCIM representation does not
+    hold it, so an ETag must not move for a login)."""
+    values = [
+        {"uid": d.claim.aggregate_id, "at": d.last_login}
+        for d in delivered
+        if d.claim.aggregate_type == "User" and d.last_login is not None
+    ]
+    if not values:
+        return
+    at = bindparam("at", type_=_USERS.c.last_logged_in_at.type)
+    await session.execute(
+        update(_USERS)
+        .where(
+            _USERS.c.id == bindparam("uid", type_=_USERS.c.id.type),
+            (_USERS.c.last_logged_in_at.is_(None)) | (_USERS.c.last_logged_in_at < at),
+        )
+        .values(last_logged_in_at=at)
         .execution_options(synchronize_session=False),
         values,
     )

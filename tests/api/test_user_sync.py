@@ -1,6 +1,7 @@
 """A user's lifecycle history, sync state and the replay of a dead letter
 over ``/api/v1``, on both databases, with the real Auth0 dispatcher against
-the Auth0 emulator.
+the Auth0 emulator; and Auth0's ``last_login`` reaching the profile's
+``last_logged_in_time`` through the sync.
 
 The dispatcher's clock is a :class:`ManualClock` an hour ahead of real time,
 so rows written now are due at once."""
@@ -56,6 +57,41 @@ async def patch(directory: Directory, user_id: str, path: str, value: Any) -> di
     response = await directory.scim.patch(f"/Users/{user_id}", json=body)
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+async def test_auth0_s_last_login_becomes_the_profile_s_last_logged_in_time(
+    api: httpx.AsyncClient, directory: Directory, dispatcher: Dispatcher, auth0: Auth0Emulator
+) -> None:
+    """A delivery whose answer names a ``last_login`` keeps it on the user:
+    the profile answers it in epoch seconds; an older one never replaces
+    it; the user's version (its SCIM ETag) does not move for it."""
+    user_id = await directory.user("ada@example.com")
+    await dispatcher.drain()
+    account = f"auth0|{user_id}"
+    assert account in auth0.users
+    assert (await api.get(f"/users/{user_id}/profile")).json()["last_logged_in_time"] is None
+
+    first = datetime(2026, 11, 30, 8, 15, 42, tzinfo=UTC)
+    auth0.log_in(account, at=first)
+    version = (await patch(directory, user_id, "name.givenName", "Ada"))["meta"]["version"]
+    assert (await dispatcher.drain()).outcomes == {"updated": 1}
+    profile = (await api.get(f"/users/{user_id}/profile")).json()
+    assert profile["last_logged_in_time"] == int(first.timestamp())
+    scim = (await directory.scim.get(f"/Users/{user_id}")).json()
+    assert scim["meta"]["version"] == version
+
+    auth0.users[account]["last_login"] = "2025-01-01T00:00:00.000Z"  # an older answer
+    await patch(directory, user_id, "name.givenName", "Augusta")
+    await dispatcher.drain()
+    profile = (await api.get(f"/users/{user_id}/profile")).json()
+    assert profile["last_logged_in_time"] == int(first.timestamp())
+
+    later = first + timedelta(days=2)
+    auth0.log_in(account, at=later)
+    await patch(directory, user_id, "active", False)  # blocked in Auth0: its answer counts too
+    await dispatcher.drain()
+    profile = (await api.get(f"/users/{user_id}/profile")).json()
+    assert profile["last_logged_in_time"] == int(later.timestamp())
 
 
 def target(body: dict[str, Any], name: str) -> dict[str, Any]:
