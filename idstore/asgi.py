@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -13,7 +14,9 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_sync import registry
 from identity_sync.clock import SystemClock
-from scim_server.app import create_app
+from identity_sync.jwks import JwksClient, JwksUnavailable
+from scim_server.access_tokens import KeySource, KeysUnavailable
+from scim_server.app import Background, create_app
 
 log = logging.getLogger("idstore.worker")
 
@@ -37,10 +40,39 @@ async def in_process_worker(store: Store) -> AsyncIterator[None]:
         await worker.close()
 
 
+class TenantKeys:
+    """The Auth0 tenant's JWKS client (:mod:`identity_sync.jwks`) as the
+    server's key source (:class:`scim_server.access_tokens.KeySource`): the
+    two layers do not import each other, so their vocabularies meet here."""
+
+    def __init__(self, client: JwksClient) -> None:
+        self.client = client
+
+    async def signing_key(self, kid: str) -> Mapping[str, Any] | None:
+        try:
+            return await self.client.signing_key(kid)
+        except JwksUnavailable as exc:
+            raise KeysUnavailable(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def tenant_keys(settings: Settings) -> KeySource:
+    return TenantKeys(JwksClient(settings))
+
+
+def server_app(settings: Settings, *, background: Background | None = None) -> Starlette:
+    """The application with everything the server is wired to: the Auth0
+    tenant's signing keys for ``/userinfo`` (when ``IDSTORE_USERINFO_AUDIENCE``
+    is set), and ``background``."""
+    return create_app(settings, background=background, key_source=tenant_keys)
+
+
 def app_factory() -> Starlette:
     """Build the application from the environment (read now, not at import).
     On the embedded SQLite default the server also runs the worker, unless
     ``IDSTORE_WORKER_IN_PROCESS=false``."""
     settings = Settings()
     in_process = settings.is_sqlite and settings.worker_in_process
-    return create_app(settings, background=in_process_worker if in_process else None)
+    return server_app(settings, background=in_process_worker if in_process else None)

@@ -14,6 +14,7 @@ from identity_store.store import Store
 
 from . import api as management_api
 from . import errors
+from .access_tokens import AccessTokenVerifier, KeySource
 from .discovery import provider
 from .health import healthz, readyz
 from .middleware import ProviderMiddleware, RequestIdMiddleware, ScimPathMiddleware
@@ -24,24 +25,53 @@ Background = Callable[[Store], AbstractAsyncContextManager[None]]
 """Something that runs beside the server while it serves, given the open
 store: the composition root passes the in-process worker (SQLite default)."""
 
+KeySourceFactory = Callable[[Settings], KeySource]
+"""Makes the Auth0 tenant's signing keys (the composition root passes the
+JWKS client of :mod:`identity_sync`); closed at shutdown."""
 
-def create_app(settings: Settings, *, background: Background | None = None) -> Starlette:
+
+def _verifier(settings: Settings, keys: KeySource | None) -> AccessTokenVerifier | None:
+    if keys is None or not settings.userinfo_audience or not settings.auth0_base_url:
+        return None
+    return AccessTokenVerifier(
+        keys,
+        issuer=f"{settings.auth0_base_url}/",
+        audience=settings.userinfo_audience,
+        leeway=settings.userinfo_leeway_seconds,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    background: Background | None = None,
+    key_source: KeySourceFactory | None = None,
+) -> Starlette:
     """The whole HTTP application for ``settings``; the store opens in the
-    lifespan, and ``background`` runs from startup to shutdown."""
+    lifespan, and ``background`` runs from startup to shutdown. With
+    ``key_source`` and ``IDSTORE_USERINFO_AUDIENCE``, ``/userinfo`` accepts
+    end users' Auth0 access tokens, verified with the keys it gives."""
     scim_provider = provider()
     api = management_api.create_api(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await Store.open(settings)
+        wanted = key_source is not None and settings.userinfo_audience is not None
+        keys = key_source(settings) if key_source is not None and wanted else None
         app.state.idstore = AppState(
-            settings=settings, store=store, tokens=TokenCache(settings.token_cache_seconds)
+            settings=settings,
+            store=store,
+            tokens=TokenCache(settings.token_cache_seconds),
+            access_tokens=_verifier(settings, keys),
         )
         api.state.idstore = app.state.idstore
         try:
             async with background(store) if background else nullcontext():
                 yield
         finally:
+            if keys is not None:
+                await keys.aclose()
             await store.close()
 
     routes = [

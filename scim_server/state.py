@@ -1,4 +1,5 @@
-"""What the running application holds: settings, the open store, the token cache."""
+"""What the running application holds: settings, the open store, the token
+cache, the verifier of end users' access tokens."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from starlette.requests import Request
 from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_store.tokens import Principal
+
+from .access_tokens import AccessTokenVerifier
 
 
 class TokenCache:
@@ -47,6 +50,9 @@ class AppState:
     settings: Settings
     store: Store
     tokens: TokenCache = field(default_factory=lambda: TokenCache(0))
+    access_tokens: AccessTokenVerifier | None = None
+    """End users' Auth0 access tokens (``/userinfo``); ``None`` when none
+    are accepted (``IDSTORE_USERINFO_AUDIENCE`` unset, or no key source wired)."""
 
 
 def app_state(request: Request) -> AppState:
