@@ -22,8 +22,9 @@ Answers (docs/management-api.md "/userinfo"):
 - 403 ``not-a-user-token``: a valid idstore token not bound to a user;
 - 403 ``user-not-active``: the user is not ``ACTIVE``, is blocked, or its
   ``expirationDate`` has passed (the person is known, and may not use it);
-- 503 ``keys-unavailable`` with ``Retry-After``: the tenant's signing keys
-  were never fetched and cannot be now (the token may be good);
+- 503 ``keys-unavailable`` with ``Retry-After`` (the refresh interval,
+  ``IDSTORE_USERINFO_JWKS_MIN_REFRESH_SECONDS``, at least 1): the tenant's
+  signing keys were never fetched and cannot be now (the token may be good);
 - 200: the OpenID Connect standard claims the store has (claims without a
   value are left out, as §5.3.2 asks), the user's id under
   ``IDSTORE_USERINFO_ID_KEY``, and the properties named in
@@ -32,6 +33,7 @@ Answers (docs/management-api.md "/userinfo"):
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -55,7 +57,6 @@ from .routing import unknown_query
 router = APIRouter(tags=["userinfo"])
 
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="idstore", error="invalid_token"'}
-KEYS_RETRY_SECONDS = 30
 
 user_bearer = HTTPBearer(
     auto_error=False,
@@ -137,11 +138,13 @@ async def _auth0_token_user(secret: str, state: AppState) -> tuple[UserProfile, 
     except InvalidAccessToken as exc:
         raise _unauthorized(str(exc)) from None
     except KeysUnavailable:
+        # The keys are not asked for again before the refresh interval.
+        wait = max(1, math.ceil(state.settings.userinfo_jwks_min_refresh_seconds))
         raise ProblemError(
             503,
             "keys-unavailable",
             "the token issuer's signing keys cannot be fetched now; retry later",
-            headers={"Retry-After": str(KEYS_RETRY_SECONDS)},
+            headers={"Retry-After": str(wait)},
         ) from None
     try:
         profile = await user_profiles.profile_of_auth_user(state.store, verified.subject)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -184,8 +185,8 @@ async def test_the_id_key_and_an_audience_list(
 async def test_an_idstore_token_bound_to_a_user(
     userinfo: Client, directory: Directory, engine: AsyncEngine, api_tokens: dict[str, str]
 ) -> None:
-    """Any scope; ``sub`` is the user's id. A token bound to no user is 403,
-    a made-up idstore token 401."""
+    """Any scope; ``sub`` is the user's id. A token bound to no user is 403;
+    a made-up idstore token, or one whose user was deleted, 401."""
     user_id, _ = await make_user(directory, engine, "lin")
     async with create_session_factory(engine)() as session:
         _, own = await tokens.create_token(session, "lin-own", ["authz:check"], user_id=user_id)
@@ -197,6 +198,9 @@ async def test_an_idstore_token_bound_to_a_user(
     assert_problem(refused, 403, "not-a-user-token")
     fake = f"idst_{user_id}_{'x' * 43}"
     assert_problem(await client.get("/userinfo", headers=bearer(fake)), 401, "unauthorized")
+    assert (await directory.scim.delete(f"/Users/{user_id}")).status_code == 204
+    gone = await client.get("/userinfo", headers=bearer(own))
+    assert_problem(gone, 401, "unauthorized", "the token's user does not exist any more")
 
 
 def _b64(data: bytes | dict[str, Any]) -> str:
@@ -450,7 +454,7 @@ async def test_a_tenant_whose_keys_cannot_be_fetched(
     for _ in range(3):
         response = await waiting.get("/userinfo", headers=bearer(token))
         assert_problem(response, 503, "keys-unavailable")
-        assert response.headers["retry-after"] == "30"
+        assert response.headers["retry-after"] == "3600"  # the refresh interval
     assert len(auth0.seen(f"GET {JWKS_PATH}")) == 1
     eager = await userinfo()
     assert_problem(await eager.get("/userinfo", headers=bearer(token)), 503, "keys-unavailable")
@@ -543,6 +547,51 @@ async def test_a_hostile_key_set_is_refused_whole(
     with pytest.raises(JwksUnavailable) as caught:
         await client.signing_key("any")
     assert str(caught.value).startswith(error)
+
+
+async def test_a_tenant_slower_than_the_timeout(auth0: Auth0Emulator) -> None:
+    """The JWKS is read with the Auth0 client's timeout: a tenant that does
+    not answer in time is unavailable, not waited for."""
+    client = JwksClient(Settings(**auth0.settings_fields(), auth0_timeout_seconds=0.2))
+    auth0.delay = 1.0
+    try:
+        with pytest.raises(JwksUnavailable, match="Timeout"):
+            await client.signing_key("any")
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"userinfo_additional_properties": "userGroup,permission"}, "unknown ['permission']"),
+        ({"userinfo_id_key": "email"}, "'email' is a standard OpenID Connect claim"),
+        ({"userinfo_id_key": "user id"}, "'user id' is not a claim name"),
+        ({"userinfo_id_key": "x" * 65}, "is not a claim name"),
+        (
+            {"userinfo_id_key": "userGroup", "userinfo_additional_properties": "userGroup"},
+            "is also one of IDSTORE_USERINFO_ADDITIONAL_PROPERTIES",
+        ),
+        (
+            {"userinfo_audience": "https://api/", "auth0_base_url": None},
+            "needs IDSTORE_AUTH0_BASE_URL",
+        ),
+        ({"userinfo_leeway_seconds": 3600}, "less than or equal to 300"),
+    ],
+)
+def test_settings_that_stop_the_server_at_start(
+    monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any], error: str
+) -> None:
+    """Read from the environment as ``idstore serve`` reads them."""
+    monkeypatch.setenv("IDSTORE_AUTH0_BASE_URL", "https://tenant.example")
+    for name, value in fields.items():
+        variable = f"IDSTORE_{name.upper()}"
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, str(value))
+    with pytest.raises(ValueError, match=re.escape(error)):
+        Settings()
 
 
 async def test_only_rs256_signing_keys_with_an_id_are_kept(
