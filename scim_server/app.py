@@ -57,8 +57,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await Store.open(settings)
-        wanted = key_source is not None and settings.userinfo_audience is not None
-        keys = key_source(settings) if key_source is not None and wanted else None
+        keys = None
+        if key_source is not None and settings.userinfo_audience is not None:
+            keys = key_source(settings)
         app.state.idstore = AppState(
             settings=settings,
             store=store,

@@ -192,14 +192,10 @@ def standard_claims(profile: UserProfile) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
-async def additional(
-    name: str, profile: UserProfile, state: AppState
-) -> Any:  # one value per name of settings.USERINFO_PROPERTIES
-    if name == "permissions":
-        held = await resolver.permissions(state.store, profile.user_id)
-        return sorted({p.permission for p in held.permissions if p.resource is None})
+def properties(profile: UserProfile) -> dict[str, Any]:
+    """Every property of ``settings.USERINFO_PROPERTIES`` but ``permissions``."""
     last = profile.last_logged_in_at
-    values: dict[str, Any] = {
+    return {
         "userName": profile.user_name,
         "externalId": profile.external_id,
         "authUserId": profile.auth_user_id,
@@ -215,7 +211,12 @@ async def additional(
         "createdAt": _iso(profile.created_at),
         "lastLoggedInTime": epoch(last) if last is not None else None,
     }
-    return values[name]
+
+
+async def permissions(profile: UserProfile, state: AppState) -> list[str]:
+    """The user's effective permissions held everywhere, sorted."""
+    held = await resolver.permissions(state.store, profile.user_id)
+    return sorted({p.permission for p in held.permissions if p.resource is None})
 
 
 def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -273,10 +274,12 @@ async def userinfo(
         raise ProblemError(403, "user-not-active", f"{why}: it may not use its token now")
     settings = state.settings
     claims = {"sub": subject, **standard_claims(profile), settings.userinfo_id_key: profile.user_id}
-    for name in settings.userinfo_additional_properties:
-        value = await additional(name, profile, state)
-        if value is not None:
-            claims[name] = value
+    wanted = settings.userinfo_additional_properties
+    if wanted:
+        found = properties(profile)
+        if "permissions" in wanted:
+            found["permissions"] = await permissions(profile, state)
+        claims.update({name: found[name] for name in wanted if found[name] is not None})
     return Response(
         json_bytes(claims), media_type="application/json", headers={"Cache-Control": "no-store"}
     )
