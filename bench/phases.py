@@ -4,6 +4,7 @@ cursor the pagination phases need."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 import urllib.error
@@ -16,12 +17,14 @@ from .load import PhaseSpec, Target
 from .report import say
 
 SCIM_PREFIX = "/scim/v2"
+API_PREFIX = "/api/v1"
 DEEP_PAGE = 10_000
 """The deep page of the pagination phases (or the last full one)."""
 PAGE = 100
 
 READ_PHASES = (
     "get_user",
+    "get_profile",
     "filter_username_hit",
     "filter_username_miss",
     "filter_externalid",
@@ -112,12 +115,13 @@ def fixed_specs(
     """The fixed-rate phases the arguments select, in the order they run."""
     dataset = data.to_json()
     deep = cursor.get("page", 1)
+    api = dataclasses.replace(target, prefix=API_PREFIX, media_type="application/json")
 
-    def spec(name: str, scenario: str, **params: Any) -> PhaseSpec:
+    def spec(name: str, scenario: str, on: Target = target, **params: Any) -> PhaseSpec:
         return PhaseSpec(
             name=name,
             scenario=scenario,
-            target=target,
+            target=on,
             concurrency=args.concurrency,
             procs=args.gen_procs,
             duration=args.duration,
@@ -128,6 +132,7 @@ def fixed_specs(
 
     candidates = {
         "get_user": spec("get_user", "get_user"),
+        "get_profile": spec("get_profile", "get_profile", on=api),
         "filter_username_hit": spec("filter_username_hit", "filter_username_hit"),
         "filter_username_miss": spec("filter_username_miss", "filter_username_miss"),
         "filter_externalid": spec("filter_externalid", "filter_externalid"),

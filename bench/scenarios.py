@@ -55,6 +55,15 @@ def get_user(client: Client, ctx: WorkerContext) -> Iterator[Request]:
         yield "GET /Users/{id}", client.build("GET", f"/Users/{data.user_id(i)}"), (200,)
 
 
+def get_profile(client: Client, ctx: WorkerContext) -> Iterator[Request]:
+    """``GET /api/v1/users/{id}/profile`` (the target's prefix is ``/api/v1``)."""
+    data, rng = _dataset(ctx), _rng(client)
+    while True:
+        i = rng.randrange(data.users)
+        path = f"/users/{data.user_id(i)}/profile"
+        yield "GET /api/v1/users/{id}/profile", client.build("GET", path), (200,)
+
+
 def filter_username_hit(client: Client, ctx: WorkerContext) -> Iterator[Request]:
     data, rng = _dataset(ctx), _rng(client)
     while True:
@@ -449,6 +458,7 @@ async def peer_mix(clients: list[Client], ctx: WorkerContext) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[list[Client], WorkerContext], Awaitable[dict[str, Any]]]] = {
     "get_user": Fixed(get_user, ring=True),
+    "get_profile": Fixed(get_profile, ring=True),
     "filter_username_hit": Fixed(filter_username_hit, ring=True),
     "filter_username_miss": Fixed(filter_username_miss, ring=True),
     "filter_externalid": Fixed(filter_externalid, ring=True),

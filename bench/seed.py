@@ -129,7 +129,7 @@ async def _finish(url: str) -> str:
     try:
         async with create_session_factory(engine)() as session:
             await counts.recount(session)
-            _, secret = await tokens.create_token(session, "bench", ["scim:write"])
+            _, secret = await tokens.create_token(session, "bench", ["scim:write", "admin"])
             await session.commit()
             return secret
     finally:

@@ -46,6 +46,9 @@ from sqlalchemy import Table, and_, bindparam, case, delete, exists, func, selec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from . import audit
+from .actor import Actor
+from .errors import NotFoundError, StateError
 from .models import OutboxEntry, OutboxLease, OutboxStatus, RateBudget, SyncState, User
 from .store import Store
 
@@ -57,6 +60,7 @@ __all__ = [
     "OutboxRow",
     "SyncRecord",
     "TargetStatus",
+    "TargetSync",
     "aggregate_rows",
     "claim",
     "claim_users",
@@ -69,8 +73,10 @@ __all__ = [
     "renew",
     "reserve",
     "retry",
+    "retry_row",
     "status",
     "sync_records",
+    "user_sync",
 ]
 
 MAX_ERROR_LENGTH = 2000
@@ -126,6 +132,9 @@ class Delivered:
     """Write ``remote_id`` as the user's ``auth_user_id``."""
     took_over: bool = False
     """The account was adopted: any other user that had it loses it."""
+    last_login: datetime | None = None
+    """When the user last logged in there, as the target's answer said
+    (Auth0's ``last_login``): kept as the user's ``last_logged_in_at``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +194,25 @@ class SyncRecord:
     outbox_id: int | None = None
     outcome: str | None = None
     synced_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSync:
+    """Where one user (or group) stands with one target."""
+
+    target: str
+    delivered: SyncRecord | None
+    """What the last delivery brought the target to (``None``: never delivered)."""
+    pending: int
+    """Rows waiting to be delivered."""
+    in_flight: bool
+    """A worker holds the user's lease for the target now."""
+    dead: int
+    """Dead letters (deliveries that failed for good, kept with their error)."""
+    waiting: list[OutboxRow]
+    """The pending rows, newest first (at most the limit asked)."""
+    dead_letters: list[OutboxRow]
+    """The dead letters, newest first (at most the limit asked)."""
 
 
 def _insert(session: AsyncSession, table: Table) -> Any:
@@ -477,6 +505,7 @@ async def complete(
             )
         await _keep_states(session, delivered, now)
         await _write_auth_user_ids(session, delivered, now)
+        await _write_last_logins(session, delivered)
         for target, aggregates in _aggregates_by_target(d.claim for d in delivered).items():
             await session.execute(_drop_leases(target, aggregates, worker))
 
@@ -586,6 +615,32 @@ async def _write_auth_user_ids(
             version=_USERS.c.version + 1,
             updated_at=now,
         )
+        .execution_options(synchronize_session=False),
+        values,
+    )
+
+
+async def _write_last_logins(session: AsyncSession, delivered: Sequence[Delivered]) -> None:
+    """``users.last_logged_in_at`` of the deliveries whose answer named a
+    login, in one ``executemany``; never moved back (an answer older than
+    what is kept changes nothing). Not a change of the user: its
+    ``version`` and ``updated_at`` stay (the SCIM representation does not
+    hold it, so an ETag must not move for a login)."""
+    values = [
+        {"uid": d.claim.aggregate_id, "at": d.last_login}
+        for d in delivered
+        if d.claim.aggregate_type == "User" and d.last_login is not None
+    ]
+    if not values:
+        return
+    at = bindparam("at", type_=_USERS.c.last_logged_in_at.type)
+    await session.execute(
+        update(_USERS)
+        .where(
+            _USERS.c.id == bindparam("uid", type_=_USERS.c.id.type),
+            (_USERS.c.last_logged_in_at.is_(None)) | (_USERS.c.last_logged_in_at < at),
+        )
+        .values(last_logged_in_at=at)
         .execution_options(synchronize_session=False),
         values,
     )
@@ -786,6 +841,137 @@ async def retry(
         return sorted(result.all())
 
     return await store.transaction(work)
+
+
+async def retry_row(store: Store, row_id: int, actor: Actor, *, now: datetime) -> OutboxRow:
+    """Put one dead letter back to ``PENDING``, due ``now``, attempts from
+    zero (its error is kept until the next attempt), audited
+    (``outbox.retry``); the row as it is then.
+
+    :raises NotFoundError: No row has this id.
+    :raises StateError: The row is not a dead letter (pending, or done);
+        nothing is written.
+    """
+
+    async def work(session: AsyncSession) -> OutboxRow:
+        query = select(_OUTBOX).where(_OUTBOX.c.id == row_id)
+        if _is_postgresql(session):
+            query = query.with_for_update()
+        row = (await session.execute(query)).first()
+        if row is None:
+            raise NotFoundError("OutboxRow", str(row_id))
+        if row.status != _DEAD:
+            state = {_PENDING: "pending", _DONE: "done"}.get(row.status, row.status)
+            raise StateError(f"outbox row {row_id} is {state}: only a dead letter can be retried")
+        updated = (
+            await session.execute(
+                update(_OUTBOX)
+                .where(_OUTBOX.c.id == row_id, _OUTBOX.c.status == _DEAD)
+                .values(
+                    status=_PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    processed_at=None,
+                    outcome=None,
+                )
+                .returning(*_OUTBOX.c)
+            )
+        ).one()
+        audit.record(
+            session,
+            actor,
+            "outbox.retry",
+            row.aggregate_type,
+            row.aggregate_id,
+            {"outbox_id": row_id, "target": row.target, "last_error": row.last_error},
+        )
+        return _row(updated)
+
+    return await store.transaction(work)
+
+
+async def user_sync(
+    store: Store, aggregate_id: str, *, now: datetime, limit: int = 20
+) -> list[TargetSync]:
+    """Where ``aggregate_id`` stands with every target that has a row or a
+    record of it, by target: what was last delivered, its pending rows and
+    dead letters (counts, and the ``limit`` newest of each), whether a
+    worker holds it now. Four statements whatever the backlog.
+
+    :raises NotFoundError: No user (live, deleted or removed) and no row
+        or record has this id.
+    """
+    waiting_or_dead = [_PENDING, _DEAD]
+    async with store.reading() as session:
+        counts = (
+            await session.execute(
+                select(_OUTBOX.c.target, _OUTBOX.c.status, func.count())
+                .where(
+                    _OUTBOX.c.aggregate_id == aggregate_id, _OUTBOX.c.status.in_(waiting_or_dead)
+                )
+                .group_by(_OUTBOX.c.target, _OUTBOX.c.status)
+            )
+        ).all()
+        ranked = (
+            select(
+                _OUTBOX,
+                func.row_number()
+                .over(
+                    partition_by=(_OUTBOX.c.target, _OUTBOX.c.status),
+                    order_by=_OUTBOX.c.id.desc(),
+                )
+                .label("rank"),
+            )
+            .where(_OUTBOX.c.aggregate_id == aggregate_id, _OUTBOX.c.status.in_(waiting_or_dead))
+            .subquery()
+        )
+        rows = (
+            await session.execute(
+                select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.id.desc())
+            )
+        ).all()
+        states = (
+            await session.execute(select(_STATES).where(_STATES.c.aggregate_id == aggregate_id))
+        ).all()
+        held = set(
+            (
+                await session.scalars(
+                    select(_LEASES.c.target).where(
+                        _LEASES.c.aggregate_id == aggregate_id, _LEASES.c.locked_until > now
+                    )
+                )
+            ).all()
+        )
+        known = await session.scalar(select(_USERS.c.id).where(_USERS.c.id == aggregate_id))
+    if known is None and not counts and not states:
+        raise NotFoundError("User", aggregate_id)
+    targets = sorted({c[0] for c in counts} | {s.target for s in states} | held)
+    number = {(t, st): n for t, st, n in counts}
+    delivered = {
+        s.target: SyncRecord(
+            remote_id=s.remote_id,
+            synced=dict(s.synced or {}),
+            outbox_id=s.outbox_id,
+            outcome=s.outcome,
+            synced_at=s.synced_at,
+        )
+        for s in states
+    }
+    found = []
+    for target in targets:
+        mine = [_row(r) for r in rows if r.target == target]
+        found.append(
+            TargetSync(
+                target=target,
+                delivered=delivered.get(target),
+                pending=number.get((target, _PENDING), 0),
+                in_flight=target in held,
+                dead=number.get((target, _DEAD), 0),
+                waiting=[r for r in mine if r.status == _PENDING],
+                dead_letters=[r for r in mine if r.status == _DEAD],
+            )
+        )
+    return found
 
 
 async def sync_records(

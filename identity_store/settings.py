@@ -7,12 +7,13 @@ It lives in the lowest package so that every layer may import it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_FILE = "idstore.db"
@@ -66,6 +67,57 @@ AUTH0_READABLE_PROPERTIES = frozenset(
 Management API's ``fields`` parameter takes (``user_id`` is always read)."""
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+USERINFO_PROPERTIES = frozenset(
+    {
+        "userName",
+        "externalId",
+        "authUserId",
+        "userGroup",
+        "userType",
+        "customData",
+        "lifecycle",
+        "blocked",
+        "expirationDate",
+        "roles",
+        "groups",
+        "permissions",
+        "providers",
+        "createdAt",
+        "lastLoggedInTime",
+    }
+)
+"""The user's properties ``GET /api/v1/userinfo`` may add to the OIDC claims
+(``IDSTORE_USERINFO_ADDITIONAL_PROPERTIES``; docs/management-api.md)."""
+
+OIDC_CLAIMS = frozenset(
+    {
+        "sub",
+        "name",
+        "given_name",
+        "family_name",
+        "middle_name",
+        "nickname",
+        "preferred_username",
+        "profile",
+        "picture",
+        "website",
+        "email",
+        "email_verified",
+        "gender",
+        "birthdate",
+        "zoneinfo",
+        "locale",
+        "phone_number",
+        "phone_number_verified",
+        "address",
+        "updated_at",
+    }
+)
+"""OpenID Connect Core 1.0 §5.1's standard claims: the user id may not be
+answered under one of them but ``sub``."""
+
+_CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 
 
 def require_https_unless_loopback(url: str) -> str:
@@ -260,16 +312,14 @@ class Settings(BaseSettings):
     """Runs that may look a ``CREATED`` user up without filling its required
     attributes before it goes ``ERROR``."""
 
-    @field_validator("required_idp_attributes", mode="before")
+    @field_validator(
+        "required_idp_attributes",
+        "auth0_user_properties",
+        "userinfo_additional_properties",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("auth0_user_properties", mode="before")
-    @classmethod
-    def _split_properties(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
@@ -440,6 +490,77 @@ class Settings(BaseSettings):
     """Users one page of ``GET /api/v1/users?q=`` examines at most: a
     substring search no index serves is bounded per page (the page may hold
     fewer users than asked while ``nextCursor`` goes on)."""
+
+    # -- /userinfo (docs/management-api.md "/userinfo") --
+
+    userinfo_audience: str | None = None
+    """The API identifier Auth0 issues end users' access tokens for
+    (``aud``): ``GET /api/v1/userinfo`` accepts Auth0 access tokens for it,
+    signed by the tenant at ``auth0_base_url`` (its JWKS, issuer
+    ``{auth0_base_url}/``). Unset: only idstore API tokens bound to a user."""
+
+    userinfo_id_key: str = "sub"
+    """The key ``/userinfo`` answers the user's id (the SCIM ``id``) under.
+    Another key than ``sub`` leaves ``sub`` to the token's subject (the Auth0
+    user id)."""
+
+    userinfo_additional_properties: Annotated[tuple[str, ...], NoDecode] = ()
+    """User properties ``/userinfo`` adds to the OpenID Connect claims, a
+    comma-separated list of :data:`USERINFO_PROPERTIES` (``permissions``: the
+    user's effective permissions)."""
+
+    userinfo_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    """Clock skew allowed when checking an access token's ``exp``, ``nbf`` and ``iat``."""
+
+    userinfo_jwks_cache_seconds: float = Field(default=600.0, ge=1)
+    """How long the tenant's signing keys are used before they are fetched
+    again (a failed fetch keeps the keys held)."""
+
+    userinfo_jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    """Least time between two fetches of the signing keys: a token signed
+    with a key not held makes a fetch at most this often, so a flood of
+    tokens with made-up key ids cannot hammer the tenant."""
+
+    @field_validator("userinfo_additional_properties")
+    @classmethod
+    def _known_properties(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - USERINFO_PROPERTIES)
+        if unknown:
+            raise ValueError(f"unknown {unknown}; known: {sorted(USERINFO_PROPERTIES)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("userinfo_id_key")
+    @classmethod
+    def _claim_name(cls, value: str) -> str:
+        if not _CLAIM_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a claim name (a letter or _, then up to 63 letters, "
+                "digits, _ . : -)"
+            )
+        if value != "sub" and value in OIDC_CLAIMS:
+            raise ValueError(f"{value!r} is a standard OpenID Connect claim")
+        return value
+
+    @field_validator("userinfo_audience")
+    @classmethod
+    def _audience(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or len(value) > 1024):
+            raise ValueError("the audience must be 1-1,024 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _userinfo_consistent(self) -> Settings:
+        if self.userinfo_id_key in self.userinfo_additional_properties:
+            raise ValueError(
+                f"IDSTORE_USERINFO_ID_KEY {self.userinfo_id_key!r} is also one of "
+                "IDSTORE_USERINFO_ADDITIONAL_PROPERTIES"
+            )
+        if self.userinfo_audience is not None and self.auth0_base_url is None:
+            raise ValueError(
+                "IDSTORE_USERINFO_AUDIENCE needs IDSTORE_AUTH0_BASE_URL (the tokens' issuer, "
+                "whose signing keys verify them)"
+            )
+        return self
 
     @field_validator("graph_base_url", "graph_login_url")
     @classmethod

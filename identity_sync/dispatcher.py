@@ -488,7 +488,12 @@ class Dispatcher(OutboxDispatcher[AccountSubject]):
                 account = await service.set_blocked(p.remote_id, True)
             except NotFound:
                 return Delivered(claim, f"unchanged: no account to block ({p.reason})")
-            return Delivered(claim, f"blocked: {p.reason}", synced=account.fields())
+            return Delivered(
+                claim,
+                f"blocked: {p.reason}",
+                synced=account.fields(),
+                last_login=account.last_login,
+            )
         assert p.profile is not None
         profile = p.profile
         if p.remote_id is None:
@@ -509,6 +514,7 @@ class Dispatcher(OutboxDispatcher[AccountSubject]):
             remote_id=account.auth_user_id,
             synced=account.fields(),
             set_auth_user_id=True,
+            last_login=account.last_login,
         )
 
     async def _create(self, claim: Claim, profile: AuthProfile, outcome: str) -> Delivered:
@@ -528,6 +534,7 @@ class Dispatcher(OutboxDispatcher[AccountSubject]):
             synced=account.fields(),
             set_auth_user_id=True,
             took_over=outcome == "adopted",
+            last_login=account.last_login,
         )
 
     async def _adopt(self, profile: AuthProfile) -> AuthAccount:

@@ -1,4 +1,5 @@
-"""What the running application holds: settings, the open store, the token cache."""
+"""What the running application holds: settings, the open store, the token
+cache, the verifier of end users' access tokens."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_store.tokens import Principal
 
+from .access_tokens import AccessTokenVerifier
 from .auth0_gateway import PropertyProvider, TicketIssuer
 
 
@@ -53,6 +55,9 @@ class AppState:
     """Auth0 user properties for user reads (``None``: none configured)."""
     tickets: TicketIssuer | None = None
     """Password-change tickets (``None``: Auth0 is not configured)."""
+    access_tokens: AccessTokenVerifier | None = None
+    """End users' Auth0 access tokens (``/userinfo``); ``None`` when none
+    are accepted (``IDSTORE_USERINFO_AUDIENCE`` unset, or no key source wired)."""
 
 
 def app_state(request: Request) -> AppState:

@@ -58,6 +58,7 @@ STORE_PUBLIC = frozenset(
         "identity_store.store",
         "identity_store.tokens",
         "identity_store.user_groups",
+        "identity_store.user_profiles",
         "identity_store.users",
     }
 )

@@ -26,9 +26,12 @@ from . import (
     bindings,
     bulk_jobs,
     problems,
+    profile,
     roles,
     rond,
+    sync_state,
     user_groups,
+    userinfo,
     users,
 )
 from .models import BATCH_CEILING, LIST_CEILING
@@ -47,6 +50,12 @@ Authentication: `Authorization: Bearer <token>` (`idstore token create`).
 `admin` tokens may call everything; `authz:check` tokens only the checks
 (`POST /authz/check`, `POST /authz/check-batch`, `GET /users/{id}/permissions`,
 `GET /authz/subjects`); SCIM tokens nothing.
+
+A user's whole profile (cidaas's user detail), lifecycle history and sync
+state, and the replay of a dead letter, are `admin` too. `GET /userinfo`
+takes the end user's own token instead (scheme `userBearer`): an Auth0
+access token for `IDSTORE_USERINFO_AUDIENCE`, or an idstore token bound to
+a user. See docs/management-api.md.
 
 Errors are RFC 9457 `application/problem+json`. Every write answers with
 the RBAC revision it made in the `RBAC-Revision` header; every check names
@@ -68,7 +77,19 @@ def create_api(settings: Settings) -> FastAPI:
         exception_handlers=problems.handlers(),
         generate_unique_id_function=lambda route: route.name,
     )
-    for module in (roles, bindings, assignments, authz, rond, user_groups, users, bulk_jobs):
+    for module in (
+        roles,
+        bindings,
+        assignments,
+        authz,
+        rond,
+        user_groups,
+        users,
+        bulk_jobs,
+        profile,
+        sync_state,
+        userinfo,
+    ):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -116,6 +116,9 @@ TITLES = {
     "unsupported-media-type": "Send application/json",
     "unavailable": "The database is unavailable; retry later",
     "internal": "Internal server error",
+    "not-a-user-token": "The token is not bound to a user",
+    "user-not-active": "The user may not use its token now",
+    "keys-unavailable": "The token issuer's signing keys cannot be fetched; retry later",
 }
 """The title of each kind of problem; the kind, prefixed, is the ``type``."""
 

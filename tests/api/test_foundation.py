@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from identity_store import tokens
+from identity_store.database import create_session_factory
 from identity_store.errors import (
     ConcurrentUpdateError,
     ConflictError,
@@ -26,6 +28,7 @@ from identity_store.errors import (
     ValidationError,
     ValueRefusedError,
 )
+from identity_store.models import User
 from identity_store.settings import Settings
 from scim_server.api.problems import describe_problem
 from scim_server.app import create_app
@@ -83,8 +86,18 @@ OPERATIONS: list[tuple[str, str, Any]] = [
     ("POST", "/jobs/bulk-change-password", {"filter": {"userGroup": "staff"}}),
     ("GET", f"/jobs/{UNKNOWN}/tickets", None),
     ("POST", "/users/change-password", {"id": UNKNOWN}),
+    ("GET", f"/users/{UNKNOWN}/profile", None),
+    ("GET", f"/users/{UNKNOWN}/history", None),
+    ("GET", f"/users/{UNKNOWN}/sync", None),
+    ("POST", "/outbox/1/retry", None),
+    ("GET", "/userinfo", None),
 ]
 """One request of every operation."""
+
+END_USER = {("GET", "/userinfo")}
+"""The operations for the end user's own token (scheme ``userBearer``):
+any token bound to a user, whatever its scopes; one bound to none is 403
+``not-a-user-token``."""
 
 CHECKS = {
     ("POST", "/authz/check"),
@@ -150,6 +163,9 @@ async def test_scim_tokens_are_403_on_every_operation(as_scope: Any, scope: str)
     client = as_scope(scope)
     for method, path, body in OPERATIONS:
         response = await client.request(method, path, json=body)
+        if (method, path) in END_USER:
+            assert_problem(response, 403, "not-a-user-token")
+            continue
         problem = assert_problem(response, 403, "insufficient-scope")
         assert "insufficient_scope" in response.headers["www-authenticate"]
         assert problem["detail"] in (
@@ -171,6 +187,8 @@ async def test_an_authz_check_token_may_call_the_checks_only(
             assert response.status_code in (200, 404), (path, response.text)
             if response.status_code == 404:
                 assert_problem(response, 404, "not-found")
+        elif (method, path) in END_USER:
+            assert_problem(response, 403, "not-a-user-token")
         else:
             assert_problem(response, 403, "insufficient-scope", "the token lacks the 'admin' scope")
 
@@ -529,12 +547,32 @@ async def test_a_server_whose_database_is_a_closed_port_answers_503() -> None:
             _assert_unavailable(await client.request(method, path, json=body))
 
 
+async def _user_token(engine: AsyncEngine) -> str:
+    """A token bound to a user (made in the database), for ``END_USER``."""
+    async with create_session_factory(engine)() as session:
+        user = User(
+            user_name="end.user",
+            user_name_normalized="end.user",
+            lifecycle="ACTIVE",
+            tags=[],
+            status=[],
+            providers=[],
+        )
+        session.add(user)
+        await session.flush()
+        _, secret = await tokens.create_token(session, "end-user", ["scim:read"], user_id=user.id)
+        await session.commit()
+    return secret
+
+
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_a_database_lost_after_start_is_503_on_every_operation(
     settings: Settings, engine: AsyncEngine, api_tokens: dict[str, str]
 ) -> None:
     """With the token verified (cached), every read and write meets the lost
-    database itself: 503 with ``Retry-After`` each time."""
+    database itself: 503 with ``Retry-After`` each time (the end user's
+    operations with a token bound to a user)."""
+    own = {"Authorization": f"Bearer {await _user_token(engine)}"}
     server = make_url(settings.database_url)
     proxy = _Proxy(server.host or "127.0.0.1", server.port or 5432)
     port = await proxy.start()
@@ -558,11 +596,13 @@ async def test_a_database_lost_after_start_is_503_on_every_operation(
         ) as client,
     ):
         assert (await client.get("/roles")).status_code == 200
+        assert (await client.get("/userinfo", headers=own)).status_code == 200  # cached
         await proxy.cut()
         failed = []
         for method, path, body in OPERATIONS:
+            headers = own if (method, path) in END_USER else None
             try:
-                _assert_unavailable(await client.request(method, path, json=body))
+                _assert_unavailable(await client.request(method, path, json=body, headers=headers))
             except Exception as exc:  # every operation is tried; the failures are listed
                 failed.append(f"{method} {path}: {type(exc).__name__}: {str(exc)[:100]}")
         assert failed == [], "\n".join(failed)
@@ -570,8 +610,9 @@ async def test_a_database_lost_after_start_is_503_on_every_operation(
 
 async def test_the_description_is_openapi_3_1_and_complete(api: httpx.AsyncClient) -> None:
     """Served without a token at /api/v1/openapi.json: every operation is
-    secured by the bearer scheme and declares its problems as
-    ``application/problem+json`` (no 422, which this API never answers)."""
+    secured by the bearer scheme (the end user's by the ``userBearer`` one)
+    and declares its problems as ``application/problem+json`` (no 422, which
+    this API never answers)."""
     response = await api.get("/openapi.json", headers={"Authorization": ""})
     assert response.status_code == 200
     spec = response.json()
@@ -582,7 +623,8 @@ async def test_the_description_is_openapi_3_1_and_complete(api: httpx.AsyncClien
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             where = f"{method.upper()} {path}"
-            assert operation["security"] == [{"bearer": []}], where
+            scheme = "userBearer" if (method.upper(), path) in END_USER else "bearer"
+            assert operation["security"] == [{scheme: []}], where
             statuses = set(operation["responses"])
             assert {"400", "401", "403", "500", "503"} <= statuses, where
             assert "422" not in statuses, where
@@ -601,12 +643,14 @@ RBAC_TAGS = {"roles", "bindings", "role assignments", "Rönd"}
 
 
 async def test_writes_document_the_revision_header(api: httpx.AsyncClient) -> None:
-    """Every RBAC write's success response declares ``RBAC-Revision``."""
+    """Every write of roles, bindings or role assignments declares
+    ``RBAC-Revision`` in its success response."""
     spec = (await api.get("/openapi.json")).json()
     writes = 0
     for path, item in spec["paths"].items():
+        rbac = path.startswith(("/roles", "/bindings", "/rond")) or path.endswith("/roles")
         for method, operation in item.items():
-            if method == "get" or path.startswith("/authz"):
+            if method == "get" or not rbac:
                 continue
             if not RBAC_TAGS & set(operation["tags"]):
                 continue

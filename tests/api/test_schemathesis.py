@@ -25,7 +25,12 @@ from schemathesis.python import asgi
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
+from identity_store import tokens, users
+from identity_store.actor import Actor
+from identity_store.database import create_session_factory
 from identity_store.settings import Settings
+from identity_store.store import Store
+from identity_store.users import UserInput
 from scim_server.api import create_api
 from scim_server.app import create_app
 
@@ -125,18 +130,52 @@ def served(settings: Settings, engine: AsyncEngine) -> Iterator[Starlette]:
         asgi.shutdown_lifespans()
 
 
+@pytest.fixture
+async def user_token(settings: Settings, engine: AsyncEngine) -> str:
+    """A token bound to an ``ACTIVE`` user: what an end user calls
+    ``/userinfo`` with (its operation's scheme is ``userBearer``), so that
+    schemathesis checks the user's claims, not only a refusal."""
+    store = await Store.open(settings)
+    try:
+        created = await users.create_user(
+            store,
+            UserInput(
+                user_name="end.user@example.com",
+                columns={"idp_username": "end.user", "idp_cloud_username": "end.user@corp"},
+                multi_values=[{"attribute": "emails", "value": "end.user@example.com"}],
+            ),
+            Actor(name="test"),
+        )
+    finally:
+        await store.close()
+    async with create_session_factory(engine)() as session:
+        _, secret = await tokens.create_token(
+            session, "end-user", ["scim:read"], user_id=created.user.id
+        )
+        await session.commit()
+    return secret
+
+
+def _schemes(case: Any) -> set[str]:
+    """The security schemes the operation names."""
+    return {name for entry in case.operation.definition.raw.get("security", []) for name in entry}
+
+
 @schema.parametrize()
 @hypothesis_settings(
     max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
 )
 def test_every_operation_conforms_to_its_description(
-    case: Any, served: Starlette, api_tokens: dict[str, str]
+    case: Any, served: Starlette, api_tokens: dict[str, str], user_token: str
 ) -> None:
     """No 5xx and a described answer to whatever schemathesis sends (its
-    probes included: the same request without a token, with another method)."""
+    probes included: the same request without a token, with another method).
+    Operations for end users (``/userinfo``) get an end user's token, the
+    others an ``admin`` one."""
     # This test's application (one per database), where from_asgi would put it.
     case.operation.app = case.operation.schema.app = served
-    headers = {"Authorization": f"Bearer {api_tokens['admin']}"}
+    secret = user_token if "userBearer" in _schemes(case) else api_tokens["admin"]
+    headers = {"Authorization": f"Bearer {secret}"}
     response = case.call(headers=headers, base_url=BASE_URL)
     try:
         case.validate_response(response, headers=headers, transport_kwargs={"base_url": BASE_URL})

@@ -19,6 +19,16 @@ sync uses, answering as Auth0 documents them.
   Auth0; POST), ``/users/{id}`` (GET, PATCH, DELETE), ``/users-by-email``,
   ``/jobs/users-imports``, ``/jobs/{id}``, ``/jobs/{id}/errors``,
   ``/tickets/password-change``.
+- ``GET /.well-known/jwks.json``: the tenant's signing keys as Auth0
+  publishes them (``{"keys": [...]}``, each RSA key with ``alg`` RS256,
+  ``kty``, ``use`` ``sig``, ``n``, ``e``, ``kid``, ``x5t`` and ``x5c``, a
+  self-signed certificate), the current key first, earlier ones kept after a
+  rotation (:meth:`~Auth0Emulator.rotate_signing_key`). End users' access
+  tokens are signed with the current key by
+  :meth:`~Auth0Emulator.access_token` (RS256, ``iss`` ``{url}/``, the
+  ``kid`` in the header), as Auth0 issues them to an application for an API
+  (the audience). :meth:`~Auth0Emulator.log_in` records a login as Auth0
+  does (``last_login``, ``last_ip``, ``logins_count``).
 
 It behaves as Auth0 does where the sync can tell: a user created with
 ``user_id`` gets ``auth0|{user_id}`` (else a random ``auth0|<24 hex>``);
@@ -86,13 +96,18 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import jwt
 import orjson
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -115,6 +130,8 @@ MAX_SEARCH_RESULTS = 1000
 
 DEFAULT_RATE_HEADERS_LIMIT = 1000
 """``x-ratelimit-limit`` announced when no rate limit is set."""
+
+JWKS_PATH = "/.well-known/jwks.json"
 
 _JOB_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
@@ -247,7 +264,7 @@ class Fault:
 
     def matches(self, method: str, operation: str) -> bool:
         if self.only is None:
-            return operation != "/oauth/token"
+            return operation not in ("/oauth/token", JWKS_PATH)
         return self.only in (operation, f"{method} {operation}")
 
 
@@ -429,6 +446,54 @@ def _project(user: Mapping[str, Any], fields: str | None, include: str | None) -
     return {k: v for k, v in document.items() if k in names}
 
 
+def _b64_int(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One of the tenant's RS256 signing keys, with its certificate."""
+
+    kid: str
+    private_key: rsa.RSAPrivateKey
+    certificate: bytes
+    """DER of a self-signed certificate of the key (Auth0's ``x5c``)."""
+
+    @classmethod
+    def generate(cls, tenant: str = "emulator") -> SigningKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{tenant}.auth0.example")])
+        now = datetime.now(UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=3650))
+            .sign(key, hashes.SHA256())
+        )
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        return cls(secrets.token_urlsafe(16), key, der)
+
+    def jwk(self) -> dict[str, Any]:
+        """The key as Auth0's JWKS lists it."""
+        numbers = self.private_key.public_key().public_numbers()
+        thumbprint = hashlib.sha1(self.certificate, usedforsecurity=False).digest()
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "n": _b64_int(numbers.n),
+            "e": _b64_int(numbers.e),
+            "kid": self.kid,
+            "x5t": base64.urlsafe_b64encode(thumbprint).rstrip(b"=").decode(),
+            "x5c": [base64.b64encode(self.certificate).decode()],
+            "alg": "RS256",
+        }
+
+
 class Auth0Emulator:
     """The emulator; ``with Auth0Emulator() as auth0:`` (or ``async with``) serves it."""
 
@@ -509,9 +574,13 @@ class Auth0Emulator:
         """A status (503...) every request gets, the token endpoint's included."""
         self._next_job_failure: str | None = None
         self._rng = random.Random(seed)
+        self._first_key: SigningKey | None = None
+        self.signing_keys: list[SigningKey] = []
+        """The keys the JWKS lists, the current one first (made on first use)."""
         self.app = Starlette(
             routes=[
                 Route("/oauth/token", self._token, methods=["POST"]),
+                Route(JWKS_PATH, self._jwks, methods=["GET"]),
                 Route(
                     "/api/v2/{rest:path}",
                     self._management,
@@ -631,6 +700,7 @@ class Auth0Emulator:
             self.outage = None
             self.token_requests = 0
             self._next_job_failure = None
+            self.signing_keys = [self._first_key] if self._first_key is not None else []
             self.connections = {self.connection: self.connection_id}
             self._rng = random.Random(self.seed)
             for name, value in self._defaults.items():
@@ -657,15 +727,6 @@ class Auth0Emulator:
             user.update(fields)
             self._store(user)
             return str(user["user_id"])
-
-    def log_in(self, auth0_id: str, *, ip: str = "192.0.2.7") -> None:
-        """The user logs in, as Auth0 records it: ``last_login`` now,
-        ``logins_count`` one more, ``last_ip``."""
-        with self._lock:
-            user = self.users[auth0_id]
-            user["last_login"] = _iso(time.time())
-            user["logins_count"] = int(user.get("logins_count", 0)) + 1
-            user["last_ip"] = ip
 
     def reindex(self) -> None:
         """Rebuild the e-mail index: needed only after a test changed a
@@ -796,7 +857,7 @@ class Auth0Emulator:
         for seen in requests:
             template = self._template(seen.method, seen.path)
             if operation is None:
-                if template != "/oauth/token":
+                if template not in ("/oauth/token", JWKS_PATH):
                     picked.append(seen)
             elif operation in (template, f"{seen.method} {template}"):
                 picked.append(seen)
@@ -806,6 +867,78 @@ class Auth0Emulator:
         """E-mails with more than one account created."""
         with self._lock:
             return {e: n for e, n in self.created_per_email.items() if n > 1}
+
+    # -- End users: logins, signing keys, access tokens -------------------------
+
+    def log_in(self, auth0_id: str, at: datetime | None = None, ip: str = "192.0.2.10") -> str:
+        """Record a login of the user as Auth0 does (``last_login``,
+        ``last_ip``, ``logins_count``); the ``last_login`` written."""
+        when = _iso((at or datetime.now(UTC)).timestamp())
+        with self._lock:
+            user = self.users[auth0_id]
+            user["last_login"] = when
+            user["last_ip"] = ip
+            user["logins_count"] = int(user.get("logins_count", 0)) + 1
+        return when
+
+    @property
+    def signing_key(self) -> SigningKey:
+        """The key tokens are signed with now (made on first use)."""
+        with self._lock:
+            if self._first_key is None:
+                self._first_key = SigningKey.generate()
+                self.signing_keys = [self._first_key]
+            elif not self.signing_keys:
+                self.signing_keys = [self._first_key]
+            return self.signing_keys[0]
+
+    def rotate_signing_key(self) -> SigningKey:
+        """A new current key, listed first; the earlier ones stay listed."""
+        current = self.signing_key
+        new = SigningKey.generate()
+        with self._lock:
+            self.signing_keys = [new, *[k for k in self.signing_keys if k is not current], current]
+        return new
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS document served now."""
+        _ = self.signing_key
+        with self._lock:
+            return {"keys": [k.jwk() for k in self.signing_keys]}
+
+    def access_token(
+        self,
+        sub: str,
+        /,
+        *,
+        audience: str | list[str],
+        lifetime: int = 86_400,
+        key: SigningKey | None = None,
+        headers: Mapping[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """An access token of ``sub`` for the API ``audience``, as Auth0
+        issues it (RS256 with the current key; ``claims`` added or
+        overriding, ``None`` removing one)."""
+        signing = key or self.signing_key
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "iss": f"{self.url}/",
+            "sub": sub,
+            "aud": audience,
+            "iat": now,
+            "exp": now + lifetime,
+            "scope": "openid profile email",
+            "azp": "EmulatorSpaClient000000000000001",
+        }
+        payload.update(claims)
+        payload = {k: v for k, v in payload.items() if v is not None}
+        return jwt.encode(
+            payload,
+            signing.private_key,
+            algorithm="RS256",
+            headers={"kid": signing.kid, **(headers or {})},
+        )
 
     # -- Shared machinery ----------------------------------------------------
 
@@ -986,6 +1119,33 @@ class Auth0Emulator:
             "expires_in": lifetime,
             "scope": " ".join(sorted(scopes)),
         }
+
+    # -- The signing keys (JWKS) ------------------------------------------------
+
+    async def _jwks(self, request: Request) -> Response:
+        at = time.monotonic()
+        fault = None
+        if self.outage is not None:
+            response: Response = Response(
+                orjson.dumps({"error": "Service Unavailable"}),
+                self.outage,
+                media_type="application/json",
+            )
+        else:
+            fault = self._take_fault("GET", JWKS_PATH)
+            if fault is not None:
+                response = self._fault_response(fault, None, {})
+            else:
+                response = Response(
+                    orjson.dumps(self.jwks()),
+                    200,
+                    {"cache-control": "public, max-age=15, stale-while-revalidate=15"},
+                    media_type="application/json",
+                )
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self._record(request, None, response.status_code, at, fault is not None)
+        return response
 
     # -- The Management API ----------------------------------------------------
 
