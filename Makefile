@@ -26,9 +26,11 @@ $(VENV)/.installed-dev: pyproject.toml requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/idstore serve
 
-## Run the whole test suite (SQLite, and PostgreSQL when reachable).
+## Run the whole test suite (SQLite, and PostgreSQL when reachable), on
+## PYTEST_WORKERS processes (pytest-xdist; 1 runs it in this process).
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 1,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS)) $(PYTEST_ARGS)
 
 ## ruff and mypy, as CI runs them.
 lint: $(VENV)/.installed-dev

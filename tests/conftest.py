@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -103,6 +104,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if database in ran:
             ran[database] += 1
     session.config.stash[_ran_key] = ran
+
+
+_BACKEND_ID = re.compile(r"\[(?:[^\]]*-)?(sqlite|postgresql)(?:-[^\]]*)?\]$")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Under pytest-xdist the workers collect, not this process: count each
+    half from the first worker's test ids (every worker collects the same),
+    by the ``backend`` parameter's id in them."""
+    config = node.config
+    if config.stash.get(_ran_key, None) is not None:
+        return
+    ran = {"sqlite": 0, "postgresql": 0}
+    for nodeid in ids:
+        if (found := _BACKEND_ID.search(nodeid)) is not None:
+            ran[found.group(1)] += 1
+    config.stash[_ran_key] = ran
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
