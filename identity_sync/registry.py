@@ -13,13 +13,14 @@ from identity_store.store import Store
 from .auth0 import Auth0Client
 from .auth0_import import ImportRunner
 from .clock import Clock
+from .csv_import import ImportJobs
 from .deletion_sync import DeletionSync
 from .dispatcher import DatabaseRateLimiter, Dispatcher, OutboxDispatcher
 from .expiry import Expiry
 from .profile_sync import ProfileSync
 from .rond import ROND, RondClient, RondDispatcher
 from .schedules import Schedule, ScheduleError, parse
-from .worker import Job, Worker, worker_id
+from .worker import Job, Loop, Worker, worker_id
 
 log = logging.getLogger("idstore.worker")
 
@@ -56,6 +57,9 @@ def build_jobs(settings: Settings, clock: Clock) -> dict[str, Job]:
 
 OUTBOX = "outbox"
 """The name that selects the outbox dispatchers in ``idstore worker --job``."""
+
+IMPORTS = "import"
+"""The name that selects the CSV import jobs in ``idstore worker --job``."""
 
 
 def build_auth_service(store: Store, clock: Clock) -> Auth0Client | None:
@@ -113,10 +117,15 @@ def build_dispatchers(store: Store, clock: Clock, name: str) -> list[OutboxDispa
 
 def build_worker(store: Store, clock: Clock, *, only: list[str] | None = None) -> Worker:
     """The worker of every job (or of ``only`` those; :data:`OUTBOX` selects
-    the dispatchers) on its schedule, with the outbox dispatchers."""
+    the dispatchers, :data:`IMPORTS` the CSV import jobs) on its schedule,
+    with the outbox dispatchers and the import jobs' loop."""
     jobs = build_jobs(store.settings, clock)
     if only is not None:
         jobs = {name: job for name, job in jobs.items() if name in only}
     name = worker_id()
-    loops = build_dispatchers(store, clock, name) if only is None or OUTBOX in only else []
+    loops: list[Loop] = []
+    if only is None or OUTBOX in only:
+        loops.extend(build_dispatchers(store, clock, name))
+    if only is None or IMPORTS in only:
+        loops.append(ImportJobs(store, name=f"{name}:import", clock=clock))
     return Worker(store, jobs, schedules(store.settings), clock=clock, name=name, loops=loops)

@@ -72,7 +72,9 @@ AS_OF_MAX_LENGTH = 64
 is 32 characters)."""
 
 
-def _loop_line(label: str, totals: Totals) -> str:
+def _loop_line(label: str, totals: Totals | Any) -> str:
+    if not isinstance(totals, Totals):
+        return f"{label}: {totals.describe()}"
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(totals.outcomes.items()))
     return (
         f"{label}: {totals.delivered} users delivered ({totals.rows} rows"
@@ -103,7 +105,7 @@ def _job_names(settings: Settings, wanted: list[str] | None) -> list[str] | None
     if not wanted:
         return None
     names = [n.strip() for value in wanted for n in value.split(",") if n.strip()]
-    known = [*registry.JOBS, registry.OUTBOX]
+    known = [*registry.JOBS, registry.OUTBOX, registry.IMPORTS]
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise UsageError(f"unknown job {unknown}; known: {', '.join(known)}")
@@ -226,7 +228,8 @@ def add_parsers(sub: Any) -> None:
     worker.add_argument(
         "--job",
         action="append",
-        help="run only these jobs (repeat or separate with commas; 'outbox' for the dispatchers)",
+        help="run only these jobs (repeat or separate with commas; 'outbox' for the dispatchers, "
+        "'import' for the CSV import jobs)",
     )
     worker.set_defaults(handler=cmd_worker)
 
