@@ -20,7 +20,7 @@ from starlette.routing import Mount
 
 from identity_store.settings import Settings
 
-from . import assignments, authz, bindings, problems, roles, rond
+from . import assignments, authz, bindings, imports, jobs, problems, roles, rond
 from .models import BATCH_CEILING, LIST_CEILING
 from .problems import PROBLEM_MEDIA_TYPE, Problem
 from .routing import MOUNT
@@ -29,7 +29,8 @@ TITLE = "idstore management API"
 VERSION = "1"
 DESCRIPTION = """\
 Roles, bindings and role assignments in the model of Rönd, and
-authorization checks that explain their answers.
+authorization checks that explain their answers. CSV import of users, and
+the jobs that run it (and the other bulk jobs), with their per-row report.
 
 Authentication: `Authorization: Bearer <token>` (`idstore token create`).
 `admin` tokens may call everything; `authz:check` tokens only the checks
@@ -56,7 +57,7 @@ def create_api(settings: Settings) -> FastAPI:
         exception_handlers=problems.handlers(),
         generate_unique_id_function=lambda route: route.name,
     )
-    for module in (roles, bindings, assignments, authz, rond):
+    for module in (roles, bindings, assignments, authz, rond, imports, jobs):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

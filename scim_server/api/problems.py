@@ -111,7 +111,7 @@ TITLES = {
     "state-conflict": "The resource is not in a state this applies to",
     "concurrent-update": "Concurrent changes kept winning",
     "too-large": "The request body is too large",
-    "unsupported-media-type": "Send application/json",
+    "unsupported-media-type": "The body's media type is not one this endpoint reads",
     "unavailable": "The database is unavailable; retry later",
     "internal": "Internal server error",
 }

@@ -71,6 +71,39 @@ EXCUSED: list[tuple[str, re.Pattern[str], str]] = [
         "ids of roles, users or groups that do not exist (the database is empty)",
     ),
     (
+        "invalid-request",
+        re.compile(
+            r"column \d+ of the header (holds bytes that are not valid [\w-]+|holds a NUL "
+            r"character|has no name|is [\d,]+ characters long; at most \d+ allowed)"
+            r"|the header names .+ twice \(columns \d+ and \d+\)"
+            r"|the header \(line \d+\) (has [\d,]+ columns; at most [\d,]+ are allowed"
+            r"|is not CSV of this format: .+)"
+            r"|line \d+ is longer than [\d,]+ characters"
+            r"|the record starting at line \d+ (has a quoted field that is never closed"
+            r"|is longer than .+|has a field longer than .+)"
+            r"|the file is empty: it has no header|the file has a header but no rows"
+            r"|the file is not utf-16: UTF-16 stream does not start with BOM"
+            r"|column .+ is no attribute: map it to one .+"
+            r"|columns .+ and .+ both hold \w+"
+            r"|upsertBy is (userName|externalId): a column must hold (userName|externalId)",
+            re.DOTALL,
+        ),
+        "a CSV file (POST /users/import) whose content cannot be imported: its structure, "
+        "its header, or a header its mapping does not fit (the schema says a file is bytes)",
+    ),
+    (
+        "invalid-request",
+        re.compile(
+            r"mapping must be a JSON object: column name -> attribute or null"
+            r"|the mapping (names column .+, which the header lacks|maps .+, which is no "
+            r"attribute .+)|the part 'mapping' holds a NUL character"
+            r"|delimiter, quoteChar and escapeChar must be different characters",
+            re.DOTALL,
+        ),
+        "the import's options that no schema says: the mapping is JSON in a text part "
+        "(naming the file's columns), the three characters must differ",
+    ),
+    (
         "invalid-value",
         re.compile(r".+ contains a NUL character", re.DOTALL),
         "a NUL character in a field Rönd's bodies ignore (their models take any field, as "
