@@ -89,39 +89,61 @@ def bound(table: Table, row: dict[str, Any], dialect: Dialect) -> list[Any]:
     ]
 
 
-def insert_sql(table: Table, columns: Sequence[str], first: int = 1, rows: int = 1) -> str:
-    """``INSERT INTO table (columns) VALUES ($first, ...)``, with ``rows``
-    rows of values."""
+def insert_sql(table: Table, columns: Sequence[str], first: int = 1) -> str:
+    """``INSERT INTO table (columns) VALUES ($first, ...)``."""
     names = ", ".join(f'"{c}"' for c in columns)
-    width = len(columns)
-    values = ", ".join(
-        "(" + ", ".join(f"${n}" for n in range(start, start + width)) + ")"
-        for start in range(first, first + width * rows, width)
+    places = ", ".join(f"${n}" for n in range(first, first + len(columns)))
+    return f'INSERT INTO "{table.name}" ({names}) VALUES ({places})'  # noqa: S608 - model names
+
+
+@cache
+def unnest_sql(table: Table, columns: tuple[str, ...], dialect: Dialect) -> str:
+    """``INSERT INTO table (columns) SELECT * FROM unnest($1::type[], ...)``:
+    any number of rows in one statement of one array parameter per column.
+
+    Its text does not depend on the number of rows, so asyncpg prepares it
+    once per connection; a multi-row ``VALUES`` list would be a statement of
+    up to 32,767 parameters, over asyncpg's size of a cached statement,
+    parsed and planned again on every execution."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    arrays = ", ".join(
+        f"${n}::{table.c[c].type.compile(dialect=dialect)}[]" for n, c in enumerate(columns, 1)
     )
-    return f'INSERT INTO "{table.name}" ({names}) VALUES {values}'  # noqa: S608 - model names
+    return f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays})'  # noqa: S608
 
 
-MAX_PARAMETERS = 32_767
-"""Parameters one PostgreSQL statement may carry (the protocol counts them in 16 bits)."""
-
-MAX_ROWS_PER_STATEMENT = 1000
-"""Rows one multi-row ``INSERT`` carries at most: statements of a few sizes
-only, so that the connection's cache of prepared statements keeps them."""
-
-
-def row_chunks(rows: int, width: int) -> list[tuple[int, int]]:
-    """``(start, size)`` of the multi-row statements that insert ``rows``
-    rows of ``width`` columns: as many rows as fit (:data:`MAX_PARAMETERS`,
-    :data:`MAX_ROWS_PER_STATEMENT`), the rest in one statement."""
-    per = max(1, min(MAX_ROWS_PER_STATEMENT, MAX_PARAMETERS // max(width, 1)))
-    return [(start, min(per, rows - start)) for start in range(0, rows, per)]
+async def insert_many(
+    driver: asyncpg.Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[list[Any]],
+    dialect: Dialect,
+) -> None:
+    """Insert ``rows`` (each the bound values of ``columns``, :func:`bound`)
+    on ``driver`` (:func:`in_transaction`): one statement for one row, an
+    ``unnest`` of arrays (:func:`unnest_sql`) for more, without the columns
+    that are null in every row and have no server default (a user has
+    some forty columns, most of them empty)."""
+    if len(rows) == 1:
+        sql = insert_sql(table, columns)
+        with as_sqlalchemy_errors(sql, rows[0]):
+            await driver.execute(sql, *rows[0])
+        return
+    arrays: list[list[Any]] = []
+    kept: list[str] = []
+    for column, values in zip(columns, zip(*rows, strict=True), strict=True):
+        if table.c[column].server_default is None and all(v is None for v in values):
+            continue
+        kept.append(column)
+        arrays.append(list(values))
+    sql = unnest_sql(table, tuple(kept), dialect)
+    with as_sqlalchemy_errors(sql, arrays):
+        await driver.execute(sql, *arrays)
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys) in the session's transaction:
-    on PostgreSQL in multi-row statements (prepared once per size, as
-    asyncpg does for every statement), which PostgreSQL runs several times
-    faster than one execution per row."""
+    """Insert ``rows`` (all with the same keys) in the session's transaction
+    (:func:`insert_many` on PostgreSQL)."""
     if not rows:
         return
     dialect = session.get_bind().dialect
@@ -129,12 +151,7 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
         await session.execute(insert(table), list(rows))
         return
     columns = list(rows[0])
-    args = [bound(table, r, dialect) for r in rows]
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = await in_transaction(raw.dbapi_connection)
-    for start, size in row_chunks(len(args), len(columns)):
-        sql = insert_sql(table, columns, rows=size)
-        flat = [value for row in args[start : start + size] for value in row]
-        with as_sqlalchemy_errors(sql, flat):
-            await driver.execute(sql, *flat)
+    await insert_many(driver, table, columns, [bound(table, r, dialect) for r in rows], dialect)

@@ -13,8 +13,8 @@ leave them out and a rollback drops them with the change:
 - on SQLite, which has no data-modifying ``WITH``, one ``INSERT`` per table;
 - for a transaction that writes many users at once (a CSV import's batch:
   thousands of rows, past the 32,767 parameters of one PostgreSQL
-  statement), multi-row ``INSERT`` s per table
-  (:func:`identity_store.row_inserts.insert_sql`).
+  statement), one ``INSERT`` per table
+  (:func:`identity_store.row_inserts.insert_many`).
 
 A row a caller needs to react to (the id of a count delta, for folding) is
 handed to the ``returning`` callback given with it, in the same transaction.
@@ -118,15 +118,11 @@ def _insert_postgresql(
     session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]]
 ) -> None:
     dialect = session.get_bind().dialect
-    args = [row_inserts.bound(table, r, dialect) for r in rows]
     connection = await_only(
         row_inserts.in_transaction(session.connection().connection.dbapi_connection)
     )
-    for start, size in row_inserts.row_chunks(len(args), len(columns)):
-        sql = row_inserts.insert_sql(table, columns, rows=size)
-        flat = [value for row in args[start : start + size] for value in row]
-        with row_inserts.as_sqlalchemy_errors(sql, flat):
-            await_only(connection.execute(sql, *flat))
+    args = [row_inserts.bound(table, r, dialect) for r in rows]
+    await_only(row_inserts.insert_many(connection, table, columns, args, dialect))
 
 
 def _write_one(session: Session, row: _Row) -> int | None:
