@@ -57,9 +57,10 @@ from .errors import (
 from .import_rows import ColumnPlan, RowError, RowValues, UpsertKey
 from .jobs import JobKind, JobRecord, JobStatus
 from .models import IdpSource, JobInput, JobReport
+from .prepared_reads import PreparedReads
 from .read_models import UserRow, user_rows
 from .settings import Settings
-from .store import Store
+from .store import Store, database_errors
 
 __all__ = [
     "INPUT_PIECE",
@@ -450,12 +451,28 @@ def _key_of(user: UserRow, key: UpsertKey) -> str | None:
     return str(found) if found is not None else None
 
 
+async def _current(
+    session: AsyncSession, prepared: PreparedReads | None, ids: Sequence[str]
+) -> list[UserRow]:
+    """The users ``ids`` (locked by the session's transaction) as they are:
+    on PostgreSQL by the prepared read of users by id (one statement, about
+    a tenth of the Python of the SQLAlchemy read; on its own connection,
+    which sees what was last committed, and no one else may commit a change
+    to these users while the lock is held)."""
+    if prepared is not None:
+        with database_errors():
+            found = await prepared.users(ids, groups=False)
+        return [cast(UserRow, r.user) for r in found]  # the prepared reads build read models
+    return await user_rows(session, ids)
+
+
 async def _upsert(
     session: AsyncSession,
     rows: Sequence[Row],
     options: ImportOptions,
     actor: Actor,
     settings: Settings,
+    prepared: PreparedReads | None,
 ) -> list[Outcome]:
     """Each row's user created, updated, or left as it is, in the session's
     transaction; the outcome of each row.
@@ -470,7 +487,7 @@ async def _upsert(
         session, _KEY_COLUMNS[key], [cast(RowValues, r.values).key for r in valid]
     )
     by_key: dict[str, list[UserRow]] = {}
-    for user in await user_rows(session, ids):
+    for user in await _current(session, prepared, ids):
         by_key.setdefault(_key_of(user, key) or "", []).append(user)
     taken: dict[str, str] = {}
     if key == "externalId":  # a new user's userName may be another user's
@@ -620,7 +637,7 @@ async def write_batch(
 
     async def work(session: AsyncSession) -> Totals:
         await _hold(session, job_id, worker=worker, now=now, lease=lease)
-        outcomes = await _upsert(session, rows, options, actor, settings)
+        outcomes = await _upsert(session, rows, options, actor, settings, store.prepared)
         if options.dry_run:
             raise _DryRun(outcomes)
         return await _record(session, job_id, outcomes, totals, worker=worker, now=now, lease=lease)
