@@ -42,13 +42,18 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "claim",
+    "claim_next",
     "count_running",
     "create",
+    "create_in",
     "finish",
+    "finish_in",
     "get",
     "heartbeat",
     "list_jobs",
+    "page_jobs",
     "record",
+    "record_in",
     "release",
     "submit",
     "take_over_expired",
@@ -123,22 +128,19 @@ def _kind(kind: JobKind | str) -> str:
     return kind.value if isinstance(kind, JobKind) else JobKind(kind).value
 
 
-async def create(
-    store: Store,
+def _new_job(
     kind: JobKind | str,
     *,
     now: datetime,
-    params: Mapping[str, Any] | None = None,
-    summary: Mapping[str, Any] | None = None,
-    created_by: str | None = None,
-    external_id: str | None = None,
-    worker: str | None = None,
-    lease: timedelta | None = None,
-) -> JobRecord:
-    """A new job: ``QUEUED``, or with ``worker`` and ``lease`` ``RUNNING``
-    and held by ``worker`` from ``now``."""
+    params: Mapping[str, Any] | None,
+    summary: Mapping[str, Any] | None,
+    created_by: str | None,
+    external_id: str | None,
+    worker: str | None,
+    lease: timedelta | None,
+) -> dict[str, Any]:
     held = worker is not None and lease is not None
-    values: dict[str, Any] = {
+    return {
         "id": new_id(),
         "kind": _kind(kind),
         "status": _RUNNING if held else JobStatus.QUEUED.value,
@@ -153,9 +155,62 @@ async def create(
         "locked_until": now + lease if held and lease is not None else None,
     }
 
+
+async def create_in(
+    session: AsyncSession,
+    kind: JobKind | str,
+    *,
+    now: datetime,
+    params: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
+    created_by: str | None = None,
+    external_id: str | None = None,
+    worker: str | None = None,
+    lease: timedelta | None = None,
+) -> JobRecord:
+    """:func:`create` in the caller's transaction (a job whose input is
+    written with it)."""
+    values = _new_job(
+        kind,
+        now=now,
+        params=params,
+        summary=summary,
+        created_by=created_by,
+        external_id=external_id,
+        worker=worker,
+        lease=lease,
+    )
+    row = (await session.execute(_JOBS.insert().values(values).returning(*_JOBS.c))).one()
+    return _record(row)
+
+
+async def create(
+    store: Store,
+    kind: JobKind | str,
+    *,
+    now: datetime,
+    params: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
+    created_by: str | None = None,
+    external_id: str | None = None,
+    worker: str | None = None,
+    lease: timedelta | None = None,
+) -> JobRecord:
+    """A new job: ``QUEUED``, or with ``worker`` and ``lease`` ``RUNNING``
+    and held by ``worker`` from ``now``."""
+
     async def work(session: AsyncSession) -> JobRecord:
-        row = (await session.execute(_JOBS.insert().values(values).returning(*_JOBS.c))).one()
-        return _record(row)
+        return await create_in(
+            session,
+            kind,
+            now=now,
+            params=params,
+            summary=summary,
+            created_by=created_by,
+            external_id=external_id,
+            worker=worker,
+            lease=lease,
+        )
 
     return await store.transaction(work)
 
@@ -293,6 +348,38 @@ async def take_over_expired(
     return taken
 
 
+async def claim_next(
+    store: Store,
+    kind: JobKind | str,
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+) -> JobRecord | None:
+    """The oldest job of ``kind`` that is waiting (``QUEUED``) or whose
+    worker died (``RUNNING``, lease run out), taken by ``worker``; ``None``
+    when there is none (or other workers took each one first)."""
+    async with store.reading() as session:
+        ids = list(
+            (
+                await session.scalars(
+                    select(_JOBS.c.id)
+                    .where(
+                        _JOBS.c.kind == _kind(kind),
+                        or_(_JOBS.c.status == JobStatus.QUEUED.value, _free(now)),
+                    )
+                    .order_by(_JOBS.c.created_at, _JOBS.c.id)
+                    .limit(5)
+                )
+            ).all()
+        )
+    for job_id in ids:
+        job = await claim(store, job_id, worker=worker, now=now, lease=lease)
+        if job is not None:
+            return job
+    return None
+
+
 def _owned(job_id: str, worker: str) -> Any:
     return and_(_JOBS.c.id == job_id, _JOBS.c.locked_by == worker, _JOBS.c.status == _RUNNING)
 
@@ -337,6 +424,30 @@ def _merged(
     return {"summary": merged, "failures": kept}
 
 
+async def _update_owned_in(
+    session: AsyncSession,
+    job_id: str,
+    worker: str,
+    values: Mapping[str, Any],
+    summary: Mapping[str, Any] | None,
+    failures: Sequence[Mapping[str, Any]],
+) -> JobRecord | None:
+    query = select(_JOBS.c.summary, _JOBS.c.failures).where(_owned(job_id, worker))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    if row is None:
+        return None
+    changed = dict(values)
+    if summary or failures:
+        changed.update(_merged(row, summary, failures))
+    result = await session.execute(
+        update(_JOBS).where(_owned(job_id, worker)).values(**changed).returning(*_JOBS.c)
+    )
+    found = result.first()
+    return _record(found) if found is not None else None
+
+
 async def _update_owned(
     store: Store,
     job_id: str,
@@ -346,22 +457,27 @@ async def _update_owned(
     failures: Sequence[Mapping[str, Any]],
 ) -> JobRecord | None:
     async def work(session: AsyncSession) -> JobRecord | None:
-        query = select(_JOBS.c.summary, _JOBS.c.failures).where(_owned(job_id, worker))
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = (await session.execute(query)).first()
-        if row is None:
-            return None
-        changed = dict(values)
-        if summary or failures:
-            changed.update(_merged(row, summary, failures))
-        result = await session.execute(
-            update(_JOBS).where(_owned(job_id, worker)).values(**changed).returning(*_JOBS.c)
-        )
-        found = result.first()
-        return _record(found) if found is not None else None
+        return await _update_owned_in(session, job_id, worker, values, summary, failures)
 
     return await store.transaction(work)
+
+
+async def record_in(
+    session: AsyncSession,
+    job_id: str,
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    summary: Mapping[str, Any] | None = None,
+    failures: Sequence[Mapping[str, Any]] = (),
+) -> JobRecord | None:
+    """:func:`record` in the caller's transaction (a store use case that
+    commits its progress with the work it did): the lease renewed, the job
+    locked until the transaction ends (PostgreSQL), so that no other worker
+    takes it over meanwhile; ``None`` when it is no longer ``worker``'s."""
+    values = {"locked_until": now + lease}
+    return await _update_owned_in(session, job_id, worker, values, summary, failures)
 
 
 async def record(
@@ -391,6 +507,23 @@ async def record(
     return await _update_owned(store, job_id, worker, values, summary, failures)
 
 
+def _closing(
+    now: datetime, status: JobStatus, summary: Mapping[str, Any] | None, message: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    if status is JobStatus.RUNNING or status is JobStatus.QUEUED:
+        raise ValueError(f"a job finishes as SUCCEEDED, FAILED or CANCELLED, not {status}")
+    final = dict(summary or {})
+    if message is not None:
+        final["message"] = message
+    values = {
+        "status": status.value,
+        "finished_at": now,
+        "locked_by": None,
+        "locked_until": None,
+    }
+    return values, final
+
+
 async def finish(
     store: Store,
     job_id: str,
@@ -406,18 +539,23 @@ async def finish(
     with its last ``summary`` and ``failures`` (added to those recorded) and,
     when given, ``message`` (kept as ``summary["message"]``); ``None`` when it
     was no longer ``worker``'s to close."""
-    if status is JobStatus.RUNNING or status is JobStatus.QUEUED:
-        raise ValueError(f"a job finishes as SUCCEEDED, FAILED or CANCELLED, not {status}")
-    final = dict(summary or {})
-    if message is not None:
-        final["message"] = message
-    values = {
-        "status": status.value,
-        "finished_at": now,
-        "locked_by": None,
-        "locked_until": None,
-    }
+    values, final = _closing(now, status, summary, message)
     return await _update_owned(store, job_id, worker, values, final, failures)
+
+
+async def finish_in(
+    session: AsyncSession,
+    job_id: str,
+    *,
+    worker: str,
+    now: datetime,
+    status: JobStatus,
+    summary: Mapping[str, Any] | None = None,
+    message: str | None = None,
+) -> JobRecord | None:
+    """:func:`finish` in the caller's transaction."""
+    values, final = _closing(now, status, summary, message)
+    return await _update_owned_in(session, job_id, worker, values, final, ())
 
 
 async def release(
@@ -460,6 +598,29 @@ async def list_jobs(
     if status is not None:
         query = query.where(_JOBS.c.status == status.value)
     query = query.order_by(_JOBS.c.created_at.desc(), _JOBS.c.id.desc()).limit(limit)
+    async with store.reading() as session:
+        return [_record(row) for row in await session.execute(query)]
+
+
+async def page_jobs(
+    store: Store,
+    *,
+    kinds: Sequence[JobKind | str] = (),
+    status: JobStatus | str | None = None,
+    before: str | None = None,
+    limit: int = 50,
+) -> list[JobRecord]:
+    """Jobs newest first by id (ids are ULIDs: creation order), those of
+    ``kinds`` and in ``status`` when given, after the job ``before`` (the
+    last of the previous page)."""
+    query = select(_JOBS)
+    if kinds:
+        query = query.where(_JOBS.c.kind.in_([_kind(k) for k in kinds]))
+    if status is not None:
+        query = query.where(_JOBS.c.status == JobStatus(status).value)
+    if before is not None:
+        query = query.where(_JOBS.c.id < before)
+    query = query.order_by(_JOBS.c.id.desc()).limit(limit)
     async with store.reading() as session:
         return [_record(row) for row in await session.execute(query)]
 

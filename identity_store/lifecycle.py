@@ -37,17 +37,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import side_rows
 from .actor import Actor
 from .models import Lifecycle, LifecycleTransition, User, UserType, utcnow
+from .read_models import UserRow
 
 EXPIRABLE = (Lifecycle.CREATED, Lifecycle.ACTIVE, Lifecycle.ERROR)
 """States the expiry job moves to ``SUSPENDED`` once the expiration date passed."""
 
 
-def expired(user: User, now: datetime) -> bool:
+def expired(user: User | UserRow, now: datetime) -> bool:
     """Whether the user's expiration date has come (it is no longer valid at ``now``)."""
     return user.expiration_date is not None and user.expiration_date <= now
 
 
-def is_suspended(user: User, now: datetime | None = None) -> bool:
+def is_suspended(user: User | UserRow, now: datetime | None = None) -> bool:
     """Whether something currently stops the user: SCIM ``active=false``,
     ``blocked``, an expiration date in the past, or a SCIM delete. An
     unassigned ``active`` (``None``) stops nothing: only ``false`` deactivates."""
@@ -56,11 +57,13 @@ def is_suspended(user: User, now: datetime | None = None) -> bool:
     return expired(user, now or utcnow())
 
 
-def has_required_attributes(user: User, required: Iterable[str]) -> bool:
+def has_required_attributes(user: User | UserRow, required: Iterable[str]) -> bool:
     return all(getattr(user, name, None) for name in required)
 
 
-def target_state(user: User, required: Iterable[str], now: datetime | None = None) -> Lifecycle:
+def target_state(
+    user: User | UserRow, required: Iterable[str], now: datetime | None = None
+) -> Lifecycle:
     """The state the user should be in after a write, given its current state.
 
     ``ERROR`` stays ``ERROR`` until an admin resets it (unless the user is
@@ -193,7 +196,7 @@ def history_row(
 
 def transition(
     session: AsyncSession,
-    user: User,
+    user: User | UserRow,
     to: Lifecycle,
     cause: str,
     actor: Actor,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import String
@@ -17,24 +18,30 @@ from sqlalchemy.orm import DeclarativeBase
 from .errors import ValidationError
 
 
+@cache
+def _lengths(model: type[DeclarativeBase]) -> dict[str, int]:
+    """The string columns of ``model`` that have a length, and their length."""
+    return {
+        column.key: column.type.length
+        for column in model.__table__.columns
+        if isinstance(column.type, String) and column.type.length is not None
+    }
+
+
 def check_lengths(
     model: type[DeclarativeBase], values: Mapping[str, Any], label: str | None = None
 ) -> None:
     """Raise :class:`ValidationError` naming the first string in ``values``
     (column name → value) longer than its column allows."""
-    columns = model.__table__.columns
+    lengths = _lengths(model)
     for name, value in values.items():
-        if not isinstance(value, str) or name not in columns:
+        if not isinstance(value, str):
             continue
-        column_type = columns[name].type
-        if (
-            isinstance(column_type, String)
-            and column_type.length is not None
-            and len(value) > column_type.length
-        ):
+        length = lengths.get(name)
+        if length is not None and len(value) > length:
             where = f"{label}.{name}" if label else name
             raise ValidationError(
-                f"{where} is {len(value)} characters long; at most {column_type.length} allowed"
+                f"{where} is {len(value)} characters long; at most {length} allowed"
             )
 
 

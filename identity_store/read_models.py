@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, bindparam, cast, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .attributes import USER_ATTRIBUTES
 from .models import Group, GroupMember, User, UserAddress, UserMultiValue
+from .models.user import ADDRESS_FIELDS, MULTI_VALUE_FIELDS
 from .paging import Page, PagePlan, fetch_page
-from .user_changes import ADDRESS_FIELDS, MULTI_VALUE_FIELDS
 
 _USERS = User.__table__
 _VALUES = UserMultiValue.__table__
@@ -61,6 +61,10 @@ class UserRow:
 
     def __getattr__(self, name: str) -> Any:  # for mypy: columns are dynamic
         raise AttributeError(name)
+
+    if TYPE_CHECKING:  # a new user is built as one (user_changes.build_user)
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
 
 class GroupRef(NamedTuple):

@@ -279,6 +279,31 @@ class Settings(BaseSettings):
     """Longest a worker sleeps between looks at its schedules (it wakes
     earlier for a tick); also how soon it notices a run to take over."""
 
+    # -- CSV import of users (docs/management-api.md, "CSV import") --
+
+    import_max_bytes: int = Field(default=104_857_600, ge=1024)
+    """Largest CSV file ``POST /api/v1/users/import`` and ``idstore import``
+    take, in bytes (413 beyond). The file is kept in the database until its
+    job ends, so that any worker can run or resume it."""
+
+    import_max_rows: int = Field(default=1_000_000, ge=1)
+    """Most data rows one file may hold (413 beyond)."""
+
+    import_max_columns: int = Field(default=256, ge=1, le=10_000)
+    """Most columns a file's header may name (400 beyond)."""
+
+    import_max_cell_chars: int = Field(default=16_384, ge=16, le=100_000)
+    """Longest cell, in characters; a longer one fails its row. (A field
+    past the CSV reader's own limit, 131,072 characters, refuses the file:
+    it is nearly always a quote never closed.)"""
+
+    import_batch_size: int = Field(default=1000, ge=1, le=5000)
+    """Rows of a CSV import written in one transaction."""
+
+    import_poll_seconds: float = Field(default=2.0, gt=0)
+    """How often an idle worker looks for an import job to run (or to take
+    over from a worker that died)."""
+
     # -- Profile sync: Microsoft Graph (SPEC §6) --
 
     graph_base_url: str = "https://graph.microsoft.com"

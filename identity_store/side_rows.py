@@ -10,7 +10,11 @@ leave them out and a rollback drops them with the change:
 
 - on PostgreSQL, one statement for all of them (``INSERT`` s as
   data-modifying ``WITH`` queries);
-- on SQLite, which has no data-modifying ``WITH``, one ``INSERT`` per table.
+- on SQLite, which has no data-modifying ``WITH``, one ``INSERT`` per table;
+- for a transaction that writes many users at once (a CSV import's batch:
+  thousands of rows, past the 32,767 parameters of one PostgreSQL
+  statement), one ``INSERT`` per table
+  (:func:`identity_store.row_inserts.insert_many`).
 
 A row a caller needs to react to (the id of a count delta, for folding) is
 handed to the ``returning`` callback given with it, in the same transaction.
@@ -64,15 +68,21 @@ def write_pending(session: Session) -> None:
     _write(session)
 
 
+ONE_STATEMENT = 32
+"""Rows up to which PostgreSQL gets them all in one statement (a single
+write's few rows); more go table by table."""
+
+
 @event.listens_for(Session, "before_commit")
 def _write(session: Session) -> None:
     rows: list[_Row] = session.info.pop(_KEY, [])
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql and len(rows) <= ONE_STATEMENT:
         ids = _write_postgresql(session, rows)
     else:
-        ids = [_write_one(session, row) for row in rows]
+        ids = _write_by_table(session, rows, postgresql=postgresql)
     for row, row_id in zip(rows, ids, strict=True):
         if row.returning is not None and row_id is not None:
             row.returning(session, row_id)
@@ -83,6 +93,36 @@ def _write(session: Session) -> None:
 @event.listens_for(Session, "after_soft_rollback")
 def _forget(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_KEY, None)
+
+
+def _write_by_table(session: Session, rows: list[_Row], *, postgresql: bool) -> list[int | None]:
+    """The rows that ask for their id one by one; the others in one
+    multi-row ``INSERT`` per table and set of columns (in the order they
+    were added, within a table)."""
+    ids: list[int | None] = [None] * len(rows)
+    groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for n, row in enumerate(rows):
+        if row.returning is not None:
+            ids[n] = _write_one(session, row)
+        else:
+            groups.setdefault((row.table, tuple(row.values)), []).append(row.values)
+    for (table, columns), values in groups.items():
+        if postgresql:
+            _insert_postgresql(session, table, list(columns), values)
+        else:
+            session.execute(insert(table), values)
+    return ids
+
+
+def _insert_postgresql(
+    session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]]
+) -> None:
+    dialect = session.get_bind().dialect
+    connection = await_only(
+        row_inserts.in_transaction(session.connection().connection.dbapi_connection)
+    )
+    args = [row_inserts.bound(table, r, dialect) for r in rows]
+    await_only(row_inserts.insert_many(connection, table, columns, args, dialect))
 
 
 def _write_one(session: Session, row: _Row) -> int | None:

@@ -41,7 +41,8 @@ from .models import (
     new_id,
     utcnow,
 )
-from .models.user import NORMALIZED_VALUE_LENGTH
+from .models.user import ADDRESS_FIELDS, MULTI_VALUE_FIELDS, NORMALIZED_VALUE_LENGTH
+from .read_models import USER_COLUMNS, Entry, UserRow
 
 WRITABLE_COLUMNS = frozenset(
     a.own_column
@@ -56,17 +57,6 @@ are the store's own."""
 FREE_FORM_COLUMNS = ("custom_data", "tags")
 """JSON columns a client writes, held to the limits of free-form data."""
 
-MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
-ADDRESS_FIELDS = (
-    "type",
-    "primary",
-    "formatted",
-    "street_address",
-    "locality",
-    "region",
-    "postal_code",
-    "country",
-)
 UNSET: Any = object()
 
 
@@ -206,7 +196,12 @@ async def _ensure_id_free(session: AsyncSession, user_id: str) -> None:
         raise ConflictError("id", f"id {user_id!r} is already taken")
 
 
-async def _check_user_group(session: AsyncSession, data: UserInput, before: User | None) -> None:
+async def _check_user_group(
+    session: AsyncSession,
+    data: UserInput,
+    before: User | UserRow | None,
+    known: dict[str, Any] | None = None,
+) -> None:
     """A write that sets or changes ``userGroup`` or ``customData`` names a
     configured user group (when it names one) whose schema ``customData``
     satisfies (identity_store.user_group_schemas). A write that changes
@@ -218,7 +213,23 @@ async def _check_user_group(session: AsyncSession, data: UserInput, before: User
     custom_data = data.columns.get("custom_data")
     if before is not None and group == before.user_group and custom_data == before.custom_data:
         return
-    await user_group_schemas.check_user_group(session, group, custom_data)
+    await user_group_schemas.check_user_group(session, group, custom_data, known=known)
+
+
+async def check_new_user(
+    session: AsyncSession,
+    data: UserInput,
+    *,
+    user_id: str | None = None,
+    known_groups: dict[str, Any] | None = None,
+) -> None:
+    """What a new user must satisfy beyond its own values (:func:`build_user`),
+    read from the database: a chosen id no user row has, and its user group
+    configured with a schema its ``customData`` satisfies (``known_groups``:
+    see :func:`identity_store.user_group_schemas.check_user_group`)."""
+    if user_id is not None:
+        await _ensure_id_free(session, user_id)
+    await _check_user_group(session, data, None, known_groups)
 
 
 def _validate(data: UserInput, max_values: int) -> None:
@@ -258,7 +269,7 @@ COLUMN_DEFAULTS: dict[str, Any] = {"tags": [], "active": True}
 """What an attribute a replace does not name becomes (``None`` otherwise)."""
 
 
-def _apply(user: User, data: UserInput) -> None:
+def _apply(user: User | UserRow, data: UserInput) -> None:
     user.user_name = data.user_name
     user.user_name_normalized = normalize(data.user_name)
     for name in WRITABLE_COLUMNS:
@@ -271,7 +282,7 @@ def _apply(user: User, data: UserInput) -> None:
         user.password_hash = hash_password(data.password) if data.password else None
 
 
-def _derive_identifiers(data: UserInput, before: User | None = None) -> None:
+def _derive_identifiers(data: UserInput, before: User | UserRow | None = None) -> None:
     """The IdP identifiers a client did not give, from the SCIM ones.
 
     ``idp_reference_id`` defaults to ``externalId`` (Entra: the object id) and
@@ -299,7 +310,8 @@ def _derive_identifiers(data: UserInput, before: User | None = None) -> None:
             data.columns[column] = source
 
 
-def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
+def _entry_values(data: UserInput) -> list[dict[str, Any]]:
+    """The ``user_multi_values`` rows of ``data``'s entries (without ``user_id``)."""
     rows = []
     positions: dict[str, int] = {}
     for entry in data.multi_values:
@@ -308,20 +320,32 @@ def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
         positions[attribute] = position + 1
         value = entry.get("value")
         rows.append(
-            UserMultiValue(
-                attribute=attribute,
-                position=position,
-                value=value,
-                value_normalized=normalize(value)[:NORMALIZED_VALUE_LENGTH]
+            {
+                "attribute": attribute,
+                "position": position,
+                "value": value,
+                "value_normalized": normalize(value)[:NORMALIZED_VALUE_LENGTH]
                 if isinstance(value, str)
                 else None,
-                display=entry.get("display"),
-                type=entry.get("type"),
-                primary=entry.get("primary"),
-                verified=entry.get("verified"),
-            )
+                "display": entry.get("display"),
+                "type": entry.get("type"),
+                "primary": entry.get("primary"),
+                "verified": entry.get("verified"),
+            }
         )
     return rows
+
+
+def _address_values(data: UserInput) -> list[dict[str, Any]]:
+    """The ``user_addresses`` rows of ``data`` (without ``user_id``)."""
+    return [
+        {"position": i, **{k: a.get(k) for k in ADDRESS_FIELDS}}
+        for i, a in enumerate(data.addresses)
+    ]
+
+
+def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
+    return [UserMultiValue(**values) for values in _entry_values(data)]
 
 
 def _multi_value_key(rows: Sequence[UserMultiValue]) -> list[tuple[Any, ...]]:
@@ -336,13 +360,7 @@ def _address_key(rows: Sequence[UserAddress]) -> list[tuple[Any, ...]]:
 
 
 def _address_rows(data: UserInput) -> list[UserAddress]:
-    return [
-        UserAddress(
-            position=i,
-            **{k: a.get(k) for k in ADDRESS_FIELDS},
-        )
-        for i, a in enumerate(data.addresses)
-    ]
+    return [UserAddress(**values) for values in _address_values(data)]
 
 
 _TABLES = {model: cast(Table, model.__table__) for model in (User, UserMultiValue, UserAddress)}
@@ -358,8 +376,11 @@ def _values(row: User | UserMultiValue | UserAddress) -> dict[str, Any]:
     """The column values of a new row, as the ORM would insert them: the
     attributes that were set, the columns' Python defaults for the others
     (in the table's column order, so that equal rows make equal statements)."""
-    model = type(row)
-    values = {k: v for k, v in row.__dict__.items() if k in _COLUMN_KEYS[model]}
+    return _row_values(type(row), row.__dict__)
+
+
+def _row_values(model: type[Any], given: dict[str, Any]) -> dict[str, Any]:
+    values = {k: v for k, v in given.items() if k in _COLUMN_KEYS[model]}
     for key, default in _DEFAULTS[model].items():
         if key not in values:
             arg = getattr(default, "arg", None)
@@ -367,23 +388,51 @@ def _values(row: User | UserMultiValue | UserAddress) -> dict[str, Any]:
     return {k: values[k] for k in _COLUMN_ORDER[model] if k in values}
 
 
-async def _insert(session: AsyncSession, user: User) -> None:
-    """Insert a new user and its entries (:func:`identity_store.row_inserts.insert_rows`).
+assert set(USER_COLUMNS) >= WRITABLE_COLUMNS, "a read model must hold what input_of reads"
 
-    The unit of work would first register, then inspect and sort every new
+
+def _new_user() -> UserRow:
+    """A user about to be created, as a plain row (a read model, rendered
+    the same way): every column, the Python defaults set. Not an ORM
+    object: the ORM's bookkeeping of some fifty attribute sets cost more
+    than everything else a batch import does per user."""
+    values = dict.fromkeys(_COLUMN_ORDER[User])
+    values.update(_row_values(User, {"id": new_id(), "version": 1}))
+    return UserRow(values)
+
+
+def _grouped(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``rows`` in groups of the same columns (one statement each), in order."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    return list(groups.values())
+
+
+async def insert_users(session: AsyncSession, users: Sequence[UserRow]) -> None:
+    """Insert new users (from :func:`build_user`) and their entries and
+    addresses, and count them (:func:`identity_store.counts.change`): a
+    statement per table for all of them
+    (:func:`identity_store.row_inserts.insert_rows`), not through the unit
+    of work, which would first register, then inspect and sort every new
     object (about 1 ms for a user and one e-mail); these rows are never
-    changed again in the request, so they are written as they are and
-    ``user`` stays a detached object the caller renders from.
+    changed again in the transaction.
+
+    :raises IntegrityError: A ``userName`` is taken (the unique index says so).
     """
-    await row_inserts.insert_rows(session, _TABLES[User], [_values(user)])
-    for model, rows in (
-        (UserMultiValue, user.multi_values),
-        (UserAddress, user.addresses),
-    ):
-        if rows:
-            for row in rows:
-                row.user_id = user.id
-            await row_inserts.insert_rows(session, _TABLES[model], [_values(r) for r in rows])
+    if not users:
+        return
+    for group in _grouped([_row_values(User, user.__dict__) for user in users]):
+        await row_inserts.insert_rows(session, _TABLES[User], group)
+    for model, attribute in ((UserMultiValue, "multi_values"), (UserAddress, "addresses")):
+        rows = [
+            _row_values(model, {**row.__dict__, "user_id": user.id})
+            for user in users
+            for row in getattr(user, attribute)
+        ]
+        for group in _grouped(rows):
+            await row_inserts.insert_rows(session, _TABLES[model], group)
+    counts.change(session, "User", len(users))
 
 
 async def _replace_entries(
@@ -411,6 +460,50 @@ def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:
     return ConflictError("userName", f"userName {data.user_name!r} is already taken")
 
 
+def build_user(
+    session: AsyncSession,
+    data: UserInput,
+    actor: Actor,
+    *,
+    required_attributes: Sequence[str],
+    max_values: int,
+    default_idp_source: str = IdpSource.SCIM.value,
+    user_id: str | None = None,
+) -> UserRow:
+    """A new user of ``data``, validated, its lifecycle started (``ACTIVE``,
+    ``CREATED`` or ``SUSPENDED``), its audit and outbox rows added to the
+    session's transaction; not inserted yet (:func:`insert_users`). What the
+    database must say of it is :func:`check_new_user`'s, awaited before.
+
+    :raises ValidationError: A value is not acceptable (nothing is added to
+        the session then).
+    """
+    _derive_identifiers(data)
+    _validate(data, max_values)
+    # userName uniqueness is the unique index's to enforce: a taken name
+    # fails the INSERT (IntegrityError -> ConflictError).
+    user = _new_user()
+    if user_id is not None:
+        user.id = user_id
+    user.lifecycle = ""
+    _apply(user, data)
+    if not user.idp_source:
+        user.idp_source = default_idp_source
+    if not user.user_type:
+        user.user_type = UserType.PERSON.value
+    if user.active is None:
+        user.active = True  # a new user is active unless the client says otherwise
+    user.multi_values = [Entry(values) for values in _entry_values(data)]
+    user.addresses = [Entry(values) for values in _address_values(data)]
+    user.created_at = user.updated_at = utcnow()
+    lifecycle.transition(
+        session, user, lifecycle.target_state(user, required_attributes), "created", actor
+    )
+    audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
+    audit.enqueue(session, actor, "auth0", "upsert", "User", user.id, {"version": user.version})
+    return user
+
+
 async def insert_user(
     session: AsyncSession,
     data: UserInput,
@@ -420,43 +513,85 @@ async def insert_user(
     max_values: int,
     default_idp_source: str = IdpSource.SCIM.value,
     user_id: str | None = None,
-) -> User:
-    """Create a user; its lifecycle starts ``ACTIVE``, ``CREATED`` or ``SUSPENDED``.
-    ``user_id``: the id the caller chose (a ULID no user, live or deleted,
-    has), else a new one."""
-    _derive_identifiers(data)
-    _validate(data, max_values)
-    if user_id is not None:
-        await _ensure_id_free(session, user_id)
-    await _check_user_group(session, data, None)
-    # userName uniqueness is the unique index's to enforce: a taken name
-    # fails the INSERT below (IntegrityError -> ConflictError).
-    user = User(id=user_id or new_id(), version=1, lifecycle="", tags=[], status=[], providers=[])
-    _apply(user, data)
-    if not user.idp_source:
-        user.idp_source = default_idp_source
-    if not user.user_type:
-        user.user_type = UserType.PERSON.value
-    if user.active is None:
-        user.active = True  # a new user is active unless the client says otherwise
-    user.multi_values = _multi_value_rows(data)
-    user.addresses = _address_rows(data)
-    user.created_at = user.updated_at = utcnow()
-    lifecycle.transition(
-        session, user, lifecycle.target_state(user, required_attributes), "created", actor
+) -> UserRow:
+    """Create a user (:func:`check_new_user`, :func:`build_user`,
+    :func:`insert_users`). ``user_id``: the id the caller chose (a ULID no
+    user, live or deleted, has), else a new one.
+
+    :raises ValidationError: A value is not acceptable.
+    :raises ConflictError: The ``userName`` (or the chosen id) is taken.
+    """
+    await check_new_user(session, data, user_id=user_id)
+    user = build_user(
+        session,
+        data,
+        actor,
+        required_attributes=required_attributes,
+        max_values=max_values,
+        default_idp_source=default_idp_source,
+        user_id=user_id,
     )
     try:
-        await _insert(session, user)
+        await insert_users(session, [user])
     except IntegrityError as exc:
         if user_id is not None:  # a concurrent create took the id or the name
             raise ConflictError(
                 "userName", f"userName {data.user_name!r} or id {user_id!r} is already taken"
             ) from exc
         raise _flush_conflict(exc, data) from exc
-    counts.change(session, "User", +1)
-    audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
-    audit.enqueue(session, actor, "auth0", "upsert", "User", user.id, {"version": user.version})
     return user
+
+
+def input_of(user: User | UserRow) -> UserInput:
+    """The whole writable state of a user (loaded by :func:`load_user`, or
+    read as a :class:`~identity_store.read_models.UserRow`): what a replace
+    that changes nothing would give, so that a change can be told from
+    none by comparing the two."""
+    return UserInput(
+        user_name=user.user_name,
+        columns={
+            name: list(value) if isinstance(value, list) else value
+            for name in sorted(WRITABLE_COLUMNS)
+            for value in (getattr(user, name),)
+        },
+        multi_values=[
+            {"attribute": e.attribute, **{f: getattr(e, f) for f in MULTI_VALUE_FIELDS}}
+            for e in user.multi_values
+        ],
+        addresses=[{f: getattr(a, f) for f in ADDRESS_FIELDS} for a in user.addresses],
+    )
+
+
+async def lock_user_ids(session: AsyncSession, column: str, values: Sequence[str]) -> list[str]:
+    """The ids of the live users whose ``column`` (``user_name_normalized``
+    or ``external_id``) is one of ``values``, locked for update
+    (PostgreSQL; in id order, so that two batches never wait for each
+    other in a circle; SQLite locks the whole database for a write). Read
+    them after this: they are then as the last writer committed them (see
+    :func:`load_user`)."""
+    if not values:
+        return []
+    key = getattr(User, column)
+    query = (
+        select(User.id)
+        .where(key.in_(sorted(set(values))), User.deleted_at.is_(None))
+        .order_by(User.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return list((await session.scalars(query)).all())
+
+
+async def taken_user_names(session: AsyncSession, user_names: Sequence[str]) -> dict[str, str]:
+    """Of ``user_names`` (normalized), those live users hold, with the id of each."""
+    if not user_names:
+        return {}
+    rows = await session.execute(
+        select(User.user_name_normalized, User.id).where(
+            User.user_name_normalized.in_(sorted(set(user_names))), User.deleted_at.is_(None)
+        )
+    )
+    return {str(name): str(user_id) for name, user_id in rows.all()}
 
 
 _STOPPED = frozenset({Lifecycle.SUSPENDED.value, Lifecycle.INACTIVE.value})

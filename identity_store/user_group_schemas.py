@@ -290,20 +290,36 @@ async def group_exists(session: AsyncSession, user_group: str) -> bool:
     return (await session.execute(_config_of(user_group))).first() is not None
 
 
-async def check_user_group(session: AsyncSession, user_group: str, custom_data: Any) -> None:
+async def check_user_group(
+    session: AsyncSession,
+    user_group: str,
+    custom_data: Any,
+    *,
+    known: dict[str, Any] | None = None,
+) -> None:
     """In a user write's transaction: ``user_group`` is a configured group
     and ``custom_data`` satisfies its schema, else :class:`ValidationError`
-    (the group's row locked as :func:`_config_of` says)."""
-    found = (await session.execute(_config_of(user_group))).first()
-    if found is None:
+    (the group's row locked as :func:`_config_of` says). ``known``: the
+    validators a batch of writes in this transaction already read, by group
+    (``None`` for a group that is not configured), kept up to date here, so
+    that a batch reads (and locks) each group once."""
+    if known is not None and user_group in known:
+        validator = known[user_group]
+    else:
+        found = (await session.execute(_config_of(user_group))).first()
+        validator = None
+        if found is not None:
+            validator = _cached(found.id, found.updated_at)
+            if validator is None:
+                schema = await session.scalar(
+                    select(_CONFIGS.c.json_schema).where(_CONFIGS.c.id == found.id)
+                )
+                validator = validator_of(found.id, found.updated_at, schema or {})
+        if known is not None:
+            known[user_group] = validator
+    if validator is None:
         raise ValidationError(
             f"userGroup {_shortened(repr(user_group))} is not a configured user group",
             location=("userGroup",),
         )
-    validator = _cached(found.id, found.updated_at)
-    if validator is None:
-        schema = await session.scalar(
-            select(_CONFIGS.c.json_schema).where(_CONFIGS.c.id == found.id)
-        )
-        validator = validator_of(found.id, found.updated_at, schema or {})
     check_custom_data(validator, custom_data)

@@ -14,6 +14,7 @@ from .auth0 import Auth0Client
 from .auth0_import import ImportRunner
 from .bulk_jobs import BulkJobs
 from .clock import Clock
+from .csv_import import ImportJobs
 from .deletion_sync import DeletionSync
 from .dispatcher import DatabaseRateLimiter, Dispatcher, OutboxDispatcher
 from .expiry import Expiry
@@ -57,6 +58,9 @@ def build_jobs(settings: Settings, clock: Clock) -> dict[str, Job]:
 
 OUTBOX = "outbox"
 """The name that selects the outbox dispatchers in ``idstore worker --job``."""
+
+IMPORTS = "import"
+"""The name that selects the CSV import jobs in ``idstore worker --job``."""
 
 
 def build_auth_service(store: Store, clock: Clock) -> Auth0Client | None:
@@ -125,10 +129,15 @@ def build_loops(store: Store, clock: Clock, name: str) -> list[Loop]:
 
 def build_worker(store: Store, clock: Clock, *, only: list[str] | None = None) -> Worker:
     """The worker of every job (or of ``only`` those; :data:`OUTBOX` selects
-    the dispatchers and the bulk jobs) on its schedule, with its loops."""
+    the dispatchers and the bulk jobs, :data:`IMPORTS` the CSV import jobs) on
+    its schedule, with its loops."""
     jobs = build_jobs(store.settings, clock)
     if only is not None:
         jobs = {name: job for name, job in jobs.items() if name in only}
     name = worker_id()
-    loops = build_loops(store, clock, name) if only is None or OUTBOX in only else []
+    loops: list[Loop] = []
+    if only is None or OUTBOX in only:
+        loops.extend(build_loops(store, clock, name))
+    if only is None or IMPORTS in only:
+        loops.append(ImportJobs(store, name=f"{name}:import", clock=clock))
     return Worker(store, jobs, schedules(store.settings), clock=clock, name=name, loops=loops)

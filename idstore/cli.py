@@ -18,7 +18,14 @@ import uvicorn
 from identity_store import migrate, tokens
 from identity_store.errors import StoreError, UnavailableError
 from identity_store.settings import Settings
-from idstore import auth0_commands, logs, outbox_commands, user_commands, worker_commands
+from idstore import (
+    auth0_commands,
+    import_commands,
+    logs,
+    outbox_commands,
+    user_commands,
+    worker_commands,
+)
 
 
 def _print_err(message: str) -> None:
@@ -156,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     user_commands.add_parsers(sub)
     outbox_commands.add_parsers(sub)
     auth0_commands.add_parsers(sub)
+    import_commands.add_parsers(sub)
     return parser
 
 

@@ -73,12 +73,14 @@ AS_OF_MAX_LENGTH = 64
 is 32 characters)."""
 
 
-def _loop_line(label: str, totals: Totals | BulkTotals) -> str:
+def _loop_line(label: str, totals: Totals | BulkTotals | Any) -> str:
     if isinstance(totals, BulkTotals):
         return (
             f"{label}: {totals.succeeded} jobs succeeded, {totals.failed} failed, "
             f"{totals.interrupted} left for another worker"
         )
+    if not isinstance(totals, Totals):
+        return f"{label}: {totals.describe()}"
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(totals.outcomes.items()))
     return (
         f"{label}: {totals.delivered} users delivered ({totals.rows} rows"
@@ -109,7 +111,7 @@ def _job_names(settings: Settings, wanted: list[str] | None) -> list[str] | None
     if not wanted:
         return None
     names = [n.strip() for value in wanted for n in value.split(",") if n.strip()]
-    known = [*registry.JOBS, registry.OUTBOX]
+    known = [*registry.JOBS, registry.OUTBOX, registry.IMPORTS]
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise UsageError(f"unknown job {unknown}; known: {', '.join(known)}")
@@ -232,7 +234,8 @@ def add_parsers(sub: Any) -> None:
     worker.add_argument(
         "--job",
         action="append",
-        help="run only these jobs (repeat or separate with commas; 'outbox' for the dispatchers)",
+        help="run only these jobs (repeat or separate with commas; 'outbox' for the dispatchers, "
+        "'import' for the CSV import jobs)",
     )
     worker.set_defaults(handler=cmd_worker)
 

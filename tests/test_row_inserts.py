@@ -52,6 +52,31 @@ async def test_rows_read_back_like_sqlalchemy_wrote_them(engine: AsyncEngine) ->
     assert written.lifecycle_changed_at == datetime(2026, 1, 2, 1, 4, 5, tzinfo=UTC)
 
 
+async def test_many_rows_in_one_statement_read_back_like_sqlalchemy_wrote_them(
+    engine: AsyncEngine,
+) -> None:
+    """The multi-row path (``unnest`` of arrays on PostgreSQL): JSON, times,
+    booleans, a column set in one row only, columns null in every row."""
+    sessions = create_session_factory(engine)
+    rows = [{**_row(f"u-{n}", f"Many{n}"), "title": "Boss" if n == 1 else None} for n in range(3)]
+    rows[2]["custom_data"] = None
+    async with sessions() as session, session.begin():
+        await row_inserts.insert_rows(session, USERS, rows)
+        copies = [
+            {**r, "id": f"s-{r['id']}", "user_name_normalized": f"s-{r['user_name_normalized']}"}
+            for r in rows
+        ]
+        await session.execute(insert(USERS), copies)
+    async with sessions() as session:
+        users = {u.id: u for u in await session.scalars(select(User))}
+    for row in rows:
+        written, reference = users[row["id"]], users[f"s-{row['id']}"]
+        for column in [c.key for c in USERS.columns if c.key not in ("id", "user_name_normalized")]:
+            assert getattr(written, column) == getattr(reference, column), column
+    assert [users[r["id"]].title for r in rows] == [None, "Boss", None]
+    assert users["u-2"].custom_data is None
+
+
 async def test_rows_roll_back_with_the_transaction(engine: AsyncEngine) -> None:
     sessions = create_session_factory(engine)
     async with sessions() as session:

@@ -19,6 +19,7 @@ from .enums import (
 )
 from .group import Group, GroupMember
 from .job import Job
+from .job_input import JobInput, JobReport
 from .job_run import JobRun
 from .outbox import OutboxEntry, OutboxLease, RateBudget, SyncState
 from .password_ticket import PasswordTicket
@@ -52,7 +53,9 @@ __all__ = [
     "GroupRoleMapping",
     "IdpSource",
     "Job",
+    "JobInput",
     "JobKind",
+    "JobReport",
     "JobRun",
     "JobStatus",
     "Lifecycle",

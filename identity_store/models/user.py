@@ -19,6 +19,19 @@ EXPIRY_INDEX_WHERE = (
 )
 """Predicate of ``ix_users_expiration_date``: the users the expiry job may
 still suspend (``identity_store.lifecycle.EXPIRY_CANDIDATES``)."""
+MULTI_VALUE_FIELDS = ("value", "display", "type", "primary", "verified")
+"""Columns of an entry of ``user_multi_values`` a client writes."""
+ADDRESS_FIELDS = (
+    "type",
+    "primary",
+    "formatted",
+    "street_address",
+    "locality",
+    "region",
+    "postal_code",
+    "country",
+)
+"""Columns of ``user_addresses`` a client writes."""
 NORMALIZED_VALUE_LENGTH = 512
 """How many characters ``user_multi_values.value_normalized`` keeps of a value's
 comparison key: a longer value is compared through ``lower(value)``."""

@@ -25,6 +25,8 @@ from . import (
     authz,
     bindings,
     bulk_jobs,
+    imports,
+    jobs,
     problems,
     profile,
     roles,
@@ -44,7 +46,9 @@ DESCRIPTION = """\
 Roles, bindings and role assignments in the model of Rönd, and
 authorization checks that explain their answers. User groups with the JSON
 Schema of their users' `customData`, and users managed by group, after
-Mia-Platform's User Manager Service.
+Mia-Platform's User Manager Service. CSV import of
+users, and the jobs that run it (and the other bulk jobs), with their
+per-row report.
 
 Authentication: `Authorization: Bearer <token>` (`idstore token create`).
 `admin` tokens may call everything; `authz:check` tokens only the checks
@@ -89,6 +93,8 @@ def create_api(settings: Settings) -> FastAPI:
         profile,
         sync_state,
         userinfo,
+        imports,
+        jobs,
     ):
         api.include_router(module.router)
 

@@ -113,7 +113,7 @@ TITLES = {
     "precondition-failed": "The resource is not at the version If-Match names",
     "concurrent-update": "Concurrent changes kept winning",
     "too-large": "The request body is too large",
-    "unsupported-media-type": "Send application/json",
+    "unsupported-media-type": "The body's media type is not one this endpoint reads",
     "unavailable": "The database is unavailable; retry later",
     "internal": "Internal server error",
     "not-a-user-token": "The token is not bound to a user",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -37,6 +38,15 @@ from tests.scim.test_outages import _closed_port, _Proxy
 from .conftest import Directory, assert_problem
 
 UNKNOWN = "01JZ0000000000000000000000"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A ``multipart/form-data`` body: a CSV file."""
+
+    data: bytes
+
+
 ROLE = {"roleId": "reader", "name": "Reader", "permissions": ["doc.read"]}
 CHECK = {"userId": UNKNOWN, "permission": "doc.read"}
 
@@ -91,6 +101,10 @@ OPERATIONS: list[tuple[str, str, Any]] = [
     ("GET", f"/users/{UNKNOWN}/sync", None),
     ("POST", "/outbox/1/retry", None),
     ("GET", "/userinfo", None),
+    ("POST", "/users/import", Upload(b"userName\nada@corp.example\n")),
+    ("GET", "/jobs", None),
+    ("GET", f"/jobs/{UNKNOWN}", None),
+    ("GET", f"/jobs/{UNKNOWN}/report.csv", None),
 ]
 """One request of every operation."""
 
@@ -98,6 +112,14 @@ END_USER = {("GET", "/userinfo")}
 """The operations for the end user's own token (scheme ``userBearer``):
 any token bound to a user, whatever its scopes; one bound to none is 403
 ``not-a-user-token``."""
+
+
+def _body(body: Any) -> dict[str, Any]:
+    """httpx's arguments of an operation's body: JSON, or a file upload."""
+    if isinstance(body, Upload):
+        return {"files": {"file": ("users.csv", body.data, "text/csv")}}
+    return {"json": body}
+
 
 CHECKS = {
     ("POST", "/authz/check"),
@@ -142,7 +164,7 @@ async def test_a_missing_or_unknown_token_is_401_with_a_bearer_challenge(
 ) -> None:
     """401 ``unauthorized`` with ``WWW-Authenticate: Bearer``, on every operation."""
     for method, path, body in OPERATIONS:
-        response = await api.request(method, path, json=body, headers={"Authorization": header})
+        response = await api.request(method, path, **_body(body), headers={"Authorization": header})
         assert_problem(response, 401, "unauthorized")
         assert response.headers["www-authenticate"].startswith('Bearer realm="idstore"')
 
@@ -162,7 +184,7 @@ async def test_scim_tokens_are_403_on_every_operation(as_scope: Any, scope: str)
     """A SCIM token gets nothing on /api/v1: 403 ``insufficient-scope``, naming the scope needed."""
     client = as_scope(scope)
     for method, path, body in OPERATIONS:
-        response = await client.request(method, path, json=body)
+        response = await client.request(method, path, **_body(body))
         if (method, path) in END_USER:
             assert_problem(response, 403, "not-a-user-token")
             continue
@@ -182,7 +204,7 @@ async def test_an_authz_check_token_may_call_the_checks_only(
     client = as_scope("authz:check")
     spec = (await api.get("/openapi.json")).json()
     for method, path, body in OPERATIONS:
-        response = await client.request(method, path, json=body)
+        response = await client.request(method, path, **_body(body))
         if _template(method, path, spec) in CHECKS:
             assert response.status_code in (200, 404), (path, response.text)
             if response.status_code == 404:
@@ -544,7 +566,7 @@ async def test_a_server_whose_database_is_a_closed_port_answers_503() -> None:
         ) as client,
     ):
         for method, path, body in OPERATIONS:
-            _assert_unavailable(await client.request(method, path, json=body))
+            _assert_unavailable(await client.request(method, path, **_body(body)))
 
 
 async def _user_token(engine: AsyncEngine) -> str:
@@ -602,7 +624,9 @@ async def test_a_database_lost_after_start_is_503_on_every_operation(
         for method, path, body in OPERATIONS:
             headers = own if (method, path) in END_USER else None
             try:
-                _assert_unavailable(await client.request(method, path, json=body, headers=headers))
+                _assert_unavailable(
+                    await client.request(method, path, **_body(body), headers=headers)
+                )
             except Exception as exc:  # every operation is tried; the failures are listed
                 failed.append(f"{method} {path}: {type(exc).__name__}: {str(exc)[:100]}")
         assert failed == [], "\n".join(failed)

@@ -97,6 +97,125 @@ EXCUSED: list[tuple[str, re.Pattern[str], str]] = [
         "a crudSchema naming another dialect in $schema",
     ),
     (
+        "invalid-request",
+        re.compile(r"column \d+ of the header holds bytes that are not valid [\w-]+", re.DOTALL),
+        "import file (bytes to the schema): a header cell not in the chosen encoding",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"column \d+ of the header holds a NUL character", re.DOTALL),
+        "import file (bytes to the schema): a NUL character in a header cell",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"column \d+ of the header has no name", re.DOTALL),
+        "import file (bytes to the schema): an empty header cell",
+    ),
+    (
+        "invalid-request",
+        re.compile(
+            r"column \d+ of the header is [\d,]+ characters long; at most \d+ allowed", re.DOTALL
+        ),
+        "import file (bytes to the schema): a header cell past the name limit",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the header names .+ twice \(columns \d+ and \d+\)", re.DOTALL),
+        "import file (bytes to the schema): a header naming a column twice",
+    ),
+    (
+        "invalid-request",
+        re.compile(
+            r"the header \(line \d+\) has [\d,]+ columns; at most [\d,]+ are allowed", re.DOTALL
+        ),
+        "import file (bytes to the schema): a header past the column limit",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the header \(line \d+\) is not CSV of this format: .+", re.DOTALL),
+        "import file (bytes to the schema): a header the csv reader refuses in the chosen dialect",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"line \d+ is longer than [\d,]+ characters", re.DOTALL),
+        "import file (bytes to the schema): a line past the line limit",
+    ),
+    (
+        "invalid-request",
+        re.compile(
+            r"the record starting at line \d+ has a quoted field that is never closed", re.DOTALL
+        ),
+        "import file (bytes to the schema): an unbalanced quote",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the record starting at line \d+ is longer than .+", re.DOTALL),
+        "import file (bytes to the schema): a record past the record limit",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the record starting at line \d+ has a field longer than .+", re.DOTALL),
+        "import file (bytes to the schema): a field past the cell limit",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the file is empty: it has no header", re.DOTALL),
+        "import file (bytes to the schema): an empty file",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the file has a header but no rows", re.DOTALL),
+        "import file (bytes to the schema): a header alone",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the file is not utf-16: UTF-16 stream does not start with BOM", re.DOTALL),
+        "import file (bytes to the schema): utf-16 chosen for a file without a BOM",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"column .+ is no attribute: map it to one .+", re.DOTALL),
+        "import file (bytes to the schema): a header cell that names no attribute, unmapped",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"columns .+ and .+ both hold \w+", re.DOTALL),
+        "import file (bytes to the schema): two columns mapped to one attribute",
+    ),
+    (
+        "invalid-request",
+        re.compile(
+            r"upsertBy is (userName|externalId): a column must hold (userName|externalId)",
+            re.DOTALL,
+        ),
+        "import file (bytes to the schema): no column holds the upsert key",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"mapping must be a JSON object: column name -> attribute or null", re.DOTALL),
+        "import option: the mapping part is JSON text, not an object",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the mapping names column .+, which the header lacks", re.DOTALL),
+        "import option: the mapping names a column the file does not have",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the mapping maps .+, which is no attribute .+", re.DOTALL),
+        "import option: the mapping names an attribute that does not exist",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"the part 'mapping' holds a NUL character", re.DOTALL),
+        "import option: a NUL character in the mapping part",
+    ),
+    (
+        "invalid-request",
+        re.compile(r"delimiter, quoteChar and escapeChar must be different characters", re.DOTALL),
+        "import option: the three CSV characters must differ",
+    ),
+    (
         "invalid-value",
         re.compile(r".+ contains a NUL character", re.DOTALL),
         "a NUL character in a field Rönd's bodies ignore (their models take any field, as "
