@@ -248,6 +248,13 @@ class User(Wire):
     created_at: datetime
     updated_at: datetime
     version: int = Field(description='Every write adds one; the `ETag` is `W/"<version>"`.')
+    auth0: dict[str, Any] | None = Field(
+        default=None,
+        description="In `GET /users` pages: the Auth0 properties of the user's account named "
+        "by `IDSTORE_AUTH0_USER_PROPERTIES`, Auth0's names as keys (`{}`: Auth0 has no such "
+        "account); `null` without an account, when none are configured, when Auth0 could "
+        "not be asked, and in every other answer.",
+    )
 
 
 class UserPage(Wire):

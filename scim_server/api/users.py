@@ -27,6 +27,7 @@ from identity_store import lifecycle_admin, users
 from identity_store.users import UserInput, UserRecord
 
 from . import cursors
+from .auth0_properties import AUTH0_KEY, merge_auth0_properties
 from .models import NO_CONTROL, NO_CONTROL_NOR_SLASH
 from .parameters import COMMON, WITH_BODY, Count, CursorQuery
 from .problems import problem_responses
@@ -277,10 +278,17 @@ async def list_users(
         limit=count,
         scan=caller.settings.user_search_scan,
     )
-    return UserPage(
-        items=[document(r) for r in listing.users],
-        next_cursor=cursors.encode("users", listing.next_after),
-    )
+    items = [document(r) for r in listing.users]
+    provider = caller.state.auth0_properties
+    if provider is not None and provider.names:
+        found = await merge_auth0_properties(
+            [{"authUserId": u.auth_user_id} for u in items], provider
+        )
+        items = [
+            u.model_copy(update={"auth0": f.get(AUTH0_KEY)})
+            for u, f in zip(items, found, strict=True)
+        ]
+    return UserPage(items=items, next_cursor=cursors.encode("users", listing.next_after))
 
 
 @router.get(
