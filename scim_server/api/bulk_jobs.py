@@ -26,11 +26,12 @@ from starlette.responses import Response
 from identity_store import accounts, jobs, password_tickets
 from identity_store.accounts import MAX_USERS_LISTED, AccountSubject, Selection
 from identity_store.errors import InvalidCursorError, NotFoundError
-from identity_store.jobs import JobKind, JobRecord
+from identity_store.jobs import JobKind
 from identity_store.settings import Settings
 
 from ..auth0_gateway import AccountMissing, Auth0Refused, Auth0Unavailable
 from . import cursors
+from .jobs import Job, job
 from .models import NO_CONTROL, Cursor, UserId, Wire
 from .parameters import COMMON, WITH_BODY, CursorQuery
 from .problems import ProblemError, problem_responses
@@ -126,25 +127,6 @@ def _selection(body: SelectByIds | SelectByFilter) -> Selection:
     return Selection(user_group=body.filter.user_group, lifecycle=body.filter.lifecycle)
 
 
-class BulkJob(Wire):
-    """A job and where it stands; `GET /jobs/{id}` answers the same document."""
-
-    id: str
-    kind: str = Field(description="`BULK_ACTIVATION` or `BULK_PASSWORD_CHANGE` here.")
-    status: str = Field(description="`QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.")
-    params: dict[str, Any] = Field(description="What was asked: `selection`.")
-    summary: dict[str, Any] = Field(
-        description="Counts so far (activation: `total`, `activated`, `already`, `failed`; "
-        "tickets: `total`, `done`, `tickets`, `failed`) and, once finished, `message`."
-    )
-    failures: list[dict[str, Any]] = Field(
-        description="Per user that failed: `user_id`, `email`, `error` (the first 1,000)."
-    )
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
 class Ticket(Wire):
     user_id: str
     email: str | None
@@ -178,21 +160,6 @@ class UserTicket(Wire):
     expires_at: datetime
 
 
-def bulk_job_document(record: JobRecord) -> BulkJob:
-    """The wire document of a job."""
-    return BulkJob(
-        id=record.id,
-        kind=record.kind,
-        status=record.status,
-        params=record.params,
-        summary=record.summary,
-        failures=record.failures,
-        created_at=record.created_at,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-    )
-
-
 def _needs_auth0(settings: Settings, *, imports: bool = False) -> None:
     """409 when the jobs could never run: Auth0 is off or not configured."""
     if settings.auth_service != "auth0" or not settings.auth0_configured:
@@ -219,7 +186,7 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
 
 async def _submit(
     caller: Authorized, kind: JobKind, body: BulkSelection, response: Response
-) -> BulkJob:
+) -> Job:
     summary = {"done": 0, "tickets": 0, "failed": 0} if kind is JobKind.BULK_PASSWORD_CHANGE else {}
     record = await jobs.submit(
         caller.store,
@@ -230,7 +197,7 @@ async def _submit(
         summary=summary,
     )
     response.headers["Location"] = f"{MOUNT}/jobs/{record.id}"
-    return bulk_job_document(record)
+    return job(record)
 
 
 @router.post(
@@ -239,7 +206,7 @@ async def _submit(
     responses=problem_responses(*WITH_BODY, 409) | _ACCEPTED,
     summary="Give the chosen users their Auth0 accounts, through Auth0's import jobs",
 )
-async def bulk_activation(body: BulkSelection, caller: Authorized, response: Response) -> BulkJob:
+async def bulk_activation(body: BulkSelection, caller: Authorized, response: Response) -> Job:
     """Users of a group with `authUserCreationDisabled` are activated too (that
     is what activating is for); a user with an account counts as `already`; a
     suspended user, or one without an e-mail, is a failure. 409
@@ -254,9 +221,7 @@ async def bulk_activation(body: BulkSelection, caller: Authorized, response: Res
     responses=problem_responses(*WITH_BODY, 409) | _ACCEPTED,
     summary="A password-change ticket for each chosen user",
 )
-async def bulk_change_password(
-    body: BulkSelection, caller: Authorized, response: Response
-) -> BulkJob:
+async def bulk_change_password(body: BulkSelection, caller: Authorized, response: Response) -> Job:
     """At `IDSTORE_AUTH0_PASSWORD_TICKETS_PER_SECOND`. The ticket URLs are read
     with `GET /jobs/{id}/tickets` until they expire; a user without an Auth0
     account is a failure. 409 `state-conflict` when Auth0 is not configured."""
@@ -281,8 +246,8 @@ async def job_tickets(
     (`job.tickets.read`), deleted once expired
     (`IDSTORE_AUTH0_TICKET_TTL_SECONDS`). 404 when there is no such
     change-password job."""
-    job = await jobs.get(caller.store, job_id)
-    if job is None or job.kind != JobKind.BULK_PASSWORD_CHANGE.value:
+    asked = await jobs.get(caller.store, job_id)
+    if asked is None or asked.kind != JobKind.BULK_PASSWORD_CHANGE.value:
         raise NotFoundError("bulk change-password job", job_id)
     after = cursors.decode("tickets", cursor)
     if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):

@@ -198,6 +198,7 @@ async def test_an_activation_asked_through_the_api_is_run_by_a_worker(
     assert document["params"] == {"selection": {"user_group": "partners"}}
     assert document["startedAt"] is None
     assert document["finishedAt"] is None
+    assert document["createdBy"].startswith("token:")
     assert set(document) == {
         "id",
         "kind",
@@ -205,6 +206,7 @@ async def test_an_activation_asked_through_the_api_is_run_by_a_worker(
         "params",
         "summary",
         "failures",
+        "createdBy",
         "createdAt",
         "startedAt",
         "finishedAt",
