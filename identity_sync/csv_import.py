@@ -262,6 +262,10 @@ class ImportJobs:
                 failures += 1
                 log.warning("import: cannot run jobs now: %s", exc.detail)
                 ran = None
+            except Exception:  # a job's own failures end the job; this loop must go on
+                failures += 1
+                log.exception("import: the loop failed; it goes on")
+                ran = None
             if ran is None:
                 delay = self.poll if not failures else min(60.0, self.poll * 2.0**failures)
                 with contextlib.suppress(TimeoutError):

@@ -48,7 +48,7 @@ def test_the_command_runs_as_python_dash_m_of_the_package_and_of_its_cli_module(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: idstore ")
-    assert "{serve,migrate,token,worker,jobs,user,outbox,auth0}" in result.stdout
+    assert "{serve,migrate,token,worker,jobs,user,outbox,auth0,import}" in result.stdout
 
 
 async def test_token_commands_issue_list_and_revoke(settings: Settings, engine: Any) -> None:
