@@ -230,7 +230,7 @@ async def bulk_change_password(body: BulkSelection, caller: Authorized, response
 
 
 @router.get(
-    "/jobs/{id}/tickets",
+    "/jobs/{id:ulid}/tickets",
     responses=problem_responses(*COMMON, 404),
     summary="The ticket URLs of a bulk change-password job, while they are valid",
 )

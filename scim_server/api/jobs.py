@@ -126,7 +126,7 @@ async def _found(caller: Authorized, job_id: str) -> JobRecord:
 
 
 @router.get(
-    "/jobs/{id}",
+    "/jobs/{id:ulid}",
     responses=problem_responses(*COMMON, 404),
     summary="Read a job: its status, totals and failures",
 )
@@ -135,7 +135,7 @@ async def read_job(job_id: JobIdPath, caller: Authorized) -> Job:
 
 
 @router.get(
-    "/jobs/{id}/report.csv",
+    "/jobs/{id:ulid}/report.csv",
     response_class=StreamingResponse,
     responses=problem_responses(*COMMON, 404)
     | {

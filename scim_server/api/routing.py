@@ -27,6 +27,7 @@ from fastapi import Depends, Security
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -39,9 +40,29 @@ from .. import json_body
 from ..auth import authenticate
 from ..state import AppState, app_state
 from .problems import ProblemError, body_problem
+from .user_models import ULID
 
 MOUNT = "/api/v1"
 """Where the server mounts the application (:func:`scim_server.api.mount`)."""
+
+
+class UlidConvertor(Convertor[str]):
+    """A path segment that is a ULID in the store's form: ``/users/{id:ulid}``
+    never takes ``/users/count`` nor ``/users/with-id``, nor ``/jobs/{id:ulid}``
+    ``/jobs/bulk-activation``, so each path has exactly the methods its
+    description lists (a 405 names them). Registered when this module is
+    imported, before any router's paths are compiled."""
+
+    regex = ULID.strip("^$")
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("ulid", UlidConvertor())
 
 
 class LimitedRequest(Request):

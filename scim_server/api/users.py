@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Path, Query
 from pydantic.json_schema import SkipJsonSchema
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from identity_store import lifecycle_admin, users
@@ -46,22 +45,6 @@ from .user_models import (
 
 router = APIRouter(route_class=AdminRoute, tags=["users"])
 
-
-class UlidConvertor(Convertor[str]):
-    """A path segment that is a ULID in the store's form: ``/users/{id:ulid}``
-    never takes ``/users/count`` nor ``/users/with-id``, so each path has
-    exactly the methods its description lists (a 405 names them)."""
-
-    regex = ULID.strip("^$")
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("ulid", UlidConvertor())
 
 UserIdPath = Annotated[
     str,

@@ -74,6 +74,23 @@ async def _count(engine: AsyncEngine, model: Any) -> int:
 MAPPING = {"E-Mail": "email"}
 
 
+async def test_rows_for_a_user_group_not_configured_fail_naming_it(
+    api: httpx.AsyncClient, store: Store
+) -> None:
+    """The import puts its users in a group only as every user write does: a
+    configured one (its crudSchema checked); each new row fails otherwise."""
+    job = await _imported(api, store, _file(_rows(2)), mapping=MAPPING, userGroup="nowhere")
+    assert job["status"] == "SUCCEEDED"
+    assert {k: job["summary"][k] for k in ("rows", "created", "failed")} == {
+        "rows": 2,
+        "created": 0,
+        "failed": 2,
+    }
+    assert [f["error"] for f in job["failures"]] == [
+        "userGroup 'nowhere' is not a configured user group"
+    ] * 2
+
+
 async def test_an_import_creates_then_leaves_unchanged_and_reports_every_row(
     api: httpx.AsyncClient, store: Store, engine: AsyncEngine
 ) -> None:
@@ -82,6 +99,8 @@ async def test_an_import_creates_then_leaves_unchanged_and_reports_every_row(
     says so row by row."""
     lines = [*_rows(3), "broken@corp.example,,x,y,z,t,extra", "=cmd|' /C calc'!A0,,a,b,c,d"]
     data = _file(lines)
+    made = await api.post("/user-groups", json={"userGroup": "staff", "crudSchema": {}})
+    assert made.status_code == 201, made.text
     first = await _imported(api, store, data, mapping=MAPPING, userGroup="staff")
     assert first["kind"] == "IMPORT"
     assert first["status"] == "SUCCEEDED"
@@ -108,7 +127,7 @@ async def test_an_import_creates_then_leaves_unchanged_and_reports_every_row(
         }
     ]
     audit, outbox = await _count(engine, AuditEntry), await _count(engine, OutboxEntry)
-    assert audit == 4
+    assert audit == 1 + 4  # the user group's creation, then one per user created
     assert outbox == 4
 
     user = await api.get(f"/jobs/{first['id']}")
