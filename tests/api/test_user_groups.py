@@ -191,28 +191,23 @@ INVALID_SCHEMAS: list[tuple[Any, str, list[str | int]]] = [
 ]
 
 
-@pytest.mark.parametrize(("schema", "detail", "location"), INVALID_SCHEMAS)
 async def test_an_invalid_schema_is_refused_with_the_library_message(
-    api: httpx.AsyncClient, schema: Any, detail: str, location: list[str | int]
+    api: httpx.AsyncClient,
 ) -> None:
     """400 naming where in the schema, with jsonschema's own message; nothing
-    is stored, and a replacement is refused alike."""
-    problem = assert_problem(
-        await api.post("/user-groups", json={**PARTNERS, "crudSchema": schema}),
-        400,
-        "invalid-request",
-        detail,
-    )
-    assert problem["errors"][0]["location"] == location
-    assert (await api.get("/user-groups")).json()["items"] == []
+    is stored, and a replacement is refused alike (one row per rule)."""
     await _group(api)
-    assert_problem(
-        await api.put("/user-groups/partners", json={"crudSchema": schema}),
-        400,
-        "invalid-request",
-        detail,
-    )
-    assert (await api.get("/user-groups/partners")).json()["crudSchema"] == SCHEMA
+    for schema, detail, location in INVALID_SCHEMAS:
+        created = await api.post(
+            "/user-groups", json={**PARTNERS, "userGroup": "other", "crudSchema": schema}
+        )
+        assert created.status_code == 400, (schema, created.text)
+        problem = assert_problem(created, 400, "invalid-request", detail)
+        assert problem["errors"][0]["location"] == location
+        replaced = await api.put("/user-groups/partners", json={"crudSchema": schema})
+        assert_problem(replaced, 400, "invalid-request", detail)
+    groups = (await api.get("/user-groups")).json()["items"]
+    assert [(g["userGroup"], g["crudSchema"]) for g in groups] == [("partners", SCHEMA)]
 
 
 def _deep(levels: int) -> dict[str, Any]:
@@ -271,15 +266,12 @@ HOSTILE_GROUPS: list[tuple[str, Any, int, str, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "kind", "detail"),
-    [case[1:] for case in HOSTILE_GROUPS],
-    ids=[case[0] for case in HOSTILE_GROUPS],
-)
-async def test_hostile_groups_are_refused_and_nothing_is_stored(
-    api: httpx.AsyncClient, body: Any, status: int, kind: str, detail: str | None
-) -> None:
-    assert_problem(await api.post("/user-groups", json=body), status, kind, detail)
+async def test_hostile_groups_are_refused_and_nothing_is_stored(api: httpx.AsyncClient) -> None:
+    """One request per limit, each refused whole."""
+    for name, body, status, kind, detail in HOSTILE_GROUPS:
+        response = await api.post("/user-groups", json=body)
+        assert response.status_code == status, (name, response.text)
+        assert_problem(response, status, kind, detail)
     assert (await api.get("/user-groups")).json()["items"] == []
 
 
@@ -307,23 +299,17 @@ HOSTILE_BODIES: list[tuple[str, bytes, int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("raw", "status", "kind"),
-    [case[1:] for case in HOSTILE_BODIES],
-    ids=[case[0] for case in HOSTILE_BODIES],
-)
-async def test_hostile_bodies_get_problems_never_a_500(
-    api: httpx.AsyncClient, raw: bytes, status: int, kind: str
-) -> None:
+async def test_hostile_bodies_get_problems_never_a_500(api: httpx.AsyncClient) -> None:
     """The body limits of every endpoint apply; a 20-digit bound is a valid schema."""
-    response = await api.post(
-        "/user-groups", content=raw, headers={"content-type": "application/json"}
-    )
-    if status == 201:
-        assert response.status_code == 201, response.text
-        assert response.json()["crudSchema"] == {"maximum": 12345678901234567890}
-    else:
-        assert_problem(response, status, kind)
+    for name, raw, status, kind in HOSTILE_BODIES:
+        response = await api.post(
+            "/user-groups", content=raw, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == status, (name, response.text)
+        if status == 201:
+            assert response.json()["crudSchema"] == {"maximum": 12345678901234567890}
+        else:
+            assert_problem(response, status, kind)
 
 
 class _Counting(http.server.BaseHTTPRequestHandler):
