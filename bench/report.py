@@ -46,22 +46,37 @@ def table(headers: list[str], rows: list[list[str]], first_left: bool = True) ->
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
 
 
-def phase_table(phases: list[PhaseResult], ceiling_rps: Callable[[str], float | None]) -> str:
-    """One row per phase; the ratio is to the ceiling measured with the same
-    generator (``ceiling_rps(generator)``)."""
+def _ratio(rps: float, ceiling: float | None) -> float:
+    return rps / ceiling if ceiling else float("nan")
+
+
+def phase_table(
+    phases: list[PhaseResult],
+    ceiling_rps: Callable[[str], float | None],
+    db_ceiling_rps: Callable[[str], float | None] = lambda generator: None,
+) -> str:
+    """One row per phase; the ratios are to the bare ceiling and to the
+    database-backed one measured with the same generator
+    (``ceiling_rps(generator)``, ``db_ceiling_rps(generator)``). CPU per
+    request divides a phase's CPU seconds (warm-up included) by the requests
+    sent, warm-up included."""
     headers = [
-        "phase", "gen", "req/s", "p50 ms", "p99 ms", "errors", "x ceiling", "srv CPU s",
-        "db CPU s", "gen CPU s", "gen µs/req", "srv peak RSS MB",
+        "phase", "gen", "req/s", "p50 ms", "p99 ms", "errors", "x ceiling", "x db ceiling",
+        "srv CPU s", "db CPU s", "srv ms/req", "db ms/req", "gen CPU s", "gen µs/req",
+        "srv peak RSS MB",
     ]  # fmt: skip
     rows = []
     for p in phases:
-        ceiling = ceiling_rps(p.generator)
-        ratio = p.rps / ceiling if ceiling else float("nan")
+        sent = p.sent or p.requests
         per_req = p.generator_cpu_s / p.requests * 1e6 if p.requests else float("nan")
+        srv_ms = p.server_cpu_s / sent * 1e3 if sent else float("nan")
+        db_ms = p.db_cpu_s / sent * 1e3 if sent else float("nan")
         rows.append([
             p.name + ("" if p.complete else " (incomplete)"), p.generator,
             _num(p.rps, 0), _num(p.p50_ms, 2), _num(p.p99_ms, 2), f"{p.errors:,}",
-            _num(ratio, 3), _num(p.server_cpu_s, 1), _num(p.db_cpu_s, 1),
+            _num(_ratio(p.rps, ceiling_rps(p.generator)), 3),
+            _num(_ratio(p.rps, db_ceiling_rps(p.generator)), 3),
+            _num(p.server_cpu_s, 1), _num(p.db_cpu_s, 1), _num(srv_ms, 3), _num(db_ms, 3),
             _num(p.generator_cpu_s, 1), _num(per_req, 0), _num(p.server_peak_rss_mb, 0),
         ])  # fmt: skip
     return table(headers, rows)
@@ -171,7 +186,7 @@ def load_phase(raw: dict[str, Any]) -> PhaseResult:
     """A :class:`PhaseResult` read back from a result file."""
     fields = dict(raw)
     fields["ops"] = {k: OpSummary(**v) for k, v in raw["ops"].items()}
-    for key in ("rps", "p50_ms", "p99_ms", "server_cpu_s", "server_peak_rss_mb"):
+    for key in ("rps", "p50_ms", "p99_ms", "server_cpu_s", "db_cpu_s", "server_peak_rss_mb"):
         if fields.get(key) is None:
             fields[key] = float("nan")
     for op in fields["ops"].values():
@@ -185,9 +200,13 @@ def markdown(document: dict[str, Any]) -> str:
     """The tables of a result file, as Markdown (for docs/benchmarks.md)."""
     out: list[str] = []
     ceilings = document.get("ceiling_rps") or {}
-    phases = [load_phase(p) for p in [*document["ceiling"], *document["phases"]]]
+    db_ceilings = document.get("db_ceiling_rps") or {}
+    phases = [
+        load_phase(p)
+        for p in [*document["ceiling"], *document.get("db_ceiling", []), *document["phases"]]
+    ]
     if phases:
-        out.append(phase_table(phases, lambda g: ceilings.get(g)))
+        out.append(phase_table(phases, ceilings.get, db_ceilings.get))
     cycle = document.get("entra_cycle")
     if cycle:
         c = load_phase(cycle)

@@ -47,7 +47,7 @@ from .phases import (
 )
 from .procs import Server, cpu_seconds, free_port, postgres_pids, running
 from .report import say
-from .seed import SeedResult, seed
+from .seed import SeedResult, _asyncpg_dsn, seed
 from .summary import Run, print_report
 from .wrk import run_wrk_phase, wrk_executable
 
@@ -247,8 +247,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_server_side(run: Run, result: SeedResult, url: str, logs: Path) -> None:
-    """Ceiling, phases, Entra cycle and our half of the peer comparison."""
+def run_server_side(
+    run: Run, result: SeedResult, url: str, logs: Path, ports: tuple[int, int, int]
+) -> None:
+    """Ceilings, phases, Entra cycle and our half of the peer comparison
+    (``ports``: the server's, the bare ceiling's, the database-backed
+    ceiling's)."""
     args = run.args
     data, token = result.dataset, result.token
     is_pg = make_url(url).get_backend_name() == "postgresql"
@@ -256,7 +260,7 @@ def run_server_side(run: Run, result: SeedResult, url: str, logs: Path) -> None:
     # process alone on its database, so larger than the product's defaults
     # (sized for several replicas). An IDSTORE_DB_* variable set by the caller wins.
     env = {**BENCH_POOLS, **os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1"}
-    port, ceiling_port = free_port(), free_port()
+    port, ceiling_port, db_ceiling_port = ports
     env["PORT"] = str(port)
     server = Server(
         "idstore",
@@ -275,36 +279,62 @@ def run_server_side(run: Run, result: SeedResult, url: str, logs: Path) -> None:
             raise SystemExit(f"GET /Users/{{id}} answered {status}: {sample[:500]!r}")
         body_file = logs / "ceiling-body.json"
         body_file.write_bytes(sample)
-        ceiling_env = {**os.environ, "BENCH_CEILING_BODY": str(body_file)}
-        ceiling = Server(
-            "ceiling",
-            [
-                sys.executable,
-                "-m",
-                "bench.ceiling",
-                "--port",
-                str(ceiling_port),
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                os.environ.get("IDSTORE_LOG_LEVEL", "info"),
-            ],
-            ceiling_port,
-            "/healthz",
-            logs / "ceiling.log",
-            env=ceiling_env,
-            cwd=ROOT,
-        )
+
+        def ceiling_server(name: str, ceiling_port: int, extra: dict[str, str]) -> Server:
+            return Server(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.ceiling",
+                    "--port",
+                    str(ceiling_port),
+                    "--workers",
+                    str(args.workers),
+                    "--log-level",
+                    os.environ.get("IDSTORE_LOG_LEVEL", "info"),
+                ],
+                ceiling_port,
+                "/healthz",
+                logs / f"{name}.log",
+                env={**os.environ, **extra},
+                cwd=ROOT,
+            )
+
+        ceiling = ceiling_server("ceiling", ceiling_port, {"BENCH_CEILING_BODY": str(body_file)})
         say(f"starting the ceiling on 127.0.0.1:{ceiling_port} (body: {len(sample)} bytes)")
         stack.enter_context(running(ceiling))
-        ours = Target("idstore", "127.0.0.1", port, token, SCIM_PREFIX)
         ceiling_target = Target("ceiling", "127.0.0.1", ceiling_port, None, SCIM_PREFIX)
+        db_ceiling: Server | None = None
+        if is_pg and "ceiling" in args.selected:
+            db_ceiling = ceiling_server(
+                "db_ceiling",
+                db_ceiling_port,
+                {
+                    "BENCH_CEILING_DSN": _asyncpg_dsn(url),
+                    "BENCH_CEILING_POOL_SIZE": env["IDSTORE_DB_READ_POOL_SIZE"],
+                },
+            )
+            stack.enter_context(running(db_ceiling))
+            _, stored = http_get(db_ceiling_port, f"{SCIM_PREFIX}/Users/{data.user_id(0)}", None)
+            same = "the same bytes" if stored == sample else "NOT the same bytes"
+            say(
+                f"starting the database-backed ceiling on 127.0.0.1:{db_ceiling_port} "
+                f"(user 0: {len(stored)} bytes, {same} as the server's)"
+            )
+            if stored != sample:
+                run.notes.append(
+                    f"the database-backed ceiling's document of user 0 ({len(stored)} bytes) "
+                    f"differs from the server's ({len(sample)} bytes)"
+                )
+        db_ceiling_target = Target("db_ceiling", "127.0.0.1", db_ceiling_port, None, SCIM_PREFIX)
+        ours = Target("idstore", "127.0.0.1", port, token, SCIM_PREFIX)
 
-        def ceiling_phase(name: str, wrk: bool = False) -> None:
+        def ceiling_phase(name: str, wrk: bool = False, database: bool = False) -> None:
             spec = PhaseSpec(
                 name=name,
                 scenario="get_user",
-                target=ceiling_target,
+                target=db_ceiling_target if database else ceiling_target,
                 concurrency=args.concurrency,
                 procs=args.gen_procs,
                 duration=args.duration,
@@ -312,15 +342,24 @@ def run_server_side(run: Run, result: SeedResult, url: str, logs: Path) -> None:
                 max_requests=args.max_requests,
                 params={"dataset": data.to_json()},
             )
-            res = measured(spec, ceiling, database=False, run=run, wrk=wrk)
-            run.ceiling.append(res)
+            measured_server = db_ceiling if database and db_ceiling is not None else ceiling
+            res = measured(spec, measured_server, database=database, run=run, wrk=wrk)
+            (run.db_ceiling if database else run.ceiling).append(res)
             show(res)
+
+        def ceilings(suffix: str = "") -> None:
+            by_wrk = args.wrk_check or args.generator == "wrk"
+            ceiling_phase(f"ceiling{suffix}")
+            if by_wrk:
+                ceiling_phase(f"ceiling [wrk]{suffix}", wrk=True)
+            if db_ceiling is not None:
+                ceiling_phase(f"db_ceiling{suffix}", database=True)
+                if by_wrk:
+                    ceiling_phase(f"db_ceiling [wrk]{suffix}", wrk=True, database=True)
 
         say("phases:")
         if "ceiling" in args.selected:
-            ceiling_phase("ceiling")
-            if args.wrk_check or args.generator == "wrk":
-                ceiling_phase("ceiling [wrk]", wrk=True)
+            ceilings()
 
         cursor: dict[str, Any] = {}
         if args.selected & {"list_cursor_deep", "list_index_deep"}:
@@ -377,9 +416,7 @@ def run_server_side(run: Run, result: SeedResult, url: str, logs: Path) -> None:
             show(run.peer_ours)
 
         if "ceiling" in args.selected:
-            ceiling_phase("ceiling (end of run)")
-            if args.wrk_check or args.generator == "wrk":
-                ceiling_phase("ceiling [wrk] (end of run)", wrk=True)
+            ceilings(" (end of run)")
         run.server_overall_peak_rss_mb = server.overall_peak_rss_mb()
 
 
@@ -436,14 +473,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run.machine = machine_info(url)
         spares = max(64, 2 * args.concurrency)
+        # Chosen before seeding: the database-backed ceiling's documents carry
+        # the server's base URL (meta.location), so both send the same bytes.
+        ports = (free_port(), free_port(), free_port())
         t0 = time.perf_counter()
-        seeded = seed(url, args.users, spares, progress=say)
+        seeded = seed(
+            url,
+            args.users,
+            spares,
+            progress=say,
+            ceiling_base_url=f"http://127.0.0.1:{ports[0]}{SCIM_PREFIX}"
+            if "ceiling" in args.selected
+            else None,
+        )
         run.seed = {"timings_s": seeded.timings_s, "dataset": seeded.dataset.to_json()}
         run.notes.extend(seeded.notes)
         say(f"seeded in {time.perf_counter() - t0:.1f} s")
         server_phases = args.selected - {"peer"}
         if server_phases or "peer" in args.selected:
-            run_server_side(run, seeded, url, workdir)
+            run_server_side(run, seeded, url, workdir, ports)
         if args.explain and args.db == "postgresql":
             explain(run, url, seeded.dataset, seeded.token)
         if "peer" in args.selected:
@@ -460,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.write_json(out, summary.document(run, list(argv or sys.argv[1:]), status))
         say(f"\nresults: {out}")
         troubled = status != 0 or any(
-            not r.complete for r in [*run.ceiling, *run.phases] if r is not None
+            not r.complete for r in [*run.ceiling, *run.db_ceiling, *run.phases] if r is not None
         )
         if args.keep_logs or troubled:
             say(f"server logs kept in {workdir}")

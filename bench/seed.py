@@ -5,6 +5,12 @@ The schema comes from the project's own migrations (``alembic upgrade
 head``), the rows from :class:`bench.dataset.Dataset`, streamed in chunks so
 that a million users never sit in memory at once. The API token is issued by
 ``identity_store.tokens.create_token`` like ``idstore token create`` does.
+
+On PostgreSQL the seeding also fills the database-backed ceiling's table
+(:data:`bench.ceiling.DOCUMENTS_TABLE`, in a schema of its own): every seeded
+user's document as the server renders it (the store's prepared read, then
+``scim_server.mapping.user_document`` and orjson, as ``GET /Users/{id}``
+does), so that the ceiling returns the same bytes the server would.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from identity_store import counts, migrate, tokens
 from identity_store.database import create_engine, create_session_factory
 from identity_store.settings import Settings
 
+from .ceiling import DOCUMENTS_SCHEMA, DOCUMENTS_TABLE
 from .dataset import NOMINAL_GROUP_SIZES, Dataset, GroupSpec, group_id
 
 CHUNK = 50_000
@@ -255,6 +262,51 @@ async def _copy_postgresql(url: str, data: Dataset, progress: Progress) -> dict[
     return timings
 
 
+DOCUMENTS_CHUNK = 5_000
+
+
+async def fill_ceiling_documents(
+    url: str, data: Dataset, base_url: str, progress: Progress
+) -> float:
+    """Create and fill the database-backed ceiling's table with every seeded
+    user's document, rendered by the server's own code for ``base_url``
+    (the server's SCIM base URL, so that ``meta.location`` is the same);
+    the seconds it took."""
+    import asyncpg
+    import orjson
+
+    from identity_store.prepared_reads import PreparedReads
+    from scim_server.mapping import user_document
+
+    t0 = time.perf_counter()
+    reads = PreparedReads(url, 2)
+    await reads.open()
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        await conn.execute(
+            f"CREATE SCHEMA {DOCUMENTS_SCHEMA};"
+            f" CREATE TABLE {DOCUMENTS_TABLE} (id varchar(26) PRIMARY KEY, document text NOT NULL)"
+        )
+        table = DOCUMENTS_TABLE.partition(".")[2]
+        for start, stop in _chunks(data.users, DOCUMENTS_CHUNK):
+            records = await reads.users([data.user_id(i) for i in range(start, stop)])
+            await conn.copy_records_to_table(
+                table,
+                schema_name=DOCUMENTS_SCHEMA,
+                records=[
+                    (r.user.id, orjson.dumps(user_document(r, base_url)).decode()) for r in records
+                ],
+                columns=("id", "document"),
+            )
+        await conn.execute(f"ANALYZE {DOCUMENTS_TABLE}")
+    finally:
+        await conn.close()
+        await reads.close()
+    elapsed = time.perf_counter() - t0
+    progress(f"  ceiling documents {data.users:,} ({elapsed:.1f} s)")
+    return elapsed
+
+
 def _seed_sqlite(url: str, data: Dataset, progress: Progress) -> dict[str, float]:
     from sqlalchemy import create_engine as create_sync_engine
     from sqlalchemy import insert, text
@@ -323,8 +375,16 @@ def _seed_sqlite(url: str, data: Dataset, progress: Progress) -> dict[str, float
     return timings
 
 
-def seed(url: str, users: int, spares: int, progress: Progress = print) -> SeedResult:
-    """Recreate the database at ``url``, migrate it, fill it, issue a token."""
+def seed(
+    url: str,
+    users: int,
+    spares: int,
+    progress: Progress = print,
+    ceiling_base_url: str | None = None,
+) -> SeedResult:
+    """Recreate the database at ``url``, migrate it, fill it, issue a token;
+    on PostgreSQL with ``ceiling_base_url``, also the database-backed
+    ceiling's documents (rendered for that SCIM base URL)."""
     data, notes = plan(users, spares)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -339,6 +399,10 @@ def seed(url: str, users: int, spares: int, progress: Progress = print) -> SeedR
         timings.update(_seed_sqlite(url, data, progress))
     else:
         timings.update(asyncio.run(_copy_postgresql(url, data, progress)))
+        if ceiling_base_url is not None:
+            timings["ceiling_documents_s"] = asyncio.run(
+                fill_ceiling_documents(url, data, ceiling_base_url, progress)
+            )
     token = asyncio.run(_finish(url))
     timings["total_s"] = time.perf_counter() - t_all
     return SeedResult(dataset=replace(data), token=token, timings_s=timings, notes=notes)

@@ -23,6 +23,8 @@ class Run:
     machine: dict[str, Any] = field(default_factory=dict)
     seed: dict[str, Any] = field(default_factory=dict)
     ceiling: list[PhaseResult] = field(default_factory=list)
+    db_ceiling: list[PhaseResult] = field(default_factory=list)
+    """The database-backed ceiling (bench.ceiling), PostgreSQL only."""
     phases: list[PhaseResult] = field(default_factory=list)
     cycle: PhaseResult | None = None
     peer_ours: PhaseResult | None = None
@@ -37,6 +39,11 @@ class Run:
     def ceiling_rps(self, generator: str = "python") -> float | None:
         """Mean requests/s of the ceiling measured with ``generator``."""
         values = [c.rps for c in self.ceiling if c.requests and c.generator == generator]
+        return sum(values) / len(values) if values else None
+
+    def db_ceiling_rps(self, generator: str = "python") -> float | None:
+        """Mean requests/s of the database-backed ceiling measured with ``generator``."""
+        values = [c.rps for c in self.db_ceiling if c.requests and c.generator == generator]
         return sum(values) / len(values) if values else None
 
 
@@ -66,16 +73,20 @@ def print_report(run: Run) -> None:
     )
     for note in run.notes:
         say(f"note: {note}")
-    for generator in ("python", "wrk"):
-        measured_by = [c for c in run.ceiling if c.generator == generator]
-        ceiling = run.ceiling_rps(generator)
-        if measured_by and ceiling:
-            spread = ", ".join(f"{c.rps:,.0f}" for c in measured_by)
-            say(f"ceiling ({generator} generator): {ceiling:,.0f} req/s (mean of {spread})")
-    rows = [*run.ceiling, *run.phases]
+    for label, results, mean in (
+        ("ceiling", run.ceiling, run.ceiling_rps),
+        ("database-backed ceiling", run.db_ceiling, run.db_ceiling_rps),
+    ):
+        for generator in ("python", "wrk"):
+            measured_by = [c for c in results if c.generator == generator]
+            ceiling = mean(generator)
+            if measured_by and ceiling:
+                spread = ", ".join(f"{c.rps:,.0f}" for c in measured_by)
+                say(f"{label} ({generator} generator): {ceiling:,.0f} req/s (mean of {spread})")
+    rows = [*run.ceiling, *run.db_ceiling, *run.phases]
     if rows:
         say("")
-        say(report.phase_table(rows, run.ceiling_rps))
+        say(report.phase_table(rows, run.ceiling_rps, run.db_ceiling_rps))
     if run.deep_page:
         say(f"deep page: page {run.deep_page['page']:,} of {PAGE} ({run.deep_page['how']})")
     if run.cycle:
@@ -150,6 +161,8 @@ def document(run: Run, argv: list[str], status: int) -> dict[str, Any]:
         "notes": run.notes,
         "ceiling_rps": {g: run.ceiling_rps(g) for g in ("python", "wrk")},
         "ceiling": run.ceiling,
+        "db_ceiling_rps": {g: run.db_ceiling_rps(g) for g in ("python", "wrk")},
+        "db_ceiling": run.db_ceiling,
         "phases": run.phases,
         "deep_page": run.deep_page,
         "entra_cycle": run.cycle,
