@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,6 +86,9 @@ __all__ = ["MAX_TERMS", "group_filter", "group_sort_key", "user_filter", "user_s
 
 MAX_TERMS = 50
 """How many comparisons and presence tests one filter may hold."""
+MAX_HOT_ATTRIBUTES = 256
+"""How many attribute spellings (``userName``, ``username``...) each resource
+remembers for :func:`_hot_comparison`; past that, new ones take the full path."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,10 @@ class _Resource:
     model: type[Resource[Any]]
     filter_type: type[ScimFilter[Any]]
     table: AttributeTable
+    hot: dict[str, tuple[str, bool]] = field(default_factory=dict, compare=False, hash=False)
+    """Attribute as the client wrote it → ``(full name, case_exact)``, for
+    plain-string attributes whose ``attr eq "value"`` was read once in full
+    (:func:`_hot_comparison`)."""
 
     @property
     def extension_urns(self) -> tuple[str, ...]:
@@ -359,9 +366,73 @@ def _parse(resource: _Resource, expression: str, max_length: int) -> ScimFilter[
     return scim_filter
 
 
+def _storable(value: str) -> bool:
+    """No NUL character and no lone surrogate (:func:`_unstorable`)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _hot_comparison(
+    resource: _Resource, expression: str, max_length: int
+) -> tuple[re.Match[str] | None, terms.Filter | None]:
+    """``attr eq "value"`` on an attribute already read once in full, built
+    straight from what that reading found; ``(match, None)`` when the
+    expression must take the full path (``match``: its simple shape, if any).
+
+    Only attributes whose values are plain strings are remembered (see
+    :func:`_remember`): for those the full path's outcome depends on the
+    attribute alone (resolution, the store's table, the operator check)
+    except for the value's checks, which are repeated here (a NUL character
+    or a lone surrogate goes the full path, which refuses it)."""
+    if len(expression) > max_length:
+        return None, None
+    match = _SIMPLE.match(expression)
+    if match is None:
+        return None, None
+    known = resource.hot.get(match.group(1))
+    if known is None:
+        return match, None
+    try:
+        value = json.loads(f'"{match.group(3)}"')
+    except json.JSONDecodeError:
+        return match, None
+    if not isinstance(value, str) or not _storable(value):
+        return match, None
+    return match, terms.Compare(known[0], "eq", value, known[1])
+
+
+def _remember(
+    resource: _Resource, match: re.Match[str], scim_filter: ScimFilter[Any], tree: terms.Filter
+) -> None:
+    """Remember the attribute of a simple ``attr eq "value"`` read in full,
+    when it is a plain string whose value reached the tree unchanged."""
+    if len(resource.hot) >= MAX_HOT_ATTRIBUTES or not isinstance(tree, terms.Compare):
+        return
+    node = scim_filter.ast
+    if not isinstance(node, Comparison) or node.op != CompareOperator.eq:
+        return
+    if type(tree.value) is not str or tree.value != node.value:
+        return
+    binding = _Reader(resource, scim_filter).bind(_entra_manager(node.attr_path), comparison=True)
+    if binding.target_type is not str or binding.urn != tree.attribute:
+        return
+    resource.hot[match.group(1)] = (tree.attribute, tree.case_exact)
+
+
 def _filter(resource: _Resource, expression: str, max_length: int) -> terms.Filter:
+    match, hot = _hot_comparison(resource, expression, max_length)
+    if hot is not None:
+        return hot
     scim_filter = _parse(resource, expression, max_length)
-    return _Reader(resource, scim_filter).visit(scim_filter.ast)
+    tree = _Reader(resource, scim_filter).visit(scim_filter.ast)
+    if match is not None:
+        _remember(resource, match, scim_filter, tree)
+    return tree
 
 
 def user_filter(expression: str, *, max_length: int = 4096) -> terms.Filter:
