@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped]
+import orjson
 from sqlalchemy.engine import make_url
 
 from . import row_inserts
@@ -65,7 +66,7 @@ def _select(users: str, *, groups: bool) -> str:
     columns = ", ".join(f"u.{_quote(c)}" for c in USER_COLUMNS)
     group_list = (
         "(SELECT json_agg(json_build_object('id', g.id, 'display_name', g.display_name)"
-        " ORDER BY g.display_name_normalized)"
+        " ORDER BY g.display_name_normalized)::text"
         " FROM group_members gm JOIN groups g ON g.id = gm.group_id"
         " WHERE gm.member_id = u.id)"
         if groups
@@ -74,9 +75,9 @@ def _select(users: str, *, groups: bool) -> str:
     # Built from the model's column names at import, never from input.
     return (
         f"SELECT {columns},"  # noqa: S608
-        f" (SELECT json_agg({_object('v', VALUE_COLUMNS)} ORDER BY v.attribute, v.position)"
+        f" (SELECT json_agg({_object('v', VALUE_COLUMNS)} ORDER BY v.attribute, v.position)::text"
         "  FROM user_multi_values v WHERE v.user_id = u.id) AS _values,"
-        f" (SELECT json_agg({_object('a', ADDRESS_COLUMNS)} ORDER BY a.position)"
+        f" (SELECT json_agg({_object('a', ADDRESS_COLUMNS)} ORDER BY a.position)::text"
         "  FROM user_addresses a WHERE a.user_id = u.id) AS _addresses,"
         f" {group_list} AS _groups,"
         " (SELECT m.display_name FROM users m"
@@ -88,6 +89,7 @@ def _select(users: str, *, groups: bool) -> str:
 def _statements(groups: bool) -> dict[str, str]:
     live = "SELECT * FROM users WHERE deleted_at IS NULL"
     pages = {
+        "id": f"{live} AND id = $1",
         "ids": f"{live} AND id = ANY($1::varchar[])",
         "after": f"{live} AND id > $1 ORDER BY id LIMIT $2",
         # The offset is skipped in the index of live ids, not in the rows,
@@ -135,12 +137,22 @@ async def _end_transaction(connection: asyncpg.Connection) -> None:
         connection.terminate()
 
 
+_AGGREGATES = len(USER_COLUMNS)
+"""Where the aggregates start in a row of :func:`_select`: the user's
+columns come first, in :data:`USER_COLUMNS` order."""
+
+
 def _record(row: asyncpg.Record) -> UserRecord:
-    view = UserRow({c: row[c] for c in USER_COLUMNS})  # JSON decoded by the codec
-    view.multi_values = [Entry(e) for e in row["_values"] or ()]
-    view.addresses = [Entry(a) for a in row["_addresses"] or ()]
-    groups = [GroupRef(g["id"], g["display_name"]) for g in row["_groups"] or ()]
-    return UserRecord(view, groups, row["_manager"])
+    # The user's columns in order (their JSON decoded by the codec), then the
+    # aggregates as JSON text.
+    view = UserRow(dict(zip(USER_COLUMNS, row, strict=False)))
+    values, addresses, groups, manager = row[_AGGREGATES:]
+    if values is not None:
+        view.multi_values = [Entry(e) for e in orjson.loads(values)]
+    if addresses is not None:
+        view.addresses = [Entry(a) for a in orjson.loads(addresses)]
+    refs = [GroupRef(g["id"], g["display_name"]) for g in orjson.loads(groups)] if groups else []
+    return UserRecord(view, refs, manager)
 
 
 class PreparedReads:
@@ -191,6 +203,8 @@ class PreparedReads:
         """The live users among ``ids``, in the order of ``ids``."""
         if not ids:
             return []
+        if len(ids) == 1:  # GET /Users/{id}: no array to build, bind nor unnest
+            return [_record(r) for r in await self._fetch(self._sql("id", groups), ids[0])]
         found = {
             r.user.id: r
             for r in map(_record, await self._fetch(self._sql("ids", groups), list(ids)))
