@@ -8,18 +8,20 @@ from identity_store import tokens
 from identity_store.tokens import Principal
 
 from .errors import ScimError
-from .state import app_state
+from .state import AppState, app_state
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="idstore"'}
 
 
-async def authenticate(request: Request) -> Principal:
-    """The principal of the request's ``Authorization: Bearer`` token, or 401."""
+async def authenticate(request: Request, state: AppState | None = None) -> Principal:
+    """The principal of the request's ``Authorization: Bearer`` token, or 401
+    (``state``: the application's, when the caller already holds it)."""
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise ScimError(401, "a bearer token is required", headers=CHALLENGE)
-    state = app_state(request)
+    if state is None:
+        state = app_state(request)
     secret = secret.strip()
     digest = tokens.hash_secret(secret)
     principal = state.tokens.get(digest)

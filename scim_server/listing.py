@@ -128,6 +128,9 @@ def request_query(call: AuthorizedRequest) -> ListQuery:
     """The list query of a ``GET`` request's parameters, paged as the
     server's settings say."""
     settings = call.state.settings
+    if not call.request.scope.get("query_string"):
+        # No parameters (GET /Users/{id}): what parse_list_query would make of none.
+        return ListQuery(count=settings.default_page_size)
     return parse_list_query(
         call.request.query_params,
         default_count=settings.default_page_size,

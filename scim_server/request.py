@@ -36,22 +36,54 @@ class AuthorizedRequest:
         return self.state.store
 
 
+_BASE_URLS: dict[tuple[str, bytes | None, Any], str] = {}
+MAX_BASE_URLS = 64
+"""How many (scheme, ``Host``, server address) combinations :func:`base_url`
+remembers: a client chooses its ``Host`` header, so the memo is bounded."""
+
+
+def _host_header(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == b"host":
+            return value
+    return None
+
+
 def base_url(request: Request, state: AppState) -> str:
-    """The SCIM base URL used in ``meta.location`` and ``$ref``."""
+    """The SCIM base URL used in ``meta.location`` and ``$ref``.
+
+    Without a configured base URL it comes from the request's scheme and
+    authority as Starlette reads them (``request.url``), which depend on the
+    scheme, the ``Host`` header and the server's address alone: each
+    combination is worked out once (building ``request.url`` costs more than
+    the rest of authorizing a request)."""
     if state.settings.base_url:
         return state.settings.base_url.rstrip("/") + "/scim/v2"
-    return f"{request.url.scheme}://{request.url.netloc}/scim/v2"
+    scope = request.scope
+    server = scope.get("server")
+    key = (
+        scope.get("scheme", "http"),
+        _host_header(scope["headers"]),
+        tuple(server) if server is not None else None,
+    )
+    known = _BASE_URLS.get(key)
+    if known is None:
+        known = f"{request.url.scheme}://{request.url.netloc}/scim/v2"
+        if len(_BASE_URLS) < MAX_BASE_URLS:
+            _BASE_URLS[key] = known
+    return known
 
 
 async def authorize(request: Request, scope: str) -> AuthorizedRequest:
     """Authenticate the request and check it may use ``scope``."""
     state = app_state(request)
-    principal = await authenticate(request)
+    principal = await authenticate(request, state)
     require(principal, scope)
+    request_state = request.scope.get("state")
     actor = Actor(
         name=f"token:{principal.name}",
         token_id=principal.token_id,
-        request_id=request.scope.get("state", {}).get("request_id"),
+        request_id=request_state.get("request_id") if request_state else None,
     )
     return AuthorizedRequest(request, state, principal, actor, base_url(request, state))
 
