@@ -55,7 +55,7 @@ def _quote(column: str) -> str:
     return f'"{column}"'
 
 
-def _select(users: str, *, groups: bool) -> str:
+def _select(users: str, *, groups: bool, ordered: bool = True) -> str:
     """The users of the sub-query ``users`` with everything a representation
     reads, one row each, in id order.
 
@@ -82,7 +82,7 @@ def _select(users: str, *, groups: bool) -> str:
         f" {group_list} AS _groups,"
         " (SELECT m.display_name FROM users m"
         "  WHERE m.id = u.manager_id AND m.deleted_at IS NULL) AS _manager"
-        f" FROM ({users}) u ORDER BY u.id"
+        f" FROM ({users}) u" + (" ORDER BY u.id" if ordered else "")
     )
 
 
@@ -103,7 +103,10 @@ def _statements(groups: bool) -> dict[str, str]:
     }
     for column in LOOKUP_COLUMNS:
         pages[f"eq:{column}"] = f"{live} AND {column} = $1 ORDER BY id LIMIT $2"
-    return {name: _select(users, groups=groups) for name, users in pages.items()}
+    # One row at most by primary key: nothing to sort.
+    return {
+        name: _select(users, groups=groups, ordered=name != "id") for name, users in pages.items()
+    }
 
 
 _WITH_GROUPS = _statements(groups=True)
