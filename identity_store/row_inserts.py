@@ -195,14 +195,23 @@ class WithStatement:
         *,
         source: str | None = None,
         returning: str | None = None,
+        computed: dict[str, str] | None = None,
     ) -> None:
         """``INSERT INTO table`` one row; with ``source``, once per row of
-        that part (none when it returned none)."""
+        that part (none when it returned none). ``computed``: columns whose
+        value is the SQL expression given (built from the statement's own
+        parts and parameters, never from input)."""
         values = bound(table, row, self.dialect)
         places = ", ".join(
-            self.place(v, _cast(table, c, self.dialect)) for c, v in zip(row, values, strict=True)
+            [
+                *(
+                    self.place(v, _cast(table, c, self.dialect))
+                    for c, v in zip(row, values, strict=True)
+                ),
+                *(computed or {}).values(),
+            ]
         )
-        names = ", ".join(f'"{c}"' for c in row)
+        names = ", ".join(f'"{c}"' for c in [*row, *(computed or {})])
         sql = f'INSERT INTO "{table.name}" ({names}) SELECT {places}'
         if source is not None:
             sql += f" FROM {source}"

@@ -304,6 +304,17 @@ async def delete_user(
     :raises VersionMismatchError: The user is not at ``expected_version``.
     """
 
+    if store.prepared is not None:
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            with database_errors():
+                found = await store.prepared.users([user_id], groups=False)
+            if not found:
+                raise NotFoundError("User", user_id)
+            check_version(found[0].user.version, expected_version)
+            with database_errors():
+                if await user_changes.delete_at_once(store.engine, found[0].user, actor):
+                    return
+
     async def work(session: AsyncSession) -> None:
         user = await user_changes.load_user(session, user_id, for_update=True)
         check_version(user.version, expected_version)

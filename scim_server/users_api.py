@@ -150,8 +150,7 @@ async def patch(request: Request) -> Response:
     operations = await run_in_threadpool(validate_patch, body) if heavy else validate_patch(body)
 
     def change(current: UserRecord) -> UserInput | None:
-        resource = user_patch.patched(operations, user_document(current, call.base_url))
-        return user_input(resource) if resource is not None else None
+        return user_patch.changed_input(operations, current, call.base_url)
 
     record = await users.update_user(
         call.store,
