@@ -318,7 +318,95 @@ class Simple:
     changed: bool
 
 
-def simple_input(operations: PatchOp[ScimUser], user: UserRow | Any) -> Simple | None:
+@dataclass(frozen=True, slots=True)
+class KnownSimple:
+    """The operations of a request whose shape scim2-models accepted before
+    (:func:`known_simple`): each operation's target and its value, as sent."""
+
+    operations: list[tuple[_Target, Any]]
+
+
+Shape = tuple[Any, ...]
+_SHAPES: set[Shape] = set()
+"""Shapes of simple requests ``PatchOp[ScimUser]`` validated (:func:`remember`)."""
+
+
+def _shape(body: Any) -> Shape | None:
+    """What ``PatchOp[ScimUser]``'s verdict on a request depends on when each
+    operation sets a path to a string, boolean or integer: the members of
+    the message and of each operation, ``schemas``, each ``op`` and
+    ``path`` and the type of each value. Its checks of such an operation
+    (the op's name, the path's syntax, that it names a declared attribute
+    that is not read-only, that a value is given and is not null) read
+    nothing else; the value itself is validated against the attribute when
+    the operation is applied (:func:`simple_input`). ``None``: another
+    request."""
+    if not isinstance(body, dict):
+        return None
+    schemas = body.get("schemas")
+    operations = body.get("Operations")
+    if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+        return None
+    if not isinstance(operations, list) or not operations:
+        return None
+    shape: list[Any] = [tuple(sorted(body)), tuple(schemas)]
+    for operation in operations:
+        if not isinstance(operation, dict):
+            return None
+        op, path, value = operation.get("op"), operation.get("path"), operation.get("value")
+        if not isinstance(op, str) or not isinstance(path, str):
+            return None
+        if type(value) not in _SCALARS:
+            return None
+        shape.append((tuple(sorted(operation)), op, path, type(value)))
+    return tuple(shape)
+
+
+def known_simple(body: Any) -> KnownSimple | None:
+    """The operations of ``body`` (normalised: :func:`entra.normalise_patch`)
+    when its shape is that of a simple request scim2-models accepted before
+    (:func:`remember`), which it would accept again: the request needs no
+    ``PatchOp`` validation, its values are validated when applied."""
+    shape = _shape(body)
+    if shape is None or shape not in _SHAPES:
+        return None
+    found: list[tuple[_Target, Any]] = []
+    for operation in body["Operations"]:
+        target = _TARGETS.get(operation["path"])
+        if target is None:
+            return None
+        found.append((target, operation["value"]))
+    return KnownSimple(found)
+
+
+def remember(body: Any, operations: PatchOp[ScimUser]) -> None:
+    """Note the shape of ``body`` when ``PatchOp[ScimUser]`` validated it
+    into ``operations`` and each of them is simple (:func:`_target`)."""
+    shape = _shape(body)
+    if shape is None or shape in _SHAPES:
+        return
+    if not all(_target(operation) is not None for operation in operations.operations or ()):
+        return
+    if len(_SHAPES) >= 1024:
+        _SHAPES.clear()
+    _SHAPES.add(shape)
+
+
+def _simple_operations(
+    operations: PatchOp[ScimUser] | KnownSimple,
+) -> list[tuple[_Target, Any]] | None:
+    if isinstance(operations, KnownSimple):
+        return operations.operations
+    found: list[tuple[_Target, Any]] = []
+    for operation in operations.operations or ():
+        target = _target(operation)
+        if target is None:
+            return None
+        found.append((target, operation.value))
+    return found
+
+
+def simple_input(operations: PatchOp[ScimUser] | KnownSimple, user: UserRow | Any) -> Simple | None:
     """The store's new state of ``user`` (as stored) after ``operations``,
     when :func:`apply_simple` would take them; ``None`` otherwise.
 
@@ -328,14 +416,11 @@ def simple_input(operations: PatchOp[ScimUser], user: UserRow | Any) -> Simple |
     and validated for nothing (e-mail addresses are the slowest values to
     validate). The values validated are written into the user's state as
     :func:`~scim_server.mapping.user_input` would map them."""
-    targets: list[_Target] = []
-    for operation in operations.operations or ():
-        target = _target(operation)
-        if target is None:
-            return None
-        targets.append(target)
+    targets = _simple_operations(operations)
+    if targets is None:
+        return None
     document: dict[str, Any] = {"schemas": [CORE_USER_SCHEMA], "userName": user.user_name}
-    for operation, target in zip(operations.operations or (), targets, strict=True):
+    for target, value in targets:
         holder = document
         if target.extension is not None:
             if target.extension not in document["schemas"]:
@@ -343,11 +428,11 @@ def simple_input(operations: PatchOp[ScimUser], user: UserRow | Any) -> Simple |
             holder = document.setdefault(target.extension, {})
         for key in target.keys[:-1]:
             holder = holder.setdefault(key, {})
-        holder[target.keys[-1]] = operation.value
+        holder[target.keys[-1]] = value
     patched = ScimUser.model_validate(document)
     data = current_input(user)
     changed = False
-    for target in targets:
+    for target, _ in targets:
         value = target.convert(_value(patched, target.extension, target.binding))
         if target.column is None:
             changed = changed or value != data.user_name
@@ -359,7 +444,7 @@ def simple_input(operations: PatchOp[ScimUser], user: UserRow | Any) -> Simple |
 
 
 def changed_input(
-    operations: PatchOp[ScimUser], record: UserRecord, base_url: str
+    operations: PatchOp[ScimUser] | KnownSimple, record: UserRecord, base_url: str
 ) -> UserInput | None:
     """The store's new state of the user of ``record`` after ``operations``
     (RFC 7644 §3.5.2), or ``None`` when they change nothing:
@@ -368,5 +453,6 @@ def changed_input(
     simple = simple_input(operations, record.user)
     if simple is not None:
         return simple.data if simple.changed else None
+    assert isinstance(operations, PatchOp)  # a known simple request is simple
     resource = patched(operations, user_document(record, base_url))
     return user_input(resource) if resource is not None else None

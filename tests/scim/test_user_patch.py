@@ -12,7 +12,7 @@ from scim2_models import Context, PatchOp
 from identity_store.read_models import Entry, UserRow
 from identity_store.user_changes import WRITABLE_COLUMNS
 from identity_store.users import UserInput
-from scim_server import entra, user_patch
+from scim_server import entra, user_patch, users_api
 from scim_server.discovery import provider
 from scim_server.mapping import user_input
 from scim_server.schemas import PATCH_POLICY, ScimUser
@@ -229,3 +229,72 @@ def test_an_invalid_simple_value_is_refused() -> None:
 
     with provider(), pytest.raises(ValidationError):
         user_patch.simple_input(_operations([_op("Replace", "active", "maybe")]), _stored(CURRENT))
+
+
+@pytest.mark.parametrize("operations", SIMPLE)
+def test_a_simple_request_of_a_known_shape_needs_no_new_patchop(
+    operations: list[dict[str, Any]],
+) -> None:
+    """Once ``PatchOp[ScimUser]`` accepted a simple request, a request of its
+    shape with other values is applied without validating the message
+    again, to the same state."""
+    user_patch._SHAPES.clear()
+    with provider():
+        body = entra.normalise_patch(patch_body(*operations))
+        validated = users_api.validate_patch(patch_body(*operations))
+        assert isinstance(validated, PatchOp)  # the first time: scim2-models
+        known = users_api.validate_patch(patch_body(*operations))
+        assert isinstance(known, user_patch.KnownSimple)
+        assert user_patch.known_simple(body) is not None
+        fast = user_patch.simple_input(known, _stored(CURRENT))
+        general = user_patch.simple_input(_operations(operations), _stored(CURRENT))
+        assert fast is not None
+        assert general is not None
+        assert (fast.changed, _comparable(fast.data)) == (
+            general.changed,
+            _comparable(general.data),
+        )
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        *GENERAL,
+        [_op("Replace", "active", None)],  # null: not simple
+        [_op("Replace", "displayName", 1.5)],  # not a string, boolean or integer
+    ],
+)
+def test_other_requests_never_become_known(operations: list[dict[str, Any]]) -> None:
+    with provider():
+        for _ in range(2):
+            users_api.validate_patch(patch_body(*operations))
+        assert user_patch.known_simple(entra.normalise_patch(patch_body(*operations))) is None
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        [_op("Replace", "id", "x")],
+        [_op("Replace", "meta.created", "x")],
+        [_op("Replace", "nope", "x")],
+    ],
+)
+def test_a_refused_request_is_refused_every_time(operations: list[dict[str, Any]]) -> None:
+    """A read-only or unknown attribute: scim2-models refuses it, each time."""
+    from pydantic import ValidationError
+
+    with provider():
+        for _ in range(2):
+            with pytest.raises(ValidationError):
+                users_api.validate_patch(patch_body(*operations))
+
+
+def test_a_bad_value_in_a_known_shape_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with provider():
+        users_api.validate_patch(patch_body(_op("Replace", "active", "True")))
+        known = users_api.validate_patch(patch_body(_op("Replace", "active", "maybe")))
+        assert isinstance(known, user_patch.KnownSimple)
+        with pytest.raises(ValidationError):
+            user_patch.simple_input(known, _stored(CURRENT))
