@@ -200,7 +200,12 @@ class WithStatement:
         """``INSERT INTO table`` one row; with ``source``, once per row of
         that part (none when it returned none). ``computed``: columns whose
         value is the SQL expression given (built from the statement's own
-        parts and parameters, never from input)."""
+        parts and parameters, never from input). Columns null in ``row``
+        that have no server default are left out: the statement carries the
+        row's values only (a new user has some forty columns, most empty)."""
+        row = {
+            c: v for c, v in row.items() if v is not None or table.c[c].server_default is not None
+        }
         values = bound(table, row, self.dialect)
         places = ", ".join(
             [

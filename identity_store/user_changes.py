@@ -1,6 +1,8 @@
 """What a user write does to the rows: the writable state of a user
 (:class:`UserInput`), its validation, the identifiers derived from it, and
-the statements of a create, a replace and a delete, in the caller's session.
+the statements of a create, a replace and a delete, in the caller's session;
+on PostgreSQL also each of them as one statement without a session
+(``create_at_once``, ``replace_at_once``, ``delete_at_once``, at the end).
 
 :mod:`identity_store.users` wraps each of these in a use case (transaction,
 retry, version check); nothing outside the store calls this module.

@@ -105,7 +105,9 @@ async def create_user(
     (SPEC §4). ``idp_source`` is where it comes from when ``data`` does not say.
     ``user_id``: an id the caller chose (a ULID), else a new one. ``roles``:
     RBAC role ids assigned to the user directly, in the same transaction
-    (the record then carries them).
+    (the record then carries them). On PostgreSQL, a user without a chosen
+    id, ``userGroup`` or roles is created by one autocommit statement
+    (:func:`identity_store.user_changes.create_at_once`).
 
     :raises ConflictError: The ``userName`` (or the chosen id) is taken.
     :raises ValidationError: A value is not acceptable: an unknown role, a
@@ -169,6 +171,14 @@ async def update_user(
     it will take long (a SCIM PATCH of many operations), so that the event
     loop keeps serving other requests meanwhile; a short change runs inline,
     which costs less than the thread hand-off.
+
+    On PostgreSQL (without ``roles``) the user is not locked: it is read by
+    the prepared read of a GET, and its new state written by one
+    autocommit statement that takes effect only if the user is still at the
+    version read (:func:`_update_at_once`); when another writer got there
+    first the change is computed again from a new read, and after two such
+    races, or for a change that checks the user's group, the update takes
+    the locking transaction described above.
 
     ``roles`` (not ``None``): the RBAC role ids the user is assigned
     directly from now on, replaced in the same transaction; when they change
@@ -298,7 +308,9 @@ async def delete_user(
     store: Store, user_id: str, actor: Actor, *, expected_version: int | None = None
 ) -> None:
     """Delete a user (RFC 7644 §3.6): 404 from now on, ``SUSPENDED`` until the
-    deletion sync (service accounts: ``INACTIVE`` at once), SPEC §4.
+    deletion sync (service accounts: ``INACTIVE`` at once), SPEC §4. On
+    PostgreSQL one autocommit statement at the version read, as an update
+    (:func:`identity_store.user_changes.delete_at_once`).
 
     :raises NotFoundError: No live user has this id.
     :raises VersionMismatchError: The user is not at ``expected_version``.

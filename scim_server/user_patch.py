@@ -17,6 +17,15 @@ and its mutability annotations, never from the path text. Anything else
 (value filters, multi-valued or complex targets, ``remove``, path-less
 operations, ``null`` values) returns ``None`` and takes ``PatchOp.patch``.
 The tests compare both on a table of requests.
+
+The handler goes one step further for that shape (:func:`changed_input`):
+:func:`simple_input` computes the store's new state from the stored user
+itself, scim2-models validating only the attributes the request sets, so
+the user's whole SCIM document is neither built nor validated; and a
+request of a shape ``PatchOp[ScimUser]`` accepted before (same members,
+ops, paths and value types: :func:`known_simple`) is not validated as a
+message again, its values being validated when applied. Everything else
+goes through ``PatchOp[ScimUser]`` and :func:`patched` as before.
 """
 
 from __future__ import annotations
