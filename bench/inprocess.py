@@ -5,7 +5,10 @@ application with ``create_app`` (lifespan included), against a store a
 ``bench.run`` left behind (``idstore_bench`` by default), and calls it as an
 ASGI application one request at a time: no network, no generator, no
 uvicorn, so ``time.process_time`` around the loop is the application's own
-CPU (plus the asyncpg client's). ``--breakdown`` also times the store's and
+CPU (plus the asyncpg client's). The CPU of the PostgreSQL backends
+serving the application's connections (read from ``/proc``: a local
+server) is reported per request too, so that other databases' work on a
+shared server does not count. ``--breakdown`` also times the store's and
 the handlers' main steps by wrapping them (a few microseconds each).
 
 This is how the per-optimisation figures of docs/benchmarks.md were taken.
@@ -13,7 +16,9 @@ The machine drifts by ±25 % between minutes: compare two versions side by
 side, alternating, not with a figure from another hour.
 
 Kinds: ``get`` (``GET /Users/{id}``), ``filter`` (``userName eq``), ``post``
-(Entra's ``POST /Users``), ``patch`` (Entra's three replaces), ``members``
+(Entra's ``POST /Users``), ``patch`` (Entra's three replaces), ``disable``
+(Entra's ``active`` "False", a distinct user each, active again after the
+run), ``delete`` (``DELETE /Users/{id}`` of users created before), ``members``
 (``PATCH /Groups/{id}`` adding 10 members to one of 50 new groups),
 ``groups`` (Entra's ``displayName eq`` group look-up without members).
 """
@@ -26,6 +31,7 @@ import collections
 import functools
 import inspect
 import json
+import os
 import sys
 import time
 import uuid
@@ -157,9 +163,12 @@ class Breakdown:
             )
 
 
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 async def _sample(url: str) -> tuple[list[str], list[str], list[str]]:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(_dsn(url))
     try:
         rows = await connection.fetch(
             "SELECT id, user_name FROM users WHERE deleted_at IS NULL"
@@ -238,7 +247,29 @@ def _requests(
             )
             for i in range(count)
         ]
+    if kind in ("disable", "enable"):  # Entra's disable: one distinct user each
+        body = payloads.dumps(payloads.set_active(kind == "enable"))
+        return [("PATCH", f"/scim/v2/Users/{ids[i % len(ids)]}", b"", body) for i in range(count)]
     raise SystemExit(f"unknown kind {kind!r}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _backends(monitor: asyncpg.Connection) -> dict[int, float]:
+    """CPU seconds of the PostgreSQL backends connected to the store's
+    database, but the monitor's own (a local server: /proc)."""
+    rows = await monitor.fetch(
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return {r["pid"]: _cpu_seconds(r["pid"]) for r in rows}
 
 
 async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> None:
@@ -268,6 +299,12 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
                 )
                 for i in range(total)
             ]
+        elif args.kind == "delete":  # users created for it first, not measured
+            requests = []
+            for request in _requests("post", total, ids, names, group_names):
+                status, answer = await _call(app, token, request)
+                assert status == 201, answer
+                requests.append(("DELETE", f"/scim/v2/Users/{json.loads(answer)['id']}", b"", b""))
         else:
             requests = _requests(args.kind, total, ids, names, group_names)
         for request in requests[: args.warmup]:
@@ -276,15 +313,30 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
         breakdown = Breakdown()
         if args.breakdown:
             breakdown.install()
-        cpu, wall = time.process_time(), time.perf_counter()
-        for request in requests[args.warmup :]:
-            status, answer = await _call(app, token, request)
-            if status >= 300:
-                raise SystemExit(f"{request[0]} {request[1]} answered {status}: {answer[:300]!r}")
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        monitor = await asyncpg.connect(_dsn(args.url))
+        try:
+            backends = await _backends(monitor)
+            cpu, wall = time.process_time(), time.perf_counter()
+            for request in requests[args.warmup :]:
+                status, answer = await _call(app, token, request)
+                if status >= 300:
+                    raise SystemExit(
+                        f"{request[0]} {request[1]} answered {status}: {answer[:300]!r}"
+                    )
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            after = await _backends(monitor)
+        finally:
+            await monitor.close()
+        if args.kind == "disable":  # the users active again for the next run
+            for request in _requests("enable", total, ids, names, group_names):
+                await _call(app, token, request)
     n = args.requests
     per_cpu, per_wall = 1000 * cpu / n, 1000 * wall / n
-    say(f"{args.kind}: {n} requests, CPU {per_cpu:.3f} ms/request, wall {per_wall:.3f} ms/request")
+    db = sum(seconds - backends.get(pid, 0.0) for pid, seconds in after.items())
+    say(
+        f"{args.kind}: {n} requests, CPU {per_cpu:.3f} ms/request, wall {per_wall:.3f}"
+        f" ms/request, database backends' CPU {1000 * db / n:.3f} ms/request"
+    )
     breakdown.report(n, say)
 
 
@@ -293,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=DEFAULT_URL, help="a store seeded by bench.run")
     parser.add_argument(
         "--kind",
-        choices=("get", "filter", "groups", "post", "patch", "members"),
+        choices=("get", "filter", "groups", "post", "patch", "disable", "delete", "members"),
         default="get",
     )
     parser.add_argument("--requests", type=int, default=2000)

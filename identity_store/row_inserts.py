@@ -15,8 +15,8 @@ and the retry of serialization failures see no difference. Elsewhere
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from typing import Any
 
@@ -24,7 +24,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 Processor = Callable[[Any], Any] | None
 
@@ -155,3 +155,109 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
     raw = await connection.get_raw_connection()
     driver = await in_transaction(raw.dbapi_connection)
     await insert_many(driver, table, columns, [bound(table, r, dialect) for r in rows], dialect)
+
+
+@cache
+def _cast(table: Table, column: str, dialect: Dialect) -> str:
+    return str(table.c[column].type.compile(dialect=dialect))
+
+
+class WithStatement:
+    """One PostgreSQL statement of data-modifying ``WITH`` queries, built
+    part by part, its values bound as SQLAlchemy would bind them
+    (:func:`bound`).
+
+    Run in autocommit (:func:`autocommit`) it is a whole transaction in one
+    round trip: every part or none is written, and a ``2xx`` after it means
+    committed. A part may be guarded by another (``source``): its rows are
+    written only for the rows the other returned (``FROM u``), so that an
+    ``UPDATE ... WHERE version = $n`` that finds another version writes
+    nothing at all. Table and column names are the models', never input."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.parts: list[str] = []
+        self.params: list[Any] = []
+
+    def place(self, value: Any, cast: str | None = None) -> str:
+        """A parameter for ``value`` (already bound), with a type cast."""
+        self.params.append(value)
+        return f"${len(self.params)}::{cast}" if cast else f"${len(self.params)}"
+
+    def add(self, name: str, sql: str) -> None:
+        self.parts.append(f"{name} AS ({sql})")
+
+    def insert(
+        self,
+        name: str,
+        table: Table,
+        row: dict[str, Any],
+        *,
+        source: str | None = None,
+        returning: str | None = None,
+        computed: dict[str, str] | None = None,
+    ) -> None:
+        """``INSERT INTO table`` one row; with ``source``, once per row of
+        that part (none when it returned none). ``computed``: columns whose
+        value is the SQL expression given (built from the statement's own
+        parts and parameters, never from input). Columns null in ``row``
+        that have no server default are left out: the statement carries the
+        row's values only (a new user has some forty columns, most empty)."""
+        row = {
+            c: v for c, v in row.items() if v is not None or table.c[c].server_default is not None
+        }
+        values = bound(table, row, self.dialect)
+        places = ", ".join(
+            [
+                *(
+                    self.place(v, _cast(table, c, self.dialect))
+                    for c, v in zip(row, values, strict=True)
+                ),
+                *(computed or {}).values(),
+            ]
+        )
+        names = ", ".join(f'"{c}"' for c in [*row, *(computed or {})])
+        sql = f'INSERT INTO "{table.name}" ({names}) SELECT {places}'
+        if source is not None:
+            sql += f" FROM {source}"
+        if returning is not None:
+            sql += f" RETURNING {returning}"
+        self.add(name, sql)
+
+    def insert_rows(
+        self, name: str, table: Table, rows: Sequence[dict[str, Any]], *, user_id_from: str
+    ) -> None:
+        """``INSERT INTO table`` ``rows`` (same keys, without ``user_id``)
+        as an ``unnest`` of one array per column, each with the ``id`` of
+        the row part ``user_id_from`` returned."""
+        columns = list(rows[0])
+        arrays = list(zip(*(bound(table, r, self.dialect) for r in rows), strict=True))
+        places = ", ".join(
+            self.place(list(values), _cast(table, c, self.dialect) + "[]")
+            for c, values in zip(columns, arrays, strict=True)
+        )
+        names = ", ".join(f'"{c}"' for c in ["user_id", *columns])
+        self.add(
+            name,
+            f'INSERT INTO "{table.name}" ({names})'  # noqa: S608
+            f" SELECT {user_id_from}.id, x.* FROM {user_id_from}, unnest({places}) AS x",
+        )
+
+    def sql(self, final: str) -> str:
+        return f"WITH {', '.join(self.parts)} {final}"
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """The asyncpg connection under one of ``engine``'s pooled connections,
+    outside any transaction: each statement on it commits by itself (a
+    :class:`WithStatement` is one). Back to the pool after, with nothing
+    to roll back; discarded when the database dropped it."""
+    raw = await engine.raw_connection()
+    try:
+        yield raw.dbapi_connection.driver_connection  # type: ignore[union-attr]
+    except OperationalError:
+        raw.invalidate()
+        raise
+    finally:
+        raw.close()

@@ -1,6 +1,8 @@
 """What a user write does to the rows: the writable state of a user
 (:class:`UserInput`), its validation, the identifiers derived from it, and
-the statements of a create, a replace and a delete, in the caller's session.
+the statements of a create, a replace and a delete, in the caller's session;
+on PostgreSQL also each of them as one statement without a session
+(``create_at_once``, ``replace_at_once``, ``delete_at_once``, at the end).
 
 :mod:`identity_store.users` wraps each of these in a use case (transaction,
 retry, version check); nothing outside the store calls this module.
@@ -15,15 +17,17 @@ import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Select, Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import audit, counts, lifecycle, row_inserts, user_group_schemas
+from . import audit, counts, lifecycle, row_inserts, side_rows, user_group_schemas
 from .actor import Actor
 from .attributes import USER_ATTRIBUTES
 from .comparison import normalize
@@ -34,6 +38,7 @@ from .models import (
     GroupMember,
     IdpSource,
     Lifecycle,
+    ResourceCount,
     User,
     UserAddress,
     UserMultiValue,
@@ -42,7 +47,7 @@ from .models import (
     utcnow,
 )
 from .models.user import ADDRESS_FIELDS, MULTI_VALUE_FIELDS, NORMALIZED_VALUE_LENGTH
-from .read_models import USER_COLUMNS, Entry, UserRow
+from .read_models import USER_COLUMNS, Entry, UserRecord, UserRow
 
 WRITABLE_COLUMNS = frozenset(
     a.own_column
@@ -348,14 +353,14 @@ def _multi_value_rows(data: UserInput) -> list[UserMultiValue]:
     return [UserMultiValue(**values) for values in _entry_values(data)]
 
 
-def _multi_value_key(rows: Sequence[UserMultiValue]) -> list[tuple[Any, ...]]:
+def _multi_value_key(rows: Sequence[UserMultiValue] | Sequence[Entry]) -> list[tuple[Any, ...]]:
     """What distinguishes two lists of entries, so unchanged rows are not rewritten."""
     return sorted(
         (r.attribute, r.position, r.value, r.display, r.type, r.primary, r.verified) for r in rows
     )
 
 
-def _address_key(rows: Sequence[UserAddress]) -> list[tuple[Any, ...]]:
+def _address_key(rows: Sequence[UserAddress] | Sequence[Entry]) -> list[tuple[Any, ...]]:
     return sorted((r.position, *(getattr(r, f) for f in ADDRESS_FIELDS)) for r in rows)
 
 
@@ -460,8 +465,31 @@ def _flush_conflict(exc: IntegrityError, data: UserInput) -> ConflictError:
     return ConflictError("userName", f"userName {data.user_name!r} is already taken")
 
 
-def build_user(
-    session: AsyncSession,
+SideRow = tuple[Table, dict[str, Any]]
+"""A row a write adds besides the user's own: its table and values."""
+
+
+def _moved(
+    user: User | UserRow,
+    to: Lifecycle,
+    cause: str,
+    actor: Actor,
+    rows: list[SideRow],
+    now: datetime | None = None,
+) -> None:
+    """:func:`identity_store.lifecycle.transition`, its history row added to
+    ``rows`` rather than to a session (the one-statement writes below)."""
+    if user.lifecycle == to.value:
+        return
+    at = now or utcnow()
+    rows.append(
+        (lifecycle.HISTORY, lifecycle.history_row(user.id, user.lifecycle, to, cause, actor, at))
+    )
+    user.lifecycle = to.value
+    user.lifecycle_changed_at = at
+
+
+def prepare_user(
     data: UserInput,
     actor: Actor,
     *,
@@ -469,14 +497,12 @@ def build_user(
     max_values: int,
     default_idp_source: str = IdpSource.SCIM.value,
     user_id: str | None = None,
-) -> UserRow:
+) -> tuple[UserRow, list[SideRow]]:
     """A new user of ``data``, validated, its lifecycle started (``ACTIVE``,
-    ``CREATED`` or ``SUSPENDED``), its audit and outbox rows added to the
-    session's transaction; not inserted yet (:func:`insert_users`). What the
-    database must say of it is :func:`check_new_user`'s, awaited before.
+    ``CREATED`` or ``SUSPENDED``), and the history, audit and outbox rows
+    its creation writes (not its count delta).
 
-    :raises ValidationError: A value is not acceptable (nothing is added to
-        the session then).
+    :raises ValidationError: A value is not acceptable.
     """
     _derive_identifiers(data)
     _validate(data, max_values)
@@ -496,11 +522,58 @@ def build_user(
     user.multi_values = [Entry(values) for values in _entry_values(data)]
     user.addresses = [Entry(values) for values in _address_values(data)]
     user.created_at = user.updated_at = utcnow()
-    lifecycle.transition(
-        session, user, lifecycle.target_state(user, required_attributes), "created", actor
+    rows: list[SideRow] = []
+    _moved(user, lifecycle.target_state(user, required_attributes), "created", actor, rows)
+    rows.append(
+        (
+            audit.AUDIT,
+            audit.audit_row(actor, "user.create", "User", user.id, {"userName": user.user_name}),
+        )
     )
-    audit.record(session, actor, "user.create", "User", user.id, {"userName": user.user_name})
-    audit.enqueue(session, actor, "auth0", "upsert", "User", user.id, {"version": user.version})
+    rows.append(
+        (
+            audit.OUTBOX,
+            audit.outbox_row(
+                "auth0",
+                "upsert",
+                "User",
+                user.id,
+                {"version": user.version},
+                request_id=actor.request_id,
+            ),
+        )
+    )
+    return user, rows
+
+
+def build_user(
+    session: AsyncSession,
+    data: UserInput,
+    actor: Actor,
+    *,
+    required_attributes: Sequence[str],
+    max_values: int,
+    default_idp_source: str = IdpSource.SCIM.value,
+    user_id: str | None = None,
+) -> UserRow:
+    """A new user of ``data`` (:func:`prepare_user`), its history, audit and
+    outbox rows added to the session's transaction; not inserted yet
+    (:func:`insert_users`). What the database must say of it is
+    :func:`check_new_user`'s, awaited before.
+
+    :raises ValidationError: A value is not acceptable (nothing is added to
+        the session then).
+    """
+    user, rows = prepare_user(
+        data,
+        actor,
+        required_attributes=required_attributes,
+        max_values=max_values,
+        default_idp_source=default_idp_source,
+        user_id=user_id,
+    )
+    for table, values in rows:
+        side_rows.add(session, table, values)
     return user
 
 
@@ -773,3 +846,281 @@ async def restore(
     operation = "block" if lifecycle.is_suspended(user, now) else "upsert"
     audit.enqueue(session, actor, "auth0", operation, "User", user.id, {"version": user.version})
     return user
+
+
+# One-statement writes (PostgreSQL). A create, an update and a delete of one
+# user are each one statement of data-modifying WITH queries run in
+# autocommit (identity_store.row_inserts.WithStatement): the user's row, its
+# entries and addresses, its history, audit and outbox rows and its count
+# delta commit together or not at all, in one round trip, without a session
+# (BEGIN, the ORM's load and flush, before_commit, COMMIT: about 2 ms of
+# Python and four round trips per write). An update or a delete is
+# optimistic: computed from the user as read, it writes only where the row
+# still has the version read (``UPDATE ... WHERE version = $n``), else
+# nothing; the caller reads again and retries, as the session path retries a
+# stale version. Every writer of a user's row or entries moves its version.
+
+_COUNTS = cast(Table, ResourceCount.__table__)
+_FOLD = (
+    "WITH d AS (DELETE FROM resource_counts WHERE resource_type = $1 RETURNING delta)"
+    " INSERT INTO resource_counts (resource_type, delta) SELECT $1, sum(delta) FROM d"
+    " HAVING count(*) > 0"
+)
+_MANAGER = "(SELECT display_name FROM users WHERE id = {} AND deleted_at IS NULL)"
+
+
+def _side_parts(
+    statement: row_inserts.WithStatement, rows: list[SideRow], source: str | None
+) -> None:
+    for n, (table, values) in enumerate(rows):
+        statement.insert(f"s{n}", table, values, source=source)
+
+
+async def _run(
+    engine: AsyncEngine, statement: row_inserts.WithStatement, final: str
+) -> asyncpg.Record:
+    sql = statement.sql(final)
+    async with row_inserts.autocommit(engine) as connection:
+        with row_inserts.as_sqlalchemy_errors(sql, statement.params):
+            row = await connection.fetchrow(sql, *statement.params)
+            if row["count_id"] is not None and row["count_id"] % counts.COMPACT_EVERY == 0:
+                await connection.execute(_FOLD, "User")
+    return row
+
+
+def _manager(statement: row_inserts.WithStatement, user: UserRow) -> str:
+    if user.manager_id is None:
+        return "NULL"
+    return _MANAGER.format(statement.place(user.manager_id, "varchar"))
+
+
+async def create_at_once(
+    engine: AsyncEngine,
+    data: UserInput,
+    actor: Actor,
+    *,
+    required_attributes: Sequence[str],
+    max_values: int,
+    default_idp_source: str = IdpSource.SCIM.value,
+) -> UserRecord:
+    """Create a user in one statement (PostgreSQL): what
+    :func:`insert_user` does for a user with a new id and no ``userGroup``
+    (whose check reads the group's configuration in the transaction).
+
+    :raises ValidationError: A value is not acceptable.
+    :raises ConflictError: The ``userName`` is taken.
+    """
+    user, rows = prepare_user(
+        data,
+        actor,
+        required_attributes=required_attributes,
+        max_values=max_values,
+        default_idp_source=default_idp_source,
+    )
+    statement = row_inserts.WithStatement(engine.dialect)
+    statement.insert("u", _TABLES[User], _row_values(User, user.__dict__), returning="id")
+    if user.multi_values:
+        entries = [_row_values(UserMultiValue, e.__dict__) for e in user.multi_values]
+        statement.insert_rows("v", _TABLES[UserMultiValue], entries, user_id_from="u")
+    if user.addresses:
+        addresses = [_row_values(UserAddress, a.__dict__) for a in user.addresses]
+        statement.insert_rows("a", _TABLES[UserAddress], addresses, user_id_from="u")
+    _side_parts(statement, rows, None)
+    statement.insert("c", _COUNTS, {"resource_type": "User", "delta": 1}, returning="id")
+    final = f"SELECT (SELECT id FROM c) AS count_id, {_manager(statement, user)} AS manager"  # noqa: S608
+    try:
+        row = await _run(engine, statement, final)
+    except IntegrityError as exc:
+        raise _flush_conflict(exc, data) from exc
+    return UserRecord(user, [], row["manager"])
+
+
+def checks_user_group(data: UserInput, before: UserRow | User) -> bool:
+    """Whether a write of ``data`` over ``before`` checks its user group
+    (:func:`_check_user_group`), which reads, and locks, the group's
+    configuration in the write's transaction."""
+    group = data.columns.get("user_group")
+    if group is None:
+        return False
+    custom_data = data.columns.get("custom_data")
+    return not (group == before.user_group and custom_data == before.custom_data)
+
+
+_NOT_SET = frozenset({"id", "version", "multi_values", "addresses"})
+
+
+async def replace_at_once(
+    engine: AsyncEngine,
+    current: UserRecord,
+    data: UserInput,
+    actor: Actor,
+    *,
+    required_attributes: Sequence[str],
+    max_values: int,
+    action: str,
+) -> UserRecord | None:
+    """:func:`write_replacement` in one statement (PostgreSQL), for a user
+    read as ``current`` (a live user) and a change that does not check its
+    user group (:func:`checks_user_group`). ``None``: the user is no longer
+    at the version read (changed or deleted since): nothing was written.
+
+    :raises ValidationError: A value is not acceptable.
+    :raises ConflictError: The new ``userName`` is taken.
+    """
+    before = cast(UserRow, current.user)  # as identity_store.prepared_reads reads it
+    _derive_identifiers(data, before)
+    _validate(data, max_values)
+    stored = {k: v for k, v in before.__dict__.items() if k not in ("multi_values", "addresses")}
+    stored["deleted_at"] = None  # a live user (the reads do not fetch it)
+    user = UserRow(dict(stored))
+    state = user.lifecycle
+    _apply(user, data)
+    entries = [Entry(v) for v in _entry_values(data)]
+    entries_changed = _multi_value_key(entries) != _multi_value_key(before.multi_values)
+    addresses = [Entry(v) for v in _address_values(data)]
+    addresses_changed = _address_key(addresses) != _address_key(before.addresses)
+    user.multi_values = (
+        sorted(entries, key=lambda e: (e.attribute, e.position))
+        if entries_changed
+        else before.multi_values
+    )
+    user.addresses = addresses if addresses_changed else before.addresses
+    user.updated_at = utcnow()
+    rows: list[SideRow] = []
+    _moved(
+        user,
+        lifecycle.target_state(user, required_attributes),
+        _cause(state, user),  # type: ignore[arg-type]
+        actor,
+        rows,
+    )
+    user.version = before.version + 1
+    rows.append((audit.AUDIT, audit.audit_row(actor, action, "User", user.id, _version(user))))
+    operation = "block" if lifecycle.is_suspended(user) else "upsert"
+    rows.append(
+        (
+            audit.OUTBOX,
+            audit.outbox_row(
+                "auth0", operation, "User", user.id, _version(user), request_id=actor.request_id
+            ),
+        )
+    )
+    changed = {
+        k: v
+        for k, v in user.__dict__.items()
+        if k not in _NOT_SET and (k not in stored or stored[k] != v)
+    }
+    statement = row_inserts.WithStatement(engine.dialect)
+    values = row_inserts.bound(_TABLES[User], changed, engine.dialect)
+    assignments = [f'"{k}" = {statement.place(v)}' for k, v in zip(changed, values, strict=True)]
+    where = (
+        f"id = {statement.place(user.id)} AND version = {statement.place(before.version)}"
+        " AND deleted_at IS NULL"
+    )
+    statement.add(
+        "u",
+        f"UPDATE users SET {', '.join(assignments)}, version = version + 1"  # noqa: S608
+        f" WHERE {where} RETURNING id",
+    )
+    for name, model, new, replace in (
+        ("v", UserMultiValue, entries, entries_changed),
+        ("a", UserAddress, addresses, addresses_changed),
+    ):
+        if not replace:
+            continue
+        table = _TABLES[model]
+        statement.add(
+            f"d{name}",
+            f'DELETE FROM "{table.name}" WHERE user_id IN (SELECT id FROM u)',  # noqa: S608
+        )
+        if new:
+            rows_of = [_row_values(model, e.__dict__) for e in new]
+            statement.insert_rows(name, table, rows_of, user_id_from="u")
+    _side_parts(statement, rows, "u")
+    same_manager = user.manager_id == before.manager_id
+    manager_sql = "NULL" if same_manager else _manager(statement, user)
+    final = (
+        f"SELECT (SELECT count(*) FROM u) AS written, NULL AS count_id, {manager_sql} AS manager"  # noqa: S608
+    )
+    try:
+        row = await _run(engine, statement, final)
+    except IntegrityError as exc:
+        raise _flush_conflict(exc, data) from exc
+    if not row["written"]:
+        return None
+    manager = current.manager_display if same_manager else row["manager"]
+    if user.manager_id == user.id:  # read before the write: its new name
+        manager = user.display_name
+    return UserRecord(user, current.groups, manager)
+
+
+def _version(user: UserRow) -> dict[str, Any]:
+    return {"version": user.version}
+
+
+async def delete_at_once(
+    engine: AsyncEngine, user: UserRow | User, actor: Actor, *, when: datetime | None = None
+) -> bool:
+    """:func:`mark_deleted` in one statement (PostgreSQL), for a live user
+    read as ``user``: the user's row, its group memberships ended (those
+    groups' versions moved on), its history, audit (with the groups it
+    left), outbox and count rows. ``False``: the user is no longer at the
+    version read (changed or deleted since): nothing was written."""
+    now = when or utcnow()
+    stored = dict(user.__dict__)
+    row = UserRow({**stored, "deleted_at": now, "active": False, "updated_at": now})
+    rows: list[SideRow] = []
+    _moved(row, lifecycle.after_delete(row), "deleted", actor, rows, now)  # type: ignore[arg-type]
+    row.version = user.version + 1
+    statement = row_inserts.WithStatement(engine.dialect)
+    changed = {
+        k: getattr(row, k)
+        for k in ("deleted_at", "active", "updated_at", "lifecycle", "lifecycle_changed_at")
+        if k not in stored or stored[k] != getattr(row, k)
+    }
+    values = row_inserts.bound(_TABLES[User], changed, engine.dialect)
+    assignments = [f'"{k}" = {statement.place(v)}' for k, v in zip(changed, values, strict=True)]
+    where = (
+        f"id = {statement.place(user.id)} AND version = {statement.place(user.version)}"
+        " AND deleted_at IS NULL"
+    )
+    statement.add(
+        "u",
+        f"UPDATE users SET {', '.join(assignments)}, version = version + 1"  # noqa: S608
+        f" WHERE {where} RETURNING id",
+    )
+    statement.add(
+        "m",
+        "DELETE FROM group_members WHERE member_id IN (SELECT id FROM u) RETURNING group_id",
+    )
+    statement.add(
+        "g",
+        "UPDATE groups SET version = version + 1,"  # noqa: S608
+        f" updated_at = {statement.place(now, 'timestamptz')}"
+        " WHERE id IN (SELECT group_id FROM m)",
+    )
+    _side_parts(statement, rows, "u")
+    entry = audit.audit_row(actor, "user.delete", "User", user.id, None, now)
+    del entry["details"]
+    name = statement.place(user.user_name, "text")
+    statement.insert(
+        "ad",
+        audit.AUDIT,
+        entry,
+        source="u",
+        computed={
+            "details": f"jsonb_build_object('userName', {name}, 'groups',"  # noqa: S608
+            " coalesce((SELECT jsonb_agg(group_id ORDER BY group_id) FROM m), '[]'::jsonb))"
+        },
+    )
+    outbox = audit.outbox_row(
+        "auth0", "delete", "User", user.id, _version(row), now, request_id=actor.request_id
+    )
+    statement.insert("o", audit.OUTBOX, outbox, source="u")
+    statement.add(
+        "c",
+        "INSERT INTO resource_counts (resource_type, delta) SELECT 'User', -1 FROM u RETURNING id",
+    )
+    final = "SELECT (SELECT count(*) FROM u) AS written, (SELECT id FROM c) AS count_id"
+    result = await _run(engine, statement, final)
+    return bool(result["written"])

@@ -78,6 +78,9 @@ __all__ = [
     "update_user",
 ]
 
+OPTIMISTIC_ATTEMPTS = 2
+"""Writes of a user at the version read before an update takes its lock."""
+
 Change = Callable[[UserRecord], UserInput | None]
 """A user's new state from its current record; ``None`` when nothing changes."""
 
@@ -102,13 +105,30 @@ async def create_user(
     (SPEC §4). ``idp_source`` is where it comes from when ``data`` does not say.
     ``user_id``: an id the caller chose (a ULID), else a new one. ``roles``:
     RBAC role ids assigned to the user directly, in the same transaction
-    (the record then carries them).
+    (the record then carries them). On PostgreSQL, a user without a chosen
+    id, ``userGroup`` or roles is created by one autocommit statement
+    (:func:`identity_store.user_changes.create_at_once`).
 
     :raises ConflictError: The ``userName`` (or the chosen id) is taken.
     :raises ValidationError: A value is not acceptable: an unknown role, a
         ``userGroup`` that is not configured, ``customData`` its schema refuses.
     """
     role_ids = None if roles is None else rbac.check_role_ids(store, roles)
+    if (
+        not store.settings.is_sqlite
+        and roles is None
+        and user_id is None
+        and data.columns.get("user_group") is None
+    ):
+        with database_errors():
+            return await user_changes.create_at_once(
+                store.engine,
+                data,
+                actor,
+                required_attributes=store.settings.required_idp_attributes,
+                max_values=store.settings.max_multi_values,
+                default_idp_source=idp_source or IdpSource.SCIM.value,
+            )
 
     async def work(session: AsyncSession) -> UserRecord:
         user = await user_changes.insert_user(
@@ -152,6 +172,14 @@ async def update_user(
     loop keeps serving other requests meanwhile; a short change runs inline,
     which costs less than the thread hand-off.
 
+    On PostgreSQL (without ``roles``) the user is not locked: it is read by
+    the prepared read of a GET, and its new state written by one
+    autocommit statement that takes effect only if the user is still at the
+    version read (:func:`_update_at_once`); when another writer got there
+    first the change is computed again from a new read, and after two such
+    races, or for a change that checks the user's group, the update takes
+    the locking transaction described above.
+
     ``roles`` (not ``None``): the RBAC role ids the user is assigned
     directly from now on, replaced in the same transaction; when they change
     and nothing else does, the user still gets a new version (its management
@@ -164,6 +192,12 @@ async def update_user(
     :raises ConcurrentUpdateError: Concurrent writers kept winning.
     """
     role_ids = None if roles is None else rbac.check_role_ids(store, roles)
+    if store.prepared is not None and roles is None:
+        record = await _update_at_once(
+            store, store.prepared, user_id, change, actor, expected_version, action, offload
+        )
+        if record is not None:
+            return record
 
     async def work(session: AsyncSession) -> UserRecord:
         user = await user_changes.load_user(session, user_id, for_update=True)
@@ -191,6 +225,53 @@ async def update_user(
         return record
 
     return await store.transaction(work)
+
+
+async def _update_at_once(
+    store: Store,
+    prepared: PreparedReads,
+    user_id: str,
+    change: Change,
+    actor: Actor,
+    expected_version: int | None,
+    action: str,
+    offload: bool,
+) -> UserRecord | None:
+    """:func:`update_user` on PostgreSQL without a session: the user read by
+    one prepared statement, its new state written by one statement that
+    takes effect only at the version read
+    (:func:`identity_store.user_changes.replace_at_once`); read again and
+    computed again when another writer got there first. ``None``: a change
+    that checks the user's group, which takes the transaction, or a user
+    other writers kept changing meanwhile, which the transaction's lock
+    serialises."""
+    for _ in range(OPTIMISTIC_ATTEMPTS):
+        with database_errors():
+            found = await prepared.users([user_id], groups=True)
+        if not found:
+            raise NotFoundError("User", user_id)
+        current = found[0]
+        check_version(current.user.version, expected_version)
+        # The change sees the user without its groups, as in the transaction.
+        alone = UserRecord(current.user, [], current.manager_display)
+        data = await asyncio.to_thread(change, alone) if offload else change(alone)
+        if data is None:
+            return current
+        if user_changes.checks_user_group(data, current.user):
+            return None
+        with database_errors():
+            record = await user_changes.replace_at_once(
+                store.engine,
+                current,
+                data,
+                actor,
+                required_attributes=store.settings.required_idp_attributes,
+                max_values=store.settings.max_multi_values,
+                action=action,
+            )
+        if record is not None:
+            return record
+    return None
 
 
 async def restore_user(
@@ -227,11 +308,24 @@ async def delete_user(
     store: Store, user_id: str, actor: Actor, *, expected_version: int | None = None
 ) -> None:
     """Delete a user (RFC 7644 §3.6): 404 from now on, ``SUSPENDED`` until the
-    deletion sync (service accounts: ``INACTIVE`` at once), SPEC §4.
+    deletion sync (service accounts: ``INACTIVE`` at once), SPEC §4. On
+    PostgreSQL one autocommit statement at the version read, as an update
+    (:func:`identity_store.user_changes.delete_at_once`).
 
     :raises NotFoundError: No live user has this id.
     :raises VersionMismatchError: The user is not at ``expected_version``.
     """
+
+    if store.prepared is not None:
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            with database_errors():
+                found = await store.prepared.users([user_id], groups=False)
+            if not found:
+                raise NotFoundError("User", user_id)
+            check_version(found[0].user.version, expected_version)
+            with database_errors():
+                if await user_changes.delete_at_once(store.engine, found[0].user, actor):
+                    return
 
     async def work(session: AsyncSession) -> None:
         user = await user_changes.load_user(session, user_id, for_update=True)

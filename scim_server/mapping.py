@@ -229,7 +229,8 @@ def group_document(record: GroupRecord, base_url: str) -> dict[str, Any]:
     return doc
 
 
-def _text(value: Any) -> str | None:
+def text_value(value: Any) -> str | None:
+    """A validated value as its column holds it: a string (bytes in base64)."""
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -241,7 +242,7 @@ def user_input(resource: ScimUser) -> UserInput:
     """The store's view of a validated SCIM user (create or full replace)."""
     columns: dict[str, Any] = {}
     for _, field, column in _CORE_FIELDS:
-        columns[column] = _text(getattr(resource, field))
+        columns[column] = text_value(getattr(resource, field))
     columns["active"] = resource.active  # None: unassigned (a new user is active)
     if resource.name is not None:
         for _, field, column in _NAME_FIELDS:
@@ -269,15 +270,15 @@ def user_input(resource: ScimUser) -> UserInput:
             multi_values.append(
                 {
                     "attribute": attribute,
-                    "value": _text(entry.value),
+                    "value": text_value(entry.value),
                     "display": entry.display,
-                    "type": _text(entry.type),
+                    "type": text_value(entry.type),
                     "primary": entry.primary,
                 }
             )
     addresses = [
         {
-            column: (_text(getattr(a, column)) if column != "primary" else a.primary)
+            column: (text_value(getattr(a, column)) if column != "primary" else a.primary)
             for column in ADDRESS_COLUMNS.values()
         }
         for a in resource.addresses or []

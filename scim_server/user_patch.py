@@ -17,12 +17,23 @@ and its mutability annotations, never from the path text. Anything else
 (value filters, multi-valued or complex targets, ``remove``, path-less
 operations, ``null`` values) returns ``None`` and takes ``PatchOp.patch``.
 The tests compare both on a table of requests.
+
+The handler goes one step further for that shape (:func:`changed_input`):
+:func:`simple_input` computes the store's new state from the stored user
+itself, scim2-models validating only the attributes the request sets, so
+the user's whole SCIM document is neither built nor validated; and a
+request of a shape ``PatchOp[ScimUser]`` accepted before (same members,
+ops, paths and value types: :func:`known_simple`) is not validated as a
+message again, its values being validated when applied. Everything else
+goes through ``PatchOp[ScimUser]`` and :func:`patched` as before.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -30,7 +41,24 @@ from scim2_models import Mutability, PatchOp, PatchOperation
 from scim2_models.path import AttributeBinding
 from scim2_models.path import resolution as scim2_resolution
 
-from .schemas import CORE_USER_SCHEMA, PATCH_POLICY, ScimUser
+from identity_store.users import UserInput, UserRecord, UserRow, current_input
+
+from .mapping import (
+    CORE_COLUMNS,
+    ENTERPRISE_COLUMNS,
+    NAME_COLUMNS,
+    PRODUCT_COLUMNS,
+    text_value,
+    user_document,
+    user_input,
+)
+from .schemas import (
+    CORE_USER_SCHEMA,
+    ENTERPRISE_USER_SCHEMA,
+    PATCH_POLICY,
+    PRODUCT_USER_SCHEMA,
+    ScimUser,
+)
 
 _uncached_adapter = TypeAdapter
 
@@ -221,3 +249,219 @@ def patched(operations: PatchOp[ScimUser], document: dict[str, Any]) -> ScimUser
         resource = ScimUser.model_validate(document)
         changed = operations.patch(resource, scim_policy=PATCH_POLICY)
     return resource if changed else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a simple operation's value goes: its place in a SCIM document
+    (extension, keys), its binding, and the store's column (``None``:
+    ``userName``); ``convert`` turns the validated value into the column's
+    as :func:`~scim_server.mapping.user_input` does."""
+
+    extension: str | None
+    keys: list[str]
+    binding: AttributeBinding
+    column: str | None
+    convert: Callable[[Any], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _column(extension: str | None, keys: list[str]) -> tuple[str | None, Callable[[Any], Any]]:
+    """The column of a single-valued attribute and how its value converts
+    (:func:`~scim_server.mapping.user_input`); ``KeyError`` for none."""
+    if extension is None:
+        if keys == ["userName"]:
+            return None, _same
+        if keys == ["active"]:
+            return "active", _same
+        if len(keys) == 2 and keys[0] == "name":
+            return NAME_COLUMNS[keys[1]], _same
+        if len(keys) == 1:
+            return CORE_COLUMNS[keys[0]], text_value
+    elif len(keys) == 1 and extension == ENTERPRISE_USER_SCHEMA:
+        return ENTERPRISE_COLUMNS[keys[0]], _same
+    elif len(keys) == 1 and extension == PRODUCT_USER_SCHEMA:
+        return PRODUCT_COLUMNS[keys[0]], (str if keys[0] == "userType" else _same)
+    raise KeyError(keys)
+
+
+_TARGETS: dict[str, _Target | None] = {}
+
+
+def _target(operation: PatchOperation[ScimUser]) -> _Target | None:
+    """The target of a simple operation (:func:`apply_simple`'s rules),
+    ``None`` for any other; resolved once per path text."""
+    if operation.op not in _SETS or operation.path is None:
+        return None
+    if not isinstance(operation.value, _SCALARS):
+        return None
+    text = str(operation.path)
+    if text in _TARGETS:
+        return _TARGETS[text]
+    target = None
+    binding = operation.path.resolve(ScimUser)
+    if binding is not None and _settable(binding):
+        location = _location(binding)
+        if location is not None:
+            try:
+                column, convert = _column(*location)
+            except KeyError:
+                pass
+            else:
+                target = _Target(location[0], location[1], binding, column, convert)
+    if len(_TARGETS) >= 1024:
+        _TARGETS.clear()
+    _TARGETS[text] = target
+    return target
+
+
+@dataclass(slots=True)
+class Simple:
+    """A simple PATCH's outcome (:func:`simple_input`): the user's new state,
+    and whether any value changed."""
+
+    data: UserInput
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KnownSimple:
+    """The operations of a request whose shape scim2-models accepted before
+    (:func:`known_simple`): each operation's target and its value, as sent."""
+
+    operations: list[tuple[_Target, Any]]
+
+
+Shape = tuple[Any, ...]
+_SHAPES: set[Shape] = set()
+"""Shapes of simple requests ``PatchOp[ScimUser]`` validated (:func:`remember`)."""
+
+
+def _shape(body: Any) -> Shape | None:
+    """What ``PatchOp[ScimUser]``'s verdict on a request depends on when each
+    operation sets a path to a string, boolean or integer: the members of
+    the message and of each operation, ``schemas``, each ``op`` and
+    ``path`` and the type of each value. Its checks of such an operation
+    (the op's name, the path's syntax, that it names a declared attribute
+    that is not read-only, that a value is given and is not null) read
+    nothing else; the value itself is validated against the attribute when
+    the operation is applied (:func:`simple_input`). ``None``: another
+    request."""
+    if not isinstance(body, dict):
+        return None
+    schemas = body.get("schemas")
+    operations = body.get("Operations")
+    if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+        return None
+    if not isinstance(operations, list) or not operations:
+        return None
+    shape: list[Any] = [tuple(sorted(body)), tuple(schemas)]
+    for operation in operations:
+        if not isinstance(operation, dict):
+            return None
+        op, path, value = operation.get("op"), operation.get("path"), operation.get("value")
+        if not isinstance(op, str) or not isinstance(path, str):
+            return None
+        if type(value) not in _SCALARS:
+            return None
+        shape.append((tuple(sorted(operation)), op, path, type(value)))
+    return tuple(shape)
+
+
+def known_simple(body: Any) -> KnownSimple | None:
+    """The operations of ``body`` (normalised: :func:`entra.normalise_patch`)
+    when its shape is that of a simple request scim2-models accepted before
+    (:func:`remember`), which it would accept again: the request needs no
+    ``PatchOp`` validation, its values are validated when applied."""
+    shape = _shape(body)
+    if shape is None or shape not in _SHAPES:
+        return None
+    found: list[tuple[_Target, Any]] = []
+    for operation in body["Operations"]:
+        target = _TARGETS.get(operation["path"])
+        if target is None:
+            return None
+        found.append((target, operation["value"]))
+    return KnownSimple(found)
+
+
+def remember(body: Any, operations: PatchOp[ScimUser]) -> None:
+    """Note the shape of ``body`` when ``PatchOp[ScimUser]`` validated it
+    into ``operations`` and each of them is simple (:func:`_target`)."""
+    shape = _shape(body)
+    if shape is None or shape in _SHAPES:
+        return
+    if not all(_target(operation) is not None for operation in operations.operations or ()):
+        return
+    if len(_SHAPES) >= 1024:
+        _SHAPES.clear()
+    _SHAPES.add(shape)
+
+
+def _simple_operations(
+    operations: PatchOp[ScimUser] | KnownSimple,
+) -> list[tuple[_Target, Any]] | None:
+    if isinstance(operations, KnownSimple):
+        return operations.operations
+    found: list[tuple[_Target, Any]] = []
+    for operation in operations.operations or ():
+        target = _target(operation)
+        if target is None:
+            return None
+        found.append((target, operation.value))
+    return found
+
+
+def simple_input(operations: PatchOp[ScimUser] | KnownSimple, user: UserRow | Any) -> Simple | None:
+    """The store's new state of ``user`` (as stored) after ``operations``,
+    when :func:`apply_simple` would take them; ``None`` otherwise.
+
+    scim2-models validates the attributes the operations set, in a document
+    holding those only (with ``userName``): the rest of the user is as it was
+    stored, valid when it was written, and a document of it would be built
+    and validated for nothing (e-mail addresses are the slowest values to
+    validate). The values validated are written into the user's state as
+    :func:`~scim_server.mapping.user_input` would map them."""
+    targets = _simple_operations(operations)
+    if targets is None:
+        return None
+    document: dict[str, Any] = {"schemas": [CORE_USER_SCHEMA], "userName": user.user_name}
+    for target, value in targets:
+        holder = document
+        if target.extension is not None:
+            if target.extension not in document["schemas"]:
+                document["schemas"].append(target.extension)
+            holder = document.setdefault(target.extension, {})
+        for key in target.keys[:-1]:
+            holder = holder.setdefault(key, {})
+        holder[target.keys[-1]] = value
+    patched = ScimUser.model_validate(document)
+    data = current_input(user)
+    changed = False
+    for target, _ in targets:
+        value = target.convert(_value(patched, target.extension, target.binding))
+        if target.column is None:
+            changed = changed or value != data.user_name
+            data.user_name = value
+        else:
+            changed = changed or value != data.columns[target.column]
+            data.columns[target.column] = value
+    return Simple(data, changed)
+
+
+def changed_input(
+    operations: PatchOp[ScimUser] | KnownSimple, record: UserRecord, base_url: str
+) -> UserInput | None:
+    """The store's new state of the user of ``record`` after ``operations``
+    (RFC 7644 §3.5.2), or ``None`` when they change nothing:
+    :func:`simple_input` for the requests provisioning clients send most,
+    :func:`patched` on the user's SCIM document otherwise."""
+    simple = simple_input(operations, record.user)
+    if simple is not None:
+        return simple.data if simple.changed else None
+    assert isinstance(operations, PatchOp)  # a known simple request is simple
+    resource = patched(operations, user_document(record, base_url))
+    return user_input(resource) if resource is not None else None

@@ -75,13 +75,21 @@ def validate_user(body: dict[str, Any], ctx: Context) -> ScimUser:
     return ScimUser.model_validate(body, scim_ctx=ctx)
 
 
-def validate_patch(body: dict[str, Any]) -> PatchOp[ScimUser]:
-    """A user ``PatchOp`` from a request body, validated by scim2-models."""
-    return PatchOp[ScimUser].model_validate(
-        entra.normalise_patch(body),
+def validate_patch(body: dict[str, Any]) -> PatchOp[ScimUser] | user_patch.KnownSimple:
+    """A user ``PatchOp`` from a request body, validated by scim2-models; for
+    a simple request of a shape it accepted before, the operations without
+    validating the message again (:func:`user_patch.known_simple`)."""
+    normalised = entra.normalise_patch(body)
+    known = user_patch.known_simple(normalised)
+    if known is not None:
+        return known
+    operations = PatchOp[ScimUser].model_validate(
+        normalised,
         scim_ctx=Context.RESOURCE_PATCH_REQUEST,
         scim_policy=PATCH_POLICY,
     )
+    user_patch.remember(normalised, operations)
+    return operations
 
 
 def _target_id(call: AuthorizedRequest) -> str:
@@ -150,8 +158,7 @@ async def patch(request: Request) -> Response:
     operations = await run_in_threadpool(validate_patch, body) if heavy else validate_patch(body)
 
     def change(current: UserRecord) -> UserInput | None:
-        resource = user_patch.patched(operations, user_document(current, call.base_url))
-        return user_input(resource) if resource is not None else None
+        return user_patch.changed_input(operations, current, call.base_url)
 
     record = await users.update_user(
         call.store,

@@ -9,8 +9,12 @@ from typing import Any
 import pytest
 from scim2_models import Context, PatchOp
 
-from scim_server import entra, user_patch
+from identity_store.read_models import Entry, UserRow
+from identity_store.user_changes import WRITABLE_COLUMNS
+from identity_store.users import UserInput
+from scim_server import entra, user_patch, users_api
 from scim_server.discovery import provider
+from scim_server.mapping import user_input
 from scim_server.schemas import PATCH_POLICY, ScimUser
 
 from .helpers import ENTERPRISE, PRODUCT, USER_SCHEMA, patch_body
@@ -177,3 +181,120 @@ def test_narrowed_requests_fail_as_patchop_fails() -> None:
         with pytest.raises(SCIMException) as general:
             _operations(operations).patch(ScimUser.model_validate(LARGE), scim_policy=PATCH_POLICY)
     assert type(narrowed.value) is type(general.value)
+
+
+def _stored(document: dict[str, Any]) -> UserRow:
+    """The user of ``document`` as the store holds it (its writable state)."""
+    data = user_input(ScimUser.model_validate(document))
+    row = UserRow({"user_name": data.user_name, **dict.fromkeys(WRITABLE_COLUMNS)})
+    row.__dict__.update(data.columns)
+    row.multi_values = [
+        Entry({**entry, "verified": None, "position": n})
+        for n, entry in enumerate(data.multi_values)
+    ]
+    row.addresses = [Entry({**a, "position": n}) for n, a in enumerate(data.addresses)]
+    return row
+
+
+def _comparable(data: UserInput) -> tuple[Any, ...]:
+    columns = {c: data.columns.get(c) for c in WRITABLE_COLUMNS}
+    entries = [{k: v for k, v in e.items() if k != "verified"} for e in data.multi_values]
+    return data.user_name, columns, entries, data.addresses, data.password
+
+
+@pytest.mark.parametrize("operations", SIMPLE)
+def test_simple_inputs_are_what_patchop_and_user_input_make(
+    operations: list[dict[str, Any]],
+) -> None:
+    """The store's state a simple PATCH computes from the stored user alone
+    is the one the general path computes from the user's SCIM document:
+    ``PatchOp.patch``, then ``user_input``."""
+    with provider():
+        simple = user_patch.simple_input(_operations(operations), _stored(CURRENT))
+        assert simple is not None
+        general = ScimUser.model_validate(CURRENT)
+        changed = _operations(operations).patch(general, scim_policy=PATCH_POLICY)
+        assert simple.changed == changed
+        assert _comparable(simple.data) == _comparable(user_input(general))
+
+
+@pytest.mark.parametrize("operations", GENERAL)
+def test_other_inputs_are_left_to_patchop(operations: list[dict[str, Any]]) -> None:
+    with provider():
+        assert user_patch.simple_input(_operations(operations), _stored(CURRENT)) is None
+
+
+def test_an_invalid_simple_value_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with provider(), pytest.raises(ValidationError):
+        user_patch.simple_input(_operations([_op("Replace", "active", "maybe")]), _stored(CURRENT))
+
+
+@pytest.mark.parametrize("operations", SIMPLE)
+def test_a_simple_request_of_a_known_shape_needs_no_new_patchop(
+    operations: list[dict[str, Any]],
+) -> None:
+    """Once ``PatchOp[ScimUser]`` accepted a simple request, a request of its
+    shape with other values is applied without validating the message
+    again, to the same state."""
+    user_patch._SHAPES.clear()
+    with provider():
+        body = entra.normalise_patch(patch_body(*operations))
+        validated = users_api.validate_patch(patch_body(*operations))
+        assert isinstance(validated, PatchOp)  # the first time: scim2-models
+        known = users_api.validate_patch(patch_body(*operations))
+        assert isinstance(known, user_patch.KnownSimple)
+        assert user_patch.known_simple(body) is not None
+        fast = user_patch.simple_input(known, _stored(CURRENT))
+        general = user_patch.simple_input(_operations(operations), _stored(CURRENT))
+        assert fast is not None
+        assert general is not None
+        assert (fast.changed, _comparable(fast.data)) == (
+            general.changed,
+            _comparable(general.data),
+        )
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        *GENERAL,
+        [_op("Replace", "active", None)],  # null: not simple
+        [_op("Replace", "displayName", 1.5)],  # not a string, boolean or integer
+    ],
+)
+def test_other_requests_never_become_known(operations: list[dict[str, Any]]) -> None:
+    with provider():
+        for _ in range(2):
+            users_api.validate_patch(patch_body(*operations))
+        assert user_patch.known_simple(entra.normalise_patch(patch_body(*operations))) is None
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        [_op("Replace", "id", "x")],
+        [_op("Replace", "meta.created", "x")],
+        [_op("Replace", "nope", "x")],
+    ],
+)
+def test_a_refused_request_is_refused_every_time(operations: list[dict[str, Any]]) -> None:
+    """A read-only or unknown attribute: scim2-models refuses it, each time."""
+    from pydantic import ValidationError
+
+    with provider():
+        for _ in range(2):
+            with pytest.raises(ValidationError):
+                users_api.validate_patch(patch_body(*operations))
+
+
+def test_a_bad_value_in_a_known_shape_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with provider():
+        users_api.validate_patch(patch_body(_op("Replace", "active", "True")))
+        known = users_api.validate_patch(patch_body(_op("Replace", "active", "maybe")))
+        assert isinstance(known, user_patch.KnownSimple)
+        with pytest.raises(ValidationError):
+            user_patch.simple_input(known, _stored(CURRENT))

@@ -1,0 +1,133 @@
+"""The one-statement user writes of PostgreSQL (identity_store.user_changes:
+``create_at_once``, ``replace_at_once``, ``delete_at_once``): one statement
+per write on the write pool, and nothing written at all when the user is no
+longer at the version it was read at."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+from identity_store import groups, user_changes, users
+from identity_store.actor import Actor
+from identity_store.models import AuditEntry, GroupMember, OutboxEntry
+from identity_store.store import Store
+from identity_store.users import UserInput, UserRecord
+
+pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+
+ACTOR = Actor(name="test", request_id="req-1")
+
+
+def _input(user_name: str, **columns: Any) -> UserInput:
+    return UserInput(
+        user_name=user_name,
+        columns=columns,
+        multi_values=[{"attribute": "emails", "value": user_name, "type": "work"}],
+    )
+
+
+def _renamed(display_name: str) -> Any:
+    def change(current: UserRecord) -> UserInput:
+        data = users.current_input(current.user)
+        data.columns["display_name"] = display_name
+        return data
+
+    return change
+
+
+@asynccontextmanager
+async def _statements(store: Store) -> AsyncIterator[list[str]]:
+    """The statements the write pool's connections run meanwhile (asyncpg
+    calls its query loggers soon after each statement, not during it)."""
+    sent: list[str] = []
+
+    def log(query: Any) -> None:
+        sent.append(query.query)
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        driver.remove_query_logger(log)
+        driver.add_query_logger(log)
+
+    event.listen(store.engine.sync_engine, "checkout", checkout)
+    try:
+        yield sent
+        await asyncio.sleep(0)
+    finally:
+        event.remove(store.engine.sync_engine, "checkout", checkout)
+
+
+async def _rows(store: Store, model: Any, **where: Any) -> int:
+    async with store.reading() as session:
+        query = select(func.count()).select_from(model)
+        for column, value in where.items():
+            query = query.where(getattr(model, column) == value)
+        return int(await session.scalar(query) or 0)
+
+
+async def test_a_create_an_update_and_a_delete_are_one_statement_each(store: Store) -> None:
+    """No BEGIN, no COMMIT, no read on the write pool: each write is one
+    statement that commits by itself (the update's and the delete's read
+    go through the prepared reads)."""
+    warm = await users.create_user(store, _input("warm@example.com"), ACTOR)
+    await users.update_user(store, warm.user.id, _renamed("Warm"), ACTOR)
+    await users.delete_user(store, warm.user.id, ACTOR)  # asyncpg has read the types
+    async with _statements(store) as sent:
+        created = await users.create_user(store, _input("one@example.com"), ACTOR)
+    assert [q[:5] for q in sent] == ["WITH "], sent
+    async with _statements(store) as sent:
+        updated = await users.update_user(store, created.user.id, _renamed("One"), ACTOR)
+    assert [q[:5] for q in sent] == ["WITH "], sent
+    assert (updated.user.display_name, updated.user.version) == ("One", 2)
+    async with _statements(store) as sent:
+        await users.delete_user(store, created.user.id, ACTOR, expected_version=2)
+    assert [q[:5] for q in sent] == ["WITH "], sent
+    actions = await _rows(store, AuditEntry, resource_id=created.user.id)
+    assert actions == 3
+    assert await _rows(store, OutboxEntry, aggregate_id=created.user.id) == 3
+
+
+async def test_an_update_of_a_version_no_longer_stored_writes_nothing(store: Store) -> None:
+    created = await users.create_user(store, _input("two@example.com"), ACTOR)
+    assert store.prepared is not None
+    stale = (await store.prepared.users([created.user.id]))[0]
+    await users.update_user(store, created.user.id, _renamed("Meanwhile"), ACTOR)
+    audited = await _rows(store, AuditEntry, resource_id=created.user.id)
+    data = users.current_input(stale.user)
+    data.columns["display_name"] = "Late"
+    data.multi_values = []  # the entries too would be replaced
+    written = await user_changes.replace_at_once(
+        store.engine,
+        stale,
+        data,
+        ACTOR,
+        required_attributes=store.settings.required_idp_attributes,
+        max_values=store.settings.max_multi_values,
+        action="user.patch",
+    )
+    assert written is None
+    now = await users.get_user(store, created.user.id)
+    assert (now.user.display_name, now.user.version) == ("Meanwhile", 2)
+    assert [e.value for e in now.user.multi_values] == ["two@example.com"]
+    assert await _rows(store, AuditEntry, resource_id=created.user.id) == audited
+
+
+async def test_a_delete_of_a_version_no_longer_stored_writes_nothing(store: Store) -> None:
+    created = await users.create_user(store, _input("three@example.com"), ACTOR)
+    group = await groups.create_group(store, "g3", ACTOR, member_ids=[created.user.id])
+    assert store.prepared is not None
+    stale = (await store.prepared.users([created.user.id]))[0]
+    await users.update_user(store, created.user.id, _renamed("Meanwhile"), ACTOR)
+    assert not await user_changes.delete_at_once(store.engine, stale.user, ACTOR)
+    now = await users.get_user(store, created.user.id)  # still there, still a member
+    assert [g.id for g in now.groups] == [group.group.id]
+    assert await _rows(store, GroupMember, member_id=created.user.id) == 1
+    assert await _rows(store, AuditEntry, action="user.delete") == 0
+    await users.delete_user(store, created.user.id, ACTOR)  # read again: deleted
+    assert await _rows(store, GroupMember, member_id=created.user.id) == 0
