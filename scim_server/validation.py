@@ -1,47 +1,63 @@
 """Caches around scim2-models' validation of request bodies: same results,
 less repeated work.
 
-Every request body is validated by scim2-models (``ScimUser.model_validate``,
-``PatchOp[...].model_validate``), as before. Profiling it on Microsoft Entra
-ID's bodies (``python -m bench.validation --profile``) showed that most of its
-CPU goes to recomputing, for every model instance and every field, facts that
-depend only on the model class or on a string seen before:
+Every request body is still validated by scim2-models
+(``ScimUser.model_validate``, ``PatchOp[...].model_validate``). Profiling it
+on Microsoft Entra ID's bodies (``python -m bench.validation --profile KIND``)
+showed most of its CPU going to work whose answer depends only on the model
+class, or on a string already seen:
 
-- ``BaseModel.get_field_annotation`` scans a field's metadata each time it is
-  asked (the ``Mutability``, ``Required``, ``Returned`` of every field of
-  every model of a body, in ``_enforce_scim_context``): about 60 calls per
-  Entra POST /Users. Its sibling accessors (``get_field_root_type``,
-  ``get_field_multiplicity``) are already cached per class by scim2-models'
-  own ``_cached_per_class``; here it is wrapped by that same decorator, so the
-  cache is the library's, emptied when pydantic completes the class again.
+- ``BaseModel._enforce_scim_context``, run after every model of a body (six
+  for an Entra POST /Users: the user, ``name``, an e-mail, two extensions,
+  ``manager``), walks every field of the model and calls four or five methods
+  on each: 65 fields and about 600 calls per POST, 60 % of its validation.
+  Which fields a check can act on follows from the class's annotations
+  (only a read-only or write-only field has a mutability to enforce, only a
+  ``Required.true`` field a presence, only a ``Returned.always``/``never``
+  field a returnability, only a multi-valued field a ``primary``). Here the
+  loop visits those fields only, in the same order, calling scim2-models' own
+  ``_check_*`` methods with the same arguments, so the first error raised is
+  the same. pydantic holds that validator function itself, not the class
+  attribute, so its code is swapped for a trampoline to
+  :func:`_enforce_scim_context` (and swapped back by :func:`uninstall`).
 - ``path.resolution._extension_models`` and ``_designated_model`` rebuild a
-  dict of the resource's extensions and import ``Resource``/``Extension``
-  inside the function each time a PATCH path is examined (a dozen times per
-  operation). Here the schema-to-model table is built once per class, kept in
-  the same per-class cache, and checked against the class's ``__schema__``
-  and extension list on each use.
+  dict of the resource's extensions, and import ``Resource``/``Extension``
+  inside the function, each time a PATCH path is examined (a dozen times per
+  operation); ``Path._designated_attr_path``, ``_as_value_path`` and
+  ``Path.model`` re-derive the same answer for the same path as often. The
+  schema table is built once per class; the ``Path`` answers once per ``Path``
+  (an immutable string bound to fixed models; the answers are frozen
+  dataclasses or classes).
 - ``messages.message._check_type_parameter`` re-walks the type parameter of
   ``PatchOp[User[...]]`` at every validation; a class it accepted is
-  remembered (per class, same cache). What it refuses still raises each time.
-- pydantic's ``EmailStr`` runs ``email_validator`` on every address (about
-  0.1 ms). With ``check_deliverability=False``, as pydantic calls it, the
-  result depends on the string alone: the ``(name, normalized)`` pair of
-  every accepted address is kept in a bounded LRU cache keyed by the exact
-  string. A refused address is not cached: it is validated again and raises
-  the same error each time.
+  remembered. What it refuses still raises each time.
+- pydantic's ``EmailStr`` runs ``email_validator`` on every address. With
+  ``check_deliverability=False``, as pydantic calls it, the result depends on
+  the string alone: the ``(name, normalized)`` pair of every accepted address
+  is kept in a bounded LRU cache keyed by the exact string. A refused address
+  is not cached: it is validated again and refused the same way each time.
+  (A POST brings a new address; the cache pays off when the user is
+  validated again, e.g. by ``user_patch`` after each PATCH.)
 
-Nothing here decides whether a body is valid: each cached function returns
-what the original returned the first time, for inputs that cannot make it
-answer differently. ``tests/scim/test_validation_cache.py`` validates a table
-of good and bad bodies with these caches installed and uninstalled and
-requires identical models and identical errors.
+Per-class results live in scim2-models' own per-class cache
+(``__scim_field_cache__``, which ``BaseModel.__pydantic_on_complete__``
+empties when pydantic builds the class again), so they follow a
+``model_rebuild``; the schema table is also checked against the class's
+current ``__schema__`` and extension list (a model built from a ``Schema`` is
+given its ``__schema__`` after creation). A class overriding one of the
+``_check_*`` methods gets the original loop.
 
-These are monkeypatches of private functions, so they are tied to the
-versions they were read against (:data:`CHECKED_SCIM2_MODELS`); a test fails
-when the installed scim2-models differs, so that whoever upgrades it reads
-the new source again. The upstream report (python-scim/scim2-models) is in
+Nothing here decides whether a body is valid. ``tests/scim/
+test_validation_cache.py`` validates a table of good and bad bodies with
+these caches installed and uninstalled and requires identical models and
+identical errors.
+
+These patches replace private functions, so they are tied to the release
+they were read against (:data:`CHECKED_SCIM2_MODELS`): a test fails when the
+installed scim2-models differs, so that whoever upgrades it re-reads the
+source. The report for upstream (python-scim/scim2-models) is in
 docs/benchmarks.md, "scim2-models validation (issue 15)"; once a release
-caches these itself, this module goes.
+does this itself, this module goes.
 
 :func:`install` runs when :mod:`scim_server.schemas` is imported; the
 benchmark (``bench/validation.py``) calls :func:`uninstall` and
