@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pydantic
+import pydantic.networks
+import pydantic_core
 import pytest
 from scim2_models import Context, PatchOp, SCIMException
 
@@ -297,6 +299,37 @@ def test_scim2_models_is_the_version_the_patches_were_read_against() -> None:
     """The caches replace private functions of scim2-models: an upgrade must
     re-read its source (``scim_server/validation.py``) and move this pin."""
     assert validation.scim2_models_version() == validation.CHECKED_SCIM2_MODELS
+
+
+def test_email_validator_is_the_version_the_domain_cache_was_read_against() -> None:
+    """The domain cache replaces a function of email-validator: an upgrade
+    must re-read it and move this pin."""
+    assert validation.email_validator_version() == validation.CHECKED_EMAIL_VALIDATOR
+
+
+def test_a_domain_is_checked_once_and_refusals_every_time(caches: None) -> None:
+    """Two addresses at one domain check the domain once; a bad domain is
+    refused with the same message each time."""
+    validation.uninstall()
+    validation.install()
+    first = validation._validate_email("a@fabrikam.example.org")
+    second = validation._validate_email("b@fabrikam.example.org")
+    assert (first, second) == (
+        ("a", "a@fabrikam.example.org"),
+        ("b", "b@fabrikam.example.org"),
+    )
+    info = validation._cached_validate_domain.cache_info()  # type: ignore[attr-defined]
+    assert (info.hits, info.misses) == (1, 1)
+    messages = set()
+    for check in (pydantic.networks.validate_email, validation._original_validate_email):
+        for _ in range(2):
+            with pytest.raises(pydantic_core.PydanticCustomError) as refused:
+                check("c@bad_domain.org")
+            messages.add(str(refused.value))
+    assert messages == {
+        "value is not a valid email address: The part after the @-sign contains invalid "
+        "characters: '_'."
+    }
 
 
 def test_an_accepted_address_is_validated_once(caches: None) -> None:
