@@ -77,6 +77,7 @@ from collections.abc import Callable
 from inspect import isclass
 from typing import Any
 
+import pydantic
 import pydantic.networks
 from scim2_models import Context, Mutability, Required, Returned
 from scim2_models import base as scim2_base
@@ -270,7 +271,8 @@ def _plan(
     ``_check_mutability`` acts on read-only and write-only fields only,
     ``_check_necessity`` on ``Required.true`` fields only,
     ``_check_returnability`` on ``Returned.always``/``never`` fields only,
-    ``_check_primary_uniqueness`` on multi-valued fields only. ``None`` (use
+    ``_check_primary_uniqueness`` on multi-valued fields of models that
+    have a ``primary`` sub-attribute only. ``None`` (use
     the original loop) for a class overriding one of those methods."""
     key = ("idstore:enforce_plan", request, create_or_replace)
     try:
@@ -285,7 +287,13 @@ def _plan(
     else:
         steps = []
         for name in cls.model_fields:
-            primary = bool(cls.get_field_multiplicity(name))
+            element = cls.get_field_root_type(name)
+            primary = (
+                bool(cls.get_field_multiplicity(name))
+                and isclass(element)
+                and issubclass(element, pydantic.BaseModel)
+                and "primary" in element.model_fields
+            )
             if request:
                 mutability = cls.get_field_annotation(name, Mutability)
                 first = mutability in (Mutability.read_only, Mutability.write_only)
