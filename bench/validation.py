@@ -19,13 +19,17 @@ prints the median µs of CPU (``time.process_time``) per validation of each:
   user again, e-mail included).
 
 ``--profile KIND`` prints a cProfile of one kind instead (``--before`` for
-scim2-models alone). The machine is shared: compare the two columns of one
-run, not figures of different runs.
+scim2-models alone). ``--inprocess post|patch|members --url URL`` runs
+``bench.inprocess`` (the whole application, CPU per request) against a store
+``bench.run`` seeded, alternating rounds without and with the caches. The
+machine is shared: compare the two columns of one run, not figures of
+different runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import itertools
 import pstats
@@ -151,6 +155,26 @@ def profile(call: Callable[[], object], count: int, cached: bool, lines: int) ->
     stats.sort_stats("tottime").print_stats(lines)
 
 
+def inprocess(kind: str, url: str, requests: int, rounds: int) -> None:
+    """``bench.inprocess`` of one kind, alternating without and with the caches."""
+    from . import inprocess as whole_app
+
+    lines: dict[bool, list[str]] = {False: [], True: []}
+    try:
+        for _ in range(rounds):
+            for cached in (False, True):
+                (validation.install if cached else validation.uninstall)()
+                args = argparse.Namespace(
+                    url=url, kind=kind, requests=requests, warmup=50, breakdown=False
+                )
+                asyncio.run(whole_app.run(args, say=lines[cached].append))
+    finally:
+        validation.install()
+    for cached in (False, True):
+        for line in lines[cached]:
+            print(f"{'after ' if cached else 'before'} {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000, help="validations per sample")
@@ -159,7 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=KINDS, help="cProfile one kind instead")
     parser.add_argument("--before", action="store_true", help="profile without the caches")
     parser.add_argument("--lines", type=int, default=30, help="profile lines shown")
+    parser.add_argument("--inprocess", choices=("post", "patch", "members"))
+    parser.add_argument("--url", help="for --inprocess: a store seeded by bench.run")
+    parser.add_argument("--requests", type=int, default=1000, help="for --inprocess")
     args = parser.parse_args(argv)
+    if args.inprocess:
+        if not args.url:
+            parser.error("--inprocess needs --url")
+        inprocess(args.inprocess, args.url, args.requests, args.rounds)
+        return 0
     kinds = workloads()
     if args.profile:
         profile(kinds[args.profile], args.count, not args.before, args.lines)
