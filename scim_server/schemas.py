@@ -2,7 +2,8 @@
 
 The same models validate requests, serialize responses and generate the
 discovery documents (``/Schemas``, ``/ResourceTypes``), so what the server
-announces is what it accepts.
+announces is what it accepts. Importing this module puts
+:mod:`scim_server.validation`'s caches around scim2-models' validation.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scim2_models import (
     Extension,
     Group,
     Mutability,
+    PatchOp,
     ResourceType,
     ScimPolicy,
     ScimProvider,
@@ -29,6 +31,10 @@ from identity_store.attributes import CORE_GROUP_SCHEMA as CORE_GROUP_SCHEMA
 from identity_store.attributes import CORE_USER_SCHEMA as CORE_USER_SCHEMA
 from identity_store.attributes import ENTERPRISE_USER_SCHEMA as ENTERPRISE_USER_SCHEMA
 from identity_store.attributes import PRODUCT_USER_SCHEMA as PRODUCT_USER_SCHEMA
+
+from . import validation
+
+validation.install()
 
 
 class ProductUserType(StrEnum):
@@ -111,6 +117,13 @@ ScimUser = User[EnterpriseUser | IdentityStoreUser]
 
 ScimGroup = Group
 """The Group resource as this server serves it."""
+
+UserPatchOp = PatchOp[ScimUser]
+"""A user PATCH body. Subscripting ``PatchOp`` costs about 12 µs (scim2-models
+checks the parameter each time): validate with this class, built once."""
+
+GroupPatchOp = PatchOp[ScimGroup]
+"""A group PATCH body, built once like :data:`UserPatchOp`."""
 
 USER_RESOURCE_TYPE = ResourceType.from_resource(ScimUser)
 GROUP_RESOURCE_TYPE = ResourceType.from_resource(ScimGroup)
