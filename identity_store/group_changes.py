@@ -55,8 +55,14 @@ class Member:
     display: str | None
 
 
-async def load_group(session: AsyncSession, group_id: str) -> Group:
-    group = await session.get(Group, group_id, populate_existing=True)
+async def load_group(session: AsyncSession, group_id: str, *, lock: bool = False) -> Group:
+    """The group, or :class:`NotFoundError`; ``lock``: its row locked until
+    the end of the transaction (``FOR UPDATE``: a change checked against an
+    ``If-Match`` version, a delete), so that the version checked is the
+    version changed."""
+    group = await session.get(
+        Group, group_id, populate_existing=True, with_for_update=True if lock else None
+    )
     if group is None:
         raise NotFoundError("Group", group_id)
     return group
@@ -104,10 +110,26 @@ _REMOVE_MEMBERS = (
 _BUMP = (
     update(Group)
     .where(Group.id == bindparam("group_id"))
-    .values(version=Group.version + 1, updated_at=bindparam("now"))
+    .values(version=Group.version + bindparam("by"), updated_at=bindparam("now"))
     .returning(Group.version)
     .execution_options(synchronize_session=False)
 )
+
+
+async def _member_types(session: AsyncSession, ids: Sequence[str]) -> dict[str, str]:
+    """The type (``User`` or ``Group``) of each id that names one (the others
+    are left out)."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        rows = await session.execute(_MEMBER_TYPES, {"ids": list(ids[start : start + 500])})
+        found.update({row[0]: row[1] for row in rows.all()})
+    return found
+
+
+def _unknown_members(missing: Sequence[str]) -> ValidationError:
+    shown = ", ".join(repr(m) for m in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return ValidationError(f"no such member: {shown}{more}")
 
 
 async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> dict[str, str]:
@@ -116,15 +138,10 @@ async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> d
     ids = sorted(set(member_ids))
     if not ids:
         return {}
-    found: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
-        rows = await session.execute(_MEMBER_TYPES, {"ids": ids[start : start + 500]})
-        found.update({row[0]: row[1] for row in rows.all()})
+    found = await _member_types(session, ids)
     missing = [i for i in ids if i not in found]
     if missing:
-        shown = ", ".join(repr(m) for m in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ValidationError(f"no such member: {shown}{more}")
+        raise _unknown_members(missing)
     return found
 
 
@@ -142,16 +159,22 @@ async def _insert_members(session: AsyncSession, group_id: str, types: dict[str,
     ]
     statement = _ADD_MEMBERS[session.get_bind().dialect.name]
     added: list[str] = []
-    for start in range(0, len(rows), 1000):
-        added.extend(await session.scalars(statement, rows[start : start + 1000]))
+    try:
+        for start in range(0, len(rows), 1000):
+            added.extend(await session.scalars(statement, rows[start : start + 1000]))
+    except IntegrityError as exc:
+        # The one constraint ON CONFLICT leaves: the group's foreign key. The
+        # group was deleted since it was read: the change applies to nothing.
+        raise NotFoundError("Group", group_id) from exc
     return sorted(added)
 
 
-async def _bump(session: AsyncSession, group: Group) -> None:
-    """New version and ``lastModified`` with one atomic UPDATE, so concurrent
-    membership changes never overwrite each other's version bump."""
+async def _bump(session: AsyncSession, group: Group, by: int = 1) -> None:
+    """New version (``by`` changes on) and ``lastModified`` with one atomic
+    UPDATE, so concurrent membership changes never overwrite each other's
+    version bump."""
     now = utcnow()
-    result = await session.execute(_BUMP, {"group_id": group.id, "now": now})
+    result = await session.execute(_BUMP, {"group_id": group.id, "now": now, "by": by})
     # Written by the database: record them as loaded, not as changes to flush.
     set_committed_value(group, "version", result.scalar_one())
     set_committed_value(group, "updated_at", now)
@@ -317,6 +340,97 @@ async def write_changes(
         },
     )
     return group
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """One request's membership change in a batch: members to add and to
+    remove (disjoint, as :class:`GroupChanges` folds them), and who asks."""
+
+    add: Sequence[str]
+    remove: Sequence[str]
+    actor: Actor
+
+
+async def write_member_batch(
+    session: AsyncSession, group: Group, batch: Sequence[MemberChange]
+) -> list[int | ValidationError]:
+    """Apply membership changes of several requests to one group in one
+    transaction, with the outcome of applying them one after another in
+    their order; for each, the group's version right after it, or the
+    :class:`ValidationError` that refuses it (an unknown member, the group
+    itself), which changes nothing and leaves the others be.
+
+    Each change that changes something moves the version on by one (one
+    ``UPDATE`` by the number of them) and writes its own audit row, with its
+    own actor and request id, as :func:`write_changes` does; one that changes
+    nothing writes nothing. When no member is named by two changes (the
+    usual case: each request adds and removes its own members), one
+    ``DELETE`` and one ``INSERT`` serve them all and what each returns is
+    whose it is; otherwise each change runs its own statements, in order.
+    """
+    outcomes: list[int | ValidationError] = [0] * len(batch)
+    wanted = sorted({i for change in batch for i in change.add})
+    types = await _member_types(session, wanted) if wanted else {}
+    valid: list[int] = []
+    for k, change in enumerate(batch):
+        missing = sorted({i for i in change.add if i not in types})
+        if missing:
+            outcomes[k] = _unknown_members(missing)
+        elif group.id in change.add:
+            outcomes[k] = ValidationError("a group cannot be a member of itself")
+        else:
+            valid.append(k)
+    named = [set(batch[k].add) | set(batch[k].remove) for k in valid]
+    done: dict[int, tuple[list[str], list[str]]] = {}
+    if len(set().union(*named)) == sum(len(ids) for ids in named):
+        removed = set(
+            await _delete_members(
+                session, group.id, sorted({i for k in valid for i in batch[k].remove})
+            )
+        )
+        added = set(
+            await _insert_members(
+                session, group.id, {i: types[i] for k in valid for i in batch[k].add}
+            )
+        )
+        for k in valid:
+            mine_added = sorted(i for i in set(batch[k].add) if i in added)
+            mine_removed = sorted(i for i in set(batch[k].remove) if i in removed)
+            done[k] = (mine_added, mine_removed)
+    else:
+        for k in valid:
+            mine_removed = await _delete_members(session, group.id, sorted(set(batch[k].remove)))
+            mine_added = await _insert_members(
+                session, group.id, {i: types[i] for i in batch[k].add}
+            )
+            done[k] = (mine_added, mine_removed)
+    changed = [k for k in valid if done[k][0] or done[k][1]]
+    if changed:
+        await _bump(session, group, by=len(changed))
+    version = group.version - len(changed)
+    for k in range(len(batch)):
+        if k not in done:
+            continue
+        added_ids, removed_ids = done[k]
+        if added_ids or removed_ids:
+            version += 1
+            audit.record(
+                session,
+                batch[k].actor,
+                "group.patch",
+                "Group",
+                group.id,
+                {
+                    "added": len(added_ids),
+                    "removed": len(removed_ids),
+                    "renamed": False,
+                    "addedIds": added_ids,
+                    "removedIds": removed_ids,
+                },
+            )
+        outcomes[k] = version
+    return outcomes
 
 
 async def _delete_members(
