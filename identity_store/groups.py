@@ -96,6 +96,8 @@ async def create_group(
         group = await group_changes.insert_group(
             session, display_name, actor, external_id=external_id, member_ids=member_ids
         )
+        if not member_ids:  # Microsoft Entra ID creates its groups empty
+            return GroupRecord(group, [])
         return (await _records(session, [group], members=True))[0]
 
     return await store.transaction(work)
@@ -192,7 +194,7 @@ async def _apply_queue(store: Store, group_id: str, key: tuple[int, str]) -> Non
 
 async def _apply_batch(store: Store, group_id: str, batch: Sequence[_Queued]) -> None:
     async def work(session: AsyncSession) -> tuple[Group, list[int | ValidationError]]:
-        group = await group_changes.load_group(session, group_id)
+        group = await group_changes.read_group(session, group_id)
         outcomes = await group_changes.write_member_batch(session, group, [q.change for q in batch])
         return group, outcomes
 

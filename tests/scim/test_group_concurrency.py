@@ -263,17 +263,22 @@ async def test_if_match_mixed_with_unconditional_patches(
     assert again.status_code == 412
 
 
+@pytest.mark.parametrize("adds", [True, False], ids=["adding and removing", "removing only"])
 async def test_a_group_deleted_while_patched_is_never_half_written(
-    scim: httpx.AsyncClient, engine: AsyncEngine
+    scim: httpx.AsyncClient, engine: AsyncEngine, adds: bool
 ) -> None:
     """PATCHes racing the group's DELETE each either applied before it (204)
     or find no group (404): afterwards no membership row of the group is
-    left, and only the PATCHes that answered 204 wrote an audit row."""
+    left, and each PATCH that answered 204 wrote its audit row (each removes
+    a member there was, so a 204 that did nothing would be a lie)."""
     users = [(await create_user(scim, f"d{i}"))["id"] for i in range(2 * CONCURRENT)]
     group = await create_group(scim, "Doomed", users[CONCURRENT:])
     gid = group["id"]
     patches = [
-        scim.patch(f"/Groups/{gid}", json=_add_remove([users[i]], [users[CONCURRENT + i]]))
+        scim.patch(
+            f"/Groups/{gid}",
+            json=_add_remove([users[i]] if adds else [], [users[CONCURRENT + i]]),
+        )
         for i in range(CONCURRENT)
     ]
     halfway = CONCURRENT // 2
