@@ -200,9 +200,9 @@ async def _apply_batch(store: Store, group_id: str, batch: Sequence[_Queued]) ->
 
     try:
         group, outcomes = await store.transaction(work)
-    except NotFoundError as exc:
-        for queued in batch:
-            _answer(queued, exc)
+    except NotFoundError:
+        for queued in batch:  # one exception each: each request raises its own
+            _answer(queued, NotFoundError("Group", group_id))
         return
     except Exception as exc:
         if len(batch) == 1:
