@@ -16,15 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Table,
     bindparam,
     delete,
     func,
+    insert,
     literal,
     select,
+    text,
     union_all,
     update,
 )
@@ -55,11 +58,36 @@ class Member:
     display: str | None
 
 
-async def load_group(session: AsyncSession, group_id: str) -> Group:
-    group = await session.get(Group, group_id, populate_existing=True)
+async def load_group(session: AsyncSession, group_id: str, *, lock: bool = False) -> Group:
+    """The group, or :class:`NotFoundError`; ``lock``: its row locked until
+    the end of the transaction (``FOR UPDATE``: a change checked against an
+    ``If-Match`` version, a delete), so that the version checked is the
+    version changed."""
+    group = await session.get(
+        Group, group_id, populate_existing=True, with_for_update=True if lock else None
+    )
     if group is None:
         raise NotFoundError("Group", group_id)
     return group
+
+
+_GROUPS = cast(Table, Group.__table__)
+_GROUP_ROW = select(_GROUPS).where(_GROUPS.c.id == bindparam("group_id"))
+
+
+_STILL_THERE = _GROUP_ROW.with_only_columns(_GROUPS.c.id).with_for_update(read=True, key_share=True)
+"""The group's row if it is still there (``FOR KEY SHARE``: waits for a
+DELETE in progress, blocks none of the other changes)."""
+
+
+async def read_group(session: AsyncSession, group_id: str) -> Group:
+    """The group as a plain object outside the session (one Core ``SELECT``,
+    no identity map), or :class:`NotFoundError`: what a membership change
+    needs of it (:func:`write_member_batch`)."""
+    row = (await session.execute(_GROUP_ROW, {"group_id": group_id})).mappings().one_or_none()
+    if row is None:
+        raise NotFoundError("Group", group_id)
+    return Group(**row)
 
 
 async def _ensure_name_free(
@@ -101,13 +129,30 @@ _REMOVE_MEMBERS = (
     .returning(GroupMember.member_id)
     .execution_options(synchronize_session=False)
 )
+_INSERT_GROUP = insert(_GROUPS)
 _BUMP = (
     update(Group)
     .where(Group.id == bindparam("group_id"))
-    .values(version=Group.version + 1, updated_at=bindparam("now"))
+    .values(version=Group.version + bindparam("by"), updated_at=bindparam("now"))
     .returning(Group.version)
     .execution_options(synchronize_session=False)
 )
+
+
+async def _member_types(session: AsyncSession, ids: Sequence[str]) -> dict[str, str]:
+    """The type (``User`` or ``Group``) of each id that names one (the others
+    are left out)."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        rows = await session.execute(_MEMBER_TYPES, {"ids": list(ids[start : start + 500])})
+        found.update({row[0]: row[1] for row in rows.all()})
+    return found
+
+
+def _unknown_members(missing: Sequence[str]) -> ValidationError:
+    shown = ", ".join(repr(m) for m in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return ValidationError(f"no such member: {shown}{more}")
 
 
 async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> dict[str, str]:
@@ -116,15 +161,10 @@ async def resolve_members(session: AsyncSession, member_ids: Iterable[str]) -> d
     ids = sorted(set(member_ids))
     if not ids:
         return {}
-    found: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
-        rows = await session.execute(_MEMBER_TYPES, {"ids": ids[start : start + 500]})
-        found.update({row[0]: row[1] for row in rows.all()})
+    found = await _member_types(session, ids)
     missing = [i for i in ids if i not in found]
     if missing:
-        shown = ", ".join(repr(m) for m in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ValidationError(f"no such member: {shown}{more}")
+        raise _unknown_members(missing)
     return found
 
 
@@ -142,16 +182,22 @@ async def _insert_members(session: AsyncSession, group_id: str, types: dict[str,
     ]
     statement = _ADD_MEMBERS[session.get_bind().dialect.name]
     added: list[str] = []
-    for start in range(0, len(rows), 1000):
-        added.extend(await session.scalars(statement, rows[start : start + 1000]))
+    try:
+        for start in range(0, len(rows), 1000):
+            added.extend(await session.scalars(statement, rows[start : start + 1000]))
+    except IntegrityError as exc:
+        # The one constraint ON CONFLICT leaves: the group's foreign key. The
+        # group was deleted since it was read: the change applies to nothing.
+        raise NotFoundError("Group", group_id) from exc
     return sorted(added)
 
 
-async def _bump(session: AsyncSession, group: Group) -> None:
-    """New version and ``lastModified`` with one atomic UPDATE, so concurrent
-    membership changes never overwrite each other's version bump."""
+async def _bump(session: AsyncSession, group: Group, by: int = 1) -> None:
+    """New version (``by`` changes on) and ``lastModified`` with one atomic
+    UPDATE, so concurrent membership changes never overwrite each other's
+    version bump."""
     now = utcnow()
-    result = await session.execute(_BUMP, {"group_id": group.id, "now": now})
+    result = await session.execute(_BUMP, {"group_id": group.id, "now": now, "by": by})
     # Written by the database: record them as loaded, not as changes to flush.
     set_committed_value(group, "version", result.scalar_one())
     set_committed_value(group, "updated_at", now)
@@ -168,20 +214,21 @@ async def insert_group(
     if not display_name or not display_name.strip():
         raise ValidationError("displayName is required and may not be empty")
     check_lengths(Group, {"display_name": display_name, "external_id": external_id})
-    await _ensure_name_free(session, display_name)
     now = utcnow()
-    group = Group(
-        id=new_id(),
-        display_name=display_name,
-        display_name_normalized=normalize(display_name),
-        external_id=external_id,
-        created_at=now,
-        updated_at=now,
-        version=1,
-    )
-    session.add(group)
+    values = {
+        "id": new_id(),
+        "display_name": display_name,
+        "display_name_normalized": normalize(display_name),
+        "external_id": external_id,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
+    # A Core INSERT (no unit of work to flush), and no look-up of the name
+    # first: the unique index on the normalized name refuses a taken one.
+    group = Group(**values)
     try:
-        await session.flush()
+        await session.execute(_INSERT_GROUP, values)
     except IntegrityError as exc:
         raise ConflictError(
             "displayName", f"displayName {display_name!r} is already taken"
@@ -317,6 +364,173 @@ async def write_changes(
         },
     )
     return group
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """One request's membership change in a batch: members to add and to
+    remove (disjoint, as :class:`GroupChanges` folds them), and who asks."""
+
+    add: Sequence[str]
+    remove: Sequence[str]
+    actor: Actor
+
+
+async def write_member_batch(
+    session: AsyncSession, group: Group, batch: Sequence[MemberChange]
+) -> list[int | ValidationError]:
+    """Apply membership changes of several requests to one group in one
+    transaction, with the outcome of applying them one after another in
+    their order; for each, the group's version right after it, or the
+    :class:`ValidationError` that refuses it (an unknown member, the group
+    itself), which changes nothing and leaves the others be.
+
+    Each change that changes something moves the version on by one (one
+    ``UPDATE`` by the number of them) and writes its own audit row, with its
+    own actor and request id, as :func:`write_changes` does; one that changes
+    nothing writes nothing. When no member is named by two changes (the
+    usual case: each request adds and removes its own members), one
+    ``DELETE`` and one ``INSERT`` serve them all and what each returns is
+    whose it is (on PostgreSQL, one statement also resolving the members
+    added: :data:`_PG_MEMBER_CHANGES`); otherwise each change runs its own
+    statements, in order.
+    """
+    outcomes: list[int | ValidationError] = [0] * len(batch)
+    candidates: list[int] = []
+    for k, change in enumerate(batch):
+        if group.id in change.add:
+            outcomes[k] = ValidationError("a group cannot be a member of itself")
+        else:
+            candidates.append(k)
+    named = [set(batch[k].add) | set(batch[k].remove) for k in candidates]
+    disjoint = len(set().union(*named)) == sum(len(ids) for ids in named)
+    wanted = sorted({i for k in candidates for i in batch[k].add})
+    done: dict[int, tuple[list[str], list[str]]] = {}
+    applied = False
+    if disjoint and session.get_bind().dialect.name == "postgresql":
+        removing = sorted({i for k in candidates for i in batch[k].remove})
+        types, added, removed = await _pg_member_changes(session, group.id, wanted, removing)
+        applied = len(types) == len(wanted)  # every member known: all applied
+        if applied:
+            for k in candidates:
+                mine_added = sorted(i for i in set(batch[k].add) if i in added)
+                mine_removed = sorted(i for i in set(batch[k].remove) if i in removed)
+                done[k] = (mine_added, mine_removed)
+    else:
+        types = await _member_types(session, wanted) if wanted else {}
+    valid: list[int] = []
+    for k in candidates:
+        missing = sorted({i for i in batch[k].add if i not in types})
+        if missing:
+            outcomes[k] = _unknown_members(missing)
+        else:
+            valid.append(k)
+    if not applied and disjoint:
+        removed = set(
+            await _delete_members(
+                session, group.id, sorted({i for k in valid for i in batch[k].remove})
+            )
+        )
+        added = set(
+            await _insert_members(
+                session, group.id, {i: types[i] for k in valid for i in batch[k].add}
+            )
+        )
+        for k in valid:
+            mine_added = sorted(i for i in set(batch[k].add) if i in added)
+            mine_removed = sorted(i for i in set(batch[k].remove) if i in removed)
+            done[k] = (mine_added, mine_removed)
+    elif not applied:
+        for k in valid:
+            mine_removed = await _delete_members(session, group.id, sorted(set(batch[k].remove)))
+            mine_added = await _insert_members(
+                session, group.id, {i: types[i] for i in batch[k].add}
+            )
+            done[k] = (mine_added, mine_removed)
+    changed = [k for k in valid if done[k][0] or done[k][1]]
+    if changed:
+        await _bump(session, group, by=len(changed))
+    elif await session.scalar(_STILL_THERE, {"group_id": group.id}) is None:
+        # Nothing changed because the group went away since it was read (a
+        # DELETE's cascade took the members to remove): 404, as after it.
+        raise NotFoundError("Group", group.id)
+    version = group.version - len(changed)
+    for k in range(len(batch)):
+        if k not in done:
+            continue
+        added_ids, removed_ids = done[k]
+        if added_ids or removed_ids:
+            version += 1
+            audit.record(
+                session,
+                batch[k].actor,
+                "group.patch",
+                "Group",
+                group.id,
+                {
+                    "added": len(added_ids),
+                    "removed": len(removed_ids),
+                    "renamed": False,
+                    "addedIds": added_ids,
+                    "removedIds": removed_ids,
+                },
+            )
+        outcomes[k] = version
+    return outcomes
+
+
+_PG_MEMBER_CHANGES = text(
+    """
+WITH found AS (
+    SELECT u.id, 'User' AS member_type FROM users u
+     WHERE u.id = ANY(CAST(:add AS VARCHAR[])) AND u.deleted_at IS NULL
+    UNION ALL
+    SELECT g.id, 'Group' FROM groups g
+     WHERE g.id = ANY(CAST(:add AS VARCHAR[]))
+), complete AS (
+    SELECT count(*) = cardinality(CAST(:add AS VARCHAR[])) AS ok FROM found
+), removed AS (
+    DELETE FROM group_members m USING complete
+     WHERE complete.ok AND m.group_id = :group_id
+       AND m.member_id = ANY(CAST(:remove AS VARCHAR[]))
+    RETURNING m.member_id
+), added AS (
+    INSERT INTO group_members (group_id, member_id, member_type, created_at)
+    SELECT :group_id, found.id, found.member_type, :now FROM found, complete WHERE complete.ok
+    ON CONFLICT (group_id, member_id) DO NOTHING
+    RETURNING member_id
+)
+SELECT 'found', id, member_type FROM found
+UNION ALL SELECT 'removed', member_id, NULL FROM removed
+UNION ALL SELECT 'added', member_id, NULL FROM added
+"""
+).bindparams(bindparam("now", type_=_GROUPS.c.created_at.type))
+"""The members' types, the members removed and the members added, in one
+statement: it writes only when every member to add names a user or a group
+(else the caller refuses the changes that name unknown ones and applies
+the others with :func:`_delete_members` and :func:`_insert_members`)."""
+
+
+async def _pg_member_changes(
+    session: AsyncSession, group_id: str, add: list[str], remove: list[str]
+) -> tuple[dict[str, str], set[str], set[str]]:
+    """:data:`_PG_MEMBER_CHANGES`: the types found, the ids added, the ids removed."""
+    params = {"group_id": group_id, "add": add, "remove": remove, "now": utcnow()}
+    try:
+        rows = (await session.execute(_PG_MEMBER_CHANGES, params)).all()
+    except IntegrityError as exc:  # the group's foreign key: deleted since it was read
+        raise NotFoundError("Group", group_id) from exc
+    types: dict[str, str] = {}
+    added: set[str] = set()
+    removed: set[str] = set()
+    for kind, member_id, member_type in rows:
+        if kind == "found":
+            types[member_id] = member_type
+        elif kind == "added":
+            added.add(member_id)
+        else:
+            removed.add(member_id)
+    return types, added, removed
 
 
 async def _delete_members(

@@ -5,19 +5,37 @@ Membership changes touch only the members they name, whatever the size of
 the group (:mod:`identity_store.group_changes`); a group's members are read
 only when the caller wants them (``members=False`` for SCIM's
 ``excludedAttributes=members``).
+
+**Concurrent membership changes of one group** (issue 15: Microsoft Entra ID
+and the benchmark send many at once to the same group) are combined: a
+change that only adds and removes members, without an expected version,
+joins the queue of its group, and one task per group and process applies
+what has queued up in one transaction (:func:`group_changes.write_member_batch`),
+one batch after the other. Each request still gets the outcome of its own
+change applied alone in queue order: its own version (the group's version
+moves on by one per change that changes something, so every such change
+gets a new ETag), its own audit row, its own error (an unknown member
+refuses that request only); it is answered once the batch is committed.
+Without this, each change was one transaction that updated the group's row
+(its version) and held that row's lock through its commit, so the changes
+of one group ran one commit (one WAL flush) after the other. A change with
+``If-Match`` (``expected_version``) or that renames the group takes the row
+lock itself, checks the version under it, and runs alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import filtering, group_changes
 from .actor import Actor
-from .group_changes import KEEP, GroupChanges, Member
+from .errors import NotFoundError, ValidationError
+from .group_changes import KEEP, GroupChanges, Member, MemberChange
 from .models import Group
 from .paging import CursorSorts, Page, PageRequest, plan_page
 from .store import Store
@@ -78,6 +96,8 @@ async def create_group(
         group = await group_changes.insert_group(
             session, display_name, actor, external_id=external_id, member_ids=member_ids
         )
+        if not member_ids:  # Microsoft Entra ID creates its groups empty
+            return GroupRecord(group, [])
         return (await _records(session, [group], members=True))[0]
 
     return await store.transaction(work)
@@ -101,13 +121,125 @@ async def change_group(
     :raises ValidationError: A member id that names nothing, or the group itself.
     """
 
+    if (
+        expected_version is None
+        and not members
+        and action == "group.patch"
+        and changes.display_name is None
+        and changes.external_id is KEEP
+        and changes.replace_members is None
+    ):
+        return await _queued_change(store, group_id, changes, actor)
+
     async def work(session: AsyncSession) -> GroupRecord:
-        group = await group_changes.load_group(session, group_id)
+        locked = expected_version is not None
+        group = await group_changes.load_group(session, group_id, lock=locked)
         check_version(group.version, expected_version)
         group = await group_changes.write_changes(session, group, changes, actor, action=action)
         return (await _records(session, [group], members=members))[0]
 
     return await store.transaction(work)
+
+
+BATCH_LIMIT = 64
+"""Membership changes of one group applied in one transaction at most."""
+
+
+@dataclass(slots=True)
+class _Queued:
+    change: MemberChange
+    answer: asyncio.Future[GroupRecord] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+_queues: dict[tuple[int, str], list[_Queued]] = {}
+"""The changes waiting, per store and group; a key is here while its task runs."""
+_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _queued_change(
+    store: Store, group_id: str, changes: GroupChanges, actor: Actor
+) -> GroupRecord:
+    """Queue a membership change of ``group_id`` and wait for its outcome."""
+    queued = _Queued(MemberChange(changes.add, changes.remove, actor))
+    key = (id(store), group_id)
+    queue = _queues.get(key)
+    if queue is not None:
+        queue.append(queued)
+    else:
+        _queues[key] = [queued]
+        task = asyncio.get_running_loop().create_task(_apply_queue(store, group_id, key))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+    return await queued.answer
+
+
+async def _apply_queue(store: Store, group_id: str, key: tuple[int, str]) -> None:
+    """Apply the queue of one group, a batch at a time, until it is empty."""
+    queue = _queues[key]
+    batch: list[_Queued] = []
+    try:
+        while queue:
+            batch = [q for q in queue[:BATCH_LIMIT] if not q.answer.done()]
+            del queue[:BATCH_LIMIT]
+            if batch:
+                await _apply_batch(store, group_id, batch)
+    finally:
+        del _queues[key]
+        for queued in (*batch, *queue):  # only when this task itself failed
+            if not queued.answer.done():
+                queued.answer.cancel()
+
+
+async def _apply_batch(store: Store, group_id: str, batch: Sequence[_Queued]) -> None:
+    async def work(session: AsyncSession) -> tuple[Group, list[int | ValidationError]]:
+        group = await group_changes.read_group(session, group_id)
+        outcomes = await group_changes.write_member_batch(session, group, [q.change for q in batch])
+        return group, outcomes
+
+    try:
+        group, outcomes = await store.transaction(work)
+    except NotFoundError:
+        for queued in batch:  # one exception each: each request raises its own
+            _answer(queued, NotFoundError("Group", group_id))
+        return
+    except Exception as exc:
+        if len(batch) == 1:
+            _answer(batch[0], exc)
+            return
+        # Something no change was refused for: each alone, so that each
+        # request gets its own outcome.
+        for queued in batch:
+            await _apply_batch(store, group_id, [queued])
+        return
+    for queued, outcome in zip(batch, outcomes, strict=True):
+        if isinstance(outcome, ValidationError):
+            _answer(queued, outcome)
+        else:
+            _answer(queued, GroupRecord(_at_version(group, outcome), None))
+
+
+def _answer(queued: _Queued, outcome: GroupRecord | Exception) -> None:
+    if queued.answer.done():  # its request was cancelled (the client went away)
+        return
+    if isinstance(outcome, Exception):
+        queued.answer.set_exception(outcome)
+    else:
+        queued.answer.set_result(outcome)
+
+
+def _at_version(group: Group, version: int) -> Group:
+    """The group as one change of a batch left it (a copy, outside any session)."""
+    return Group(
+        id=group.id,
+        display_name=group.display_name,
+        display_name_normalized=group.display_name_normalized,
+        external_id=group.external_id,
+        created_at=group.created_at,
+        updated_at=group.updated_at,
+        version=version,
+    )
 
 
 async def delete_group(
@@ -120,7 +252,8 @@ async def delete_group(
     """
 
     async def work(session: AsyncSession) -> None:
-        group = await group_changes.load_group(session, group_id)
+        locked = expected_version is not None
+        group = await group_changes.load_group(session, group_id, lock=locked)
         check_version(group.version, expected_version)
         push = bool(store.settings.rond_base_url)
         await group_changes.remove_group(session, group, actor, push=push)

@@ -280,3 +280,98 @@ async def test_membership_changes_cost_the_same_whatever_the_group_size(store: S
     ]
     assert reads_members == []
     assert len(await _members(store, big.group.id)) == 1500
+
+
+BATCHES = [
+    # (name, members at the start, batch: (add, remove) per change, outcome per
+    #  change: version step from the start or "refused", members at the end)
+    ("disjoint changes share statements", [0, 1], [([2], [0]), ([3], [1])], [1, 2], [2, 3]),
+    (
+        "a no-op keeps the version of its place",
+        [0],
+        [([1], []), ([0], [4]), ([2], [])],
+        [1, 1, 2],
+        [0, 1, 2],
+    ),
+    ("the same member added twice is added once", [], [([1], []), ([1], [])], [1, 1], [1]),
+    ("add then remove of one member, in order", [], [([1], []), ([], [1])], [1, 2], []),
+    ("remove then add of one member, in order", [1], [([], [1]), ([1], [])], [1, 2], [1]),
+    (
+        "an unknown member refuses that change only",
+        [0],
+        [([1], []), (["nobody"], [0]), ([2], [])],
+        [1, "refused", 2],
+        [0, 1, 2],
+    ),
+    (
+        "the group itself refuses that change only",
+        [],
+        [(["self"], []), ([1], [])],
+        ["refused", 1],
+        [1],
+    ),
+    ("a nested group is a member", [], [(["inner"], []), ([1], ["inner"])], [1, 2], [1]),
+]
+
+
+@pytest.mark.parametrize(
+    ("members", "batch", "outcomes", "final"),
+    [row[1:] for row in BATCHES],
+    ids=[row[0] for row in BATCHES],
+)
+async def test_a_batch_of_membership_changes_is_applied_in_order(
+    store: Store,
+    members: list[Any],
+    batch: list[tuple[list[Any], list[Any]]],
+    outcomes: list[Any],
+    final: list[Any],
+) -> None:
+    """Changes of several requests applied in one transaction give each the
+    outcome it has applied alone in their order: its version, its refusal,
+    its own audit row with its actor; the members are those of that order."""
+    from identity_store.group_changes import MemberChange, load_group, write_member_batch
+
+    users = [await _user(store, f"b{i}") for i in range(5)]
+    inner = (await groups.create_group(store, "Inner", ACTOR)).group.id
+    start_members = [inner if m == "inner" else users[m] for m in members]
+    created = await groups.create_group(store, "Batched", ACTOR, member_ids=start_members)
+    gid = created.group.id
+
+    def ids(items: list[Any]) -> list[str]:
+        named = {"nobody": "01NOSUCHMEMBER000000000000", "self": gid, "inner": inner}
+        return [named[i] if isinstance(i, str) else users[i] for i in items]
+
+    actors = [Actor(name=f"a{k}", request_id=f"req-{k}") for k in range(len(batch))]
+    changes = [
+        MemberChange(ids(add), ids(remove), actor)
+        for (add, remove), actor in zip(batch, actors, strict=True)
+    ]
+
+    async def work(session: Any) -> list[Any]:
+        group = await load_group(session, gid)
+        return await write_member_batch(session, group, changes)
+
+    got = await store.transaction(work)
+    assert [
+        "refused" if isinstance(o, ValidationError) else o - created.group.version for o in got
+    ] == outcomes
+    assert await _members(store, gid) == sorted(ids(final))
+    steps = max((o for o in outcomes if o != "refused"), default=0)
+    assert (await groups.get_group(store, gid)).group.version == created.group.version + steps
+    details, outbox = await _events(store, gid)
+    assert len(details) == 1 + steps
+    assert outbox == []
+    changed, seen = [], 0
+    for k, outcome in enumerate(outcomes):
+        if outcome != "refused" and outcome > seen:
+            changed.append(f"req-{k}")
+            seen = outcome
+    async with store.reading() as session:
+        audited = (
+            await session.execute(
+                select(AuditEntry.request_id, AuditEntry.actor)
+                .where(AuditEntry.resource_id == gid, AuditEntry.action == "group.patch")
+                .order_by(AuditEntry.id)
+            )
+        ).all()
+    assert sorted(tuple(row) for row in audited) == [(r, f"a{r[4:]}") for r in changed]
