@@ -18,6 +18,18 @@ prepared statement (``json_agg`` sub-selects, as
 with its e-mails and phone numbers, its groups with their roles, the roles
 with their permissions). Both paths return the same :class:`UserProfile`;
 the tests run the same assertions on both databases.
+
+On PostgreSQL, :func:`cidaas_document_json` goes one step further for the
+management API's hottest read: one prepared statement builds the whole
+cidaas document (:mod:`scim_server.api.profile`) as JSON text, which the
+server sends as it is, never decoding it into Python nor encoding it again.
+The adaptations of that module are written a second time in SQL there:
+cidaas's limits (:data:`MAX_EMAIL_LENGTH`, :data:`E164_PATTERN`,
+:data:`PROVIDER_TYPES`) are defined here for both. Python's Unicode rules
+(``str.upper``, ``str.strip``, ``\\s``) and PostgreSQL's agree on ASCII
+only, so a user whose chosen phone number, or a provider type, holds
+another character is left to the Python path. tests/api/test_profile_paths.py
+compares the two documents for users exercising every adaptation.
 """
 
 from __future__ import annotations
@@ -37,9 +49,14 @@ from .read_models import Entry
 from .store import Store, database_errors
 
 __all__ = [
+    "E164_PATTERN",
+    "MAX_EMAIL_LENGTH",
+    "MAX_PHONE_INPUT",
+    "PROVIDER_TYPES",
     "ProfileGroup",
     "ProfileRole",
     "UserProfile",
+    "cidaas_document_json",
     "profile_of_auth_user",
     "user_profile",
 ]
@@ -226,6 +243,157 @@ def _from_pg(row: Any) -> UserProfile:
     )
 
 
+# -- PostgreSQL: the whole cidaas document, built by the database -------------
+
+MAX_EMAIL_LENGTH = 128
+"""cidaas's limit of ``email``: a longer address is answered as ``null``."""
+MAX_PHONE_INPUT = 64
+"""Longest stored phone number read as one (a longer value is no phone number)."""
+E164_PATTERN = r"\+[1-9][0-9]{1,14}"
+"""E.164: ``+`` and up to 15 digits, the first not 0."""
+PROVIDER_TYPES = ("CLASSICAL", "SOCIAL", "ENTERPRISE")
+"""cidaas's ``provider_type`` values."""
+
+_ASCII_SPACE = r"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+"""What Python's ``str.strip()`` and ``\\s`` take for white space among ASCII
+characters, as PostgreSQL escapes (a phone number with a character beyond
+ASCII is not built here)."""
+
+_PROVIDER_LIST = (
+    "jsonb_array_elements(CASE WHEN jsonb_typeof(t.providers) = 'array'"
+    " THEN t.providers ELSE '[]'::jsonb END) WITH ORDINALITY AS p(entry, n)"
+)
+
+
+def _text_or_null(expression: str) -> str:
+    """A JSON member that is a non-empty string, else SQL ``NULL``."""
+    return (
+        f"CASE WHEN jsonb_typeof({expression}) = 'string' AND ({expression} #>> '{{}}') <> ''"
+        f" THEN {expression} #>> '{{}}' END"
+    )
+
+
+def _first_value(attribute: str) -> str:
+    """The primary entry of ``attribute`` with a value, else the first with one."""
+    # ``attribute`` is one of the model's constants, never input.
+    return (
+        "SELECT v.value, coalesce(v.verified, FALSE) AS verified"  # noqa: S608
+        " FROM user_multi_values v"
+        f" WHERE v.user_id = t.id AND v.attribute = '{attribute}' AND v.value <> ''"
+        ' ORDER BY v."primary" IS TRUE DESC, v."position" LIMIT 1'
+    )
+
+
+_PROVIDER_TYPE = "upper((p.entry ->> 'type') COLLATE \"C\")"
+_KNOWN_TYPES = ", ".join(f"'{t}'" for t in PROVIDER_TYPES)
+
+_PG_DOCUMENT = f"""
+WITH RECURSIVE
+target AS (SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL),
+memberships(group_id, direct) AS (
+    SELECT gm.group_id, TRUE FROM target t JOIN group_members gm ON gm.member_id = t.id
+  UNION
+    SELECT x.group_id, FALSE
+      FROM memberships m
+     CROSS JOIN LATERAL (SELECT gm.group_id FROM group_members gm
+                          WHERE gm.member_id = m.group_id OFFSET 0) x
+)
+SELECT json_build_object(
+  'sub', t.id,
+  'username', t.user_name,
+  'given_name', t.given_name,
+  'family_name', t.family_name,
+  'middle_name', t.middle_name,
+  'name', coalesce(nullif(t.formatted_name, ''), nullif(t.display_name, ''),
+                   nullif(concat_ws(' ', nullif(t.given_name, ''), nullif(t.middle_name, ''),
+                                    nullif(t.family_name, '')), '')),
+  'email', CASE WHEN char_length(mail.address) <= {MAX_EMAIL_LENGTH} THEN mail.address END,
+  'email_verified', coalesce(mail.verified AND char_length(mail.address) <= {MAX_EMAIL_LENGTH},
+                             FALSE),
+  'phone_number', phone.number,
+  'phone_number_verified', phone.number IS NOT NULL AND phone.verified,
+  'created_at', trunc(extract(epoch FROM t.created_at)::float8)::bigint,
+  'updated_at', trunc(extract(epoch FROM t.updated_at)::float8)::bigint,
+  'last_logged_in_time', trunc(extract(epoch FROM t.last_logged_in_at)::float8)::bigint,
+  'providers', coalesce((
+      SELECT json_agg(json_build_object(
+                 'provider_type', {_PROVIDER_TYPE},
+                 'provider_name', p.entry ->> 'name',
+                 'social_identity_ref', {_text_or_null("(p.entry -> 'reference')")},
+                 'username', {_text_or_null("(p.entry -> 'username')")})
+             ORDER BY p.n)
+        FROM {_PROVIDER_LIST}
+       WHERE jsonb_typeof(p.entry -> 'type') = 'string' AND {_PROVIDER_TYPE} IN ({_KNOWN_TYPES})
+         AND jsonb_typeof(p.entry -> 'name') = 'string' AND p.entry ->> 'name' <> ''),
+      '[]'::json),
+  'customFields', CASE WHEN jsonb_typeof(t.custom_data) = 'object'
+                       THEN t.custom_data ELSE '{{}}'::jsonb END,
+  'groups', coalesce((
+      SELECT json_agg(json_build_object(
+                 'group_id', g.id,
+                 'group_name', g.display_name,
+                 'roles', coalesce((SELECT json_agg(gr.role_id ORDER BY gr.role_id)
+                                      FROM group_role_mappings gr WHERE gr.group_id = g.id),
+                                   '[]'::json),
+                 'roles_obj', coalesce((
+                     SELECT json_agg(json_build_object(
+                                'role_key', r.role_id,
+                                'permissions', coalesce((
+                                    SELECT json_agg(rp.permission ORDER BY rp.permission)
+                                      FROM role_permissions rp WHERE rp.role_id = r.role_id),
+                                    '[]'::json))
+                            ORDER BY r.role_id)
+                       FROM group_role_mappings gr JOIN roles r ON r.role_id = gr.role_id
+                      WHERE gr.group_id = g.id),
+                     '[]'::json))
+             ORDER BY g.display_name_normalized, g.id)
+        FROM (SELECT DISTINCT m.group_id FROM memberships m) x
+        JOIN groups g ON g.id = x.group_id),
+      '[]'::json),
+  'roles', coalesce((SELECT json_agg(ur.role_id ORDER BY ur.role_id)
+                       FROM user_roles ur WHERE ur.user_id = t.id), '[]'::json),
+  'lifecycle', t.lifecycle,
+  'blocked', coalesce(t.blocked, FALSE)
+)::text AS document,
+  -- Python's Unicode rules (str.upper, str.strip, \\s) and PostgreSQL's
+  -- agree on ASCII: a phone number or a provider type with any other
+  -- character is adapted by the Python path instead.
+  coalesce(octet_length(phone_entry.value) = char_length(phone_entry.value), TRUE)
+  AND NOT EXISTS (SELECT FROM {_PROVIDER_LIST}
+                   WHERE jsonb_typeof(p.entry -> 'type') = 'string'
+                     AND octet_length(p.entry ->> 'type') <> char_length(p.entry ->> 'type'))
+  AS built
+FROM target t
+LEFT JOIN LATERAL ({_first_value(_EMAILS)}) email_entry ON TRUE
+CROSS JOIN LATERAL (
+    SELECT coalesce(email_entry.value,
+                    CASE WHEN strpos(t.user_name, '@') > 0 THEN t.user_name END) AS address,
+           coalesce(email_entry.verified, FALSE) AS verified
+) mail
+LEFT JOIN LATERAL ({_first_value(_PHONES)}) phone_entry ON TRUE
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN char_length(phone_entry.value) <= {MAX_PHONE_INPUT}
+                THEN btrim(phone_entry.value, E'{_ASCII_SPACE}')
+           END AS stripped
+) phone_1
+CROSS JOIN LATERAL (
+    SELECT regexp_replace(
+               CASE WHEN lower(left(phone_1.stripped, 4)) = 'tel:'
+                    THEN split_part(substr(phone_1.stripped, 5), ';', 1)
+                    ELSE phone_1.stripped END,
+               '[{_ASCII_SPACE}()./-]', '', 'g') AS digits
+) phone_2
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN phone_2.digits LIKE '00%' THEN '+' || substr(phone_2.digits, 3)
+                ELSE phone_2.digits END AS international
+) phone_3
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN phone_3.international ~ '^{E164_PATTERN}$'
+                THEN phone_3.international END AS number,
+           coalesce(phone_entry.verified, FALSE) AS verified
+) phone
+"""  # noqa: S608 (built at import from constants; the id is a bound parameter)
+
 # -- Elsewhere (SQLite): three statements ---------------------------------------
 
 _GROUPS = text(
@@ -397,3 +565,23 @@ async def profile_of_auth_user(store: Store, auth_user_id: str) -> UserProfile |
     if len(found) > 1:
         raise ConflictError("authUserId", f"more than one user has the Auth0 id {auth_user_id!r}")
     return found[0] if found else None
+
+
+async def cidaas_document_json(store: Store, user_id: str) -> str | None:
+    """The live user ``user_id``'s profile as the management API answers it
+    (cidaas's user detail, :mod:`scim_server.api.profile`), as JSON text
+    PostgreSQL built in one prepared statement; ``None`` where the caller
+    builds it from :func:`user_profile` instead: on SQLite, and for a user
+    whose phone number or a provider type holds a character beyond ASCII
+    (Python's Unicode rules decide those).
+
+    :raises NotFoundError: No live user has this id.
+    """
+    if store.prepared is None:
+        return None
+    with database_errors():
+        rows = await store.prepared.rows(_PG_DOCUMENT, user_id)
+    if not rows:
+        raise NotFoundError("User", user_id)
+    document, built = rows[0]
+    return cast(str, document) if built else None

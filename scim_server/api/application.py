@@ -97,6 +97,8 @@ def create_api(settings: Settings) -> FastAPI:
         jobs,
     ):
         api.include_router(module.router)
+    # Before every FastAPI route: the hot read, served by Starlette alone.
+    api.router.routes.insert(0, profile.FastProfileRoute())
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
