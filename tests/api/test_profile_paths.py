@@ -111,6 +111,8 @@ PHONES = [
     "+1234567890123456",
     "+" + "1" * 63,
     "+" + "1" * 64,
+    "+49 30 1234567".ljust(64),  # 64 characters: read
+    "+49 30 1234567".ljust(65),  # 65: no phone number
     "call me",
     "tel:",
     "00",
@@ -337,6 +339,8 @@ async def test_both_paths_answer_every_user_alike(
         None,
         None,
         None,
+        None,
+        "+49301234567",
         None,
         None,
         None,
