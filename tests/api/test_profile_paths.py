@@ -15,6 +15,7 @@ ASCII where Python's Unicode rules would decide."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import update
+from sqlalchemy import text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.routing import Match, Mount
@@ -33,7 +35,7 @@ from identity_store.settings import Settings
 from scim_server.api.profile import FastProfileRoute, document, json_bytes
 from scim_server.app import create_app
 
-from .conftest import PRODUCT, Directory
+from .conftest import PRODUCT, Directory, assert_problem
 from .described import assert_described
 from .test_profile import grant, role, scim_user, set_columns
 
@@ -432,3 +434,43 @@ def test_the_fast_route_takes_only_well_formed_plain_gets(
     assert match in (Match.FULL, Match.NONE)
     if taken:
         assert child["path_params"] == {"id": path.split("/")[4]}
+
+
+async def test_a_row_that_cannot_be_read_is_a_500_from_both_paths(
+    app: Starlette,
+    reference_app: Starlette,
+    api_tokens: dict[str, str],
+    directory: Directory,
+    engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected failure of the fast route is the API's: 500
+    ``internal`` with a generic detail, the traceback logged, as FastAPI
+    answers it. SQLite stores what a writer outside the server wrote, JSON
+    it cannot decode included; PostgreSQL refuses such a value."""
+    user_id = await directory.user("corrupt")
+    corrupt = text("UPDATE users SET custom_data = :bad WHERE id = :id")
+    if engine.dialect.name == "postgresql":
+        with pytest.raises(DBAPIError, match="invalid input syntax for type json"):
+            async with engine.begin() as connection:
+                await connection.execute(corrupt, {"bad": "{not json", "id": user_id})
+        return
+    async with engine.begin() as connection:
+        await connection.execute(corrupt, {"bad": "{not json", "id": user_id})
+    answers = []
+    for application in (app, reference_app):
+        caplog.clear()
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application, raise_app_exceptions=False),
+            base_url="http://testserver/api/v1",
+            headers={"Authorization": f"Bearer {api_tokens['admin']}", "X-Request-Id": "r1"},
+        ) as client:
+            with caplog.at_level(logging.ERROR, logger="idstore.errors"):
+                response = await client.get(f"/users/{user_id}/profile")
+        body = assert_problem(response, 500, "internal", "internal server error")
+        assert "not json" not in response.text
+        logged = [r for r in caplog.records if r.name == "idstore.errors"]
+        assert logged
+        assert logged[0].exc_info is not None
+        answers.append(body)
+    assert answers[0] == answers[1]
