@@ -18,6 +18,18 @@ prepared statement (``json_agg`` sub-selects, as
 with its e-mails and phone numbers, its groups with their roles, the roles
 with their permissions). Both paths return the same :class:`UserProfile`;
 the tests run the same assertions on both databases.
+
+On PostgreSQL, :func:`cidaas_document_json` goes one step further for the
+management API's hottest read: one prepared statement builds the whole
+cidaas document (:mod:`scim_server.api.profile`) as JSON text, which the
+server sends as it is, never decoding it into Python nor encoding it again.
+The adaptations of that module are written a second time in SQL there:
+cidaas's limits (:data:`MAX_EMAIL_LENGTH`, :data:`E164_PATTERN`,
+:data:`PROVIDER_TYPES`) are defined here for both. Python's Unicode rules
+(``str.upper``, ``str.strip``, ``\\s``) and PostgreSQL's agree on ASCII
+only, so a user whose chosen phone number, or a provider type, holds
+another character is left to the Python path. tests/api/test_profile_paths.py
+compares the two documents for users exercising every adaptation.
 """
 
 from __future__ import annotations
@@ -37,9 +49,14 @@ from .read_models import Entry
 from .store import Store, database_errors
 
 __all__ = [
+    "E164_PATTERN",
+    "MAX_EMAIL_LENGTH",
+    "MAX_PHONE_INPUT",
+    "PROVIDER_TYPES",
     "ProfileGroup",
     "ProfileRole",
     "UserProfile",
+    "cidaas_document_json",
     "profile_of_auth_user",
     "user_profile",
 ]
@@ -226,6 +243,155 @@ def _from_pg(row: Any) -> UserProfile:
     )
 
 
+# -- PostgreSQL: the whole cidaas document, built by the database -------------
+
+MAX_EMAIL_LENGTH = 128
+"""cidaas's limit of ``email``: a longer address is answered as ``null``."""
+MAX_PHONE_INPUT = 64
+"""Longest stored phone number read as one (a longer value is no phone number)."""
+E164_PATTERN = r"\+[1-9][0-9]{1,14}"
+"""E.164: ``+`` and up to 15 digits, the first not 0."""
+PROVIDER_TYPES = ("CLASSICAL", "SOCIAL", "ENTERPRISE")
+"""cidaas's ``provider_type`` values."""
+
+_ASCII_SPACE = r"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+"""What Python's ``str.strip()`` and ``\\s`` take for white space among ASCII
+characters, as PostgreSQL escapes (a phone number with a character beyond
+ASCII is not built here)."""
+
+_PROVIDER_TYPE = "upper((p.entry ->> 'type') COLLATE \"C\")"
+
+
+def _text_or_null(key: str) -> str:
+    """The provider's member ``key`` when it is a non-empty string, else ``NULL``."""
+    return (
+        f"CASE WHEN jsonb_typeof(p.entry -> '{key}') = 'string' AND p.entry ->> '{key}' <> ''"
+        f" THEN p.entry ->> '{key}' END"
+    )
+
+
+def _first_value(attribute: str) -> str:
+    """The user's primary entry of ``attribute`` with a value, else its first with one."""
+    # ``attribute`` is one of the model's constants, never input.
+    return (
+        "FROM user_multi_values v"
+        f" WHERE v.user_id = t.id AND v.attribute = '{attribute}' AND v.value <> ''"
+        ' ORDER BY v."primary" IS TRUE DESC, v."position" LIMIT 1'
+    )
+
+
+def _epoch(column: str) -> str:
+    """Epoch seconds as Python's ``int(moment.timestamp())``: the microseconds
+    divided in floating point (``date_part``, unlike ``extract``, does), then
+    truncated."""
+    return f"trunc(date_part('epoch', t.{column}))::bigint"
+
+
+_PG_DOCUMENT = f"""
+WITH RECURSIVE memberships(group_id) AS (
+    SELECT gm.group_id FROM group_members gm WHERE gm.member_id = $1
+  UNION
+    SELECT x.group_id
+      FROM memberships m
+     CROSS JOIN LATERAL (SELECT gm.group_id FROM group_members gm
+                          WHERE gm.member_id = m.group_id OFFSET 0) x
+)
+SELECT json_build_object(
+  'sub', t.id,
+  'username', t.user_name,
+  'given_name', t.given_name,
+  'family_name', t.family_name,
+  'middle_name', t.middle_name,
+  'name', coalesce(nullif(t.formatted_name, ''), nullif(t.display_name, ''),
+                   nullif(concat_ws(' ', nullif(t.given_name, ''), nullif(t.middle_name, ''),
+                                    nullif(t.family_name, '')), '')),
+  'email', CASE WHEN char_length(mail.address) <= {MAX_EMAIL_LENGTH} THEN mail.address END,
+  'email_verified', coalesce(mail.verified AND char_length(mail.address) <= {MAX_EMAIL_LENGTH},
+                             FALSE),
+  'phone_number', phone.number,
+  'phone_number_verified', phone.number IS NOT NULL AND phone.verified,
+  'created_at', {_epoch("created_at")},
+  'updated_at', {_epoch("updated_at")},
+  'last_logged_in_time', {_epoch("last_logged_in_at")},
+  'providers', coalesce(providers.list, '[]'::json),
+  'customFields', CASE WHEN jsonb_typeof(t.custom_data) = 'object'
+                       THEN t.custom_data ELSE '{{}}'::jsonb END,
+  'groups', coalesce((
+      SELECT json_agg(json_build_object(
+                 'group_id', g.id,
+                 'group_name', g.display_name,
+                 'roles', coalesce(mapped.roles, '[]'::json),
+                 'roles_obj', coalesce(mapped.roles_obj, '[]'::json))
+             ORDER BY g.display_name_normalized, g.id)
+        FROM (SELECT DISTINCT m.group_id FROM memberships m) x
+        JOIN groups g ON g.id = x.group_id
+        LEFT JOIN LATERAL (
+            SELECT json_agg(gr.role_id ORDER BY gr.role_id) AS roles,
+                   json_agg(json_build_object(
+                       'role_key', gr.role_id,
+                       'permissions', coalesce((
+                           SELECT json_agg(rp.permission ORDER BY rp.permission)
+                             FROM role_permissions rp WHERE rp.role_id = gr.role_id),
+                           '[]'::json))
+                       ORDER BY gr.role_id) AS roles_obj
+              FROM group_role_mappings gr WHERE gr.group_id = g.id) mapped ON TRUE),
+      '[]'::json),
+  'roles', coalesce((SELECT json_agg(ur.role_id ORDER BY ur.role_id)
+                       FROM user_roles ur WHERE ur.user_id = t.id), '[]'::json),
+  'lifecycle', t.lifecycle,
+  'blocked', coalesce(t.blocked, FALSE)
+)::text AS document,
+  coalesce(phone.ascii, TRUE) AND coalesce(providers.ascii, TRUE) AS built
+FROM users t
+CROSS JOIN LATERAL (
+    SELECT coalesce(e.value, CASE WHEN strpos(t.user_name, '@') > 0 THEN t.user_name END)
+               AS address,
+           coalesce(e.verified, FALSE) AS verified
+      FROM (SELECT) one
+      LEFT JOIN LATERAL (SELECT v.value, v.verified {_first_value(_EMAILS)}) e ON TRUE
+) mail
+LEFT JOIN LATERAL (
+    SELECT substring(regexp_replace(regexp_replace(
+               CASE WHEN lower(left(x.s, 4)) = 'tel:' THEN split_part(substr(x.s, 5), ';', 1)
+                    ELSE x.s END,
+               '[{_ASCII_SPACE}()./-]', '', 'g'), '^00', '+')
+               FROM '^{E164_PATTERN}$') AS number,
+           x.verified, x.ascii
+      FROM (SELECT CASE WHEN char_length(v.value) <= {MAX_PHONE_INPUT}
+                        THEN btrim(v.value, E'{_ASCII_SPACE}') END AS s,
+                   coalesce(v.verified, FALSE) AS verified,
+                   octet_length(v.value) = char_length(v.value) AS ascii
+            {_first_value(_PHONES)}) x
+) phone ON TRUE
+CROSS JOIN LATERAL (
+    SELECT json_agg(json_build_object(
+               'provider_type', {_PROVIDER_TYPE},
+               'provider_name', p.entry ->> 'name',
+               'social_identity_ref', {_text_or_null("reference")},
+               'username', {_text_or_null("username")})
+               ORDER BY p.n)
+             FILTER (WHERE jsonb_typeof(p.entry -> 'type') = 'string'
+                       AND {_PROVIDER_TYPE} IN ({", ".join(f"'{t}'" for t in PROVIDER_TYPES)})
+                       AND jsonb_typeof(p.entry -> 'name') = 'string'
+                       AND p.entry ->> 'name' <> '') AS list,
+           bool_and(jsonb_typeof(p.entry -> 'type') IS DISTINCT FROM 'string'
+                    OR octet_length(p.entry ->> 'type') = char_length(p.entry ->> 'type'))
+               AS ascii
+      FROM jsonb_array_elements(CASE WHEN jsonb_typeof(t.providers) = 'array'
+                                     THEN t.providers ELSE '[]'::jsonb END)
+           WITH ORDINALITY AS p(entry, n)
+) providers
+WHERE t.id = $1 AND t.deleted_at IS NULL
+"""  # noqa: S608 (built at import from constants; the id is a bound parameter)
+"""The live user ``$1``'s cidaas document (``document``), and whether
+PostgreSQL's rules gave what Python's would (``built``: the chosen phone
+number and every provider type are ASCII). The walk up nested groups is
+:data:`_PG_PROFILE`'s; the groups' roles come from the mappings, whose
+foreign key guarantees each role exists. Measured: 0.25 ms of database CPU
+per call against 0.32 ms for the same document as a chain of lateral
+steps over a materialised copy of the user's row."""
+
+
 # -- Elsewhere (SQLite): three statements ---------------------------------------
 
 _GROUPS = text(
@@ -397,3 +563,23 @@ async def profile_of_auth_user(store: Store, auth_user_id: str) -> UserProfile |
     if len(found) > 1:
         raise ConflictError("authUserId", f"more than one user has the Auth0 id {auth_user_id!r}")
     return found[0] if found else None
+
+
+async def cidaas_document_json(store: Store, user_id: str) -> str | None:
+    """The live user ``user_id``'s profile as the management API answers it
+    (cidaas's user detail, :mod:`scim_server.api.profile`), as JSON text
+    PostgreSQL built in one prepared statement; ``None`` where the caller
+    builds it from :func:`user_profile` instead: on SQLite, and for a user
+    whose phone number or a provider type holds a character beyond ASCII
+    (Python's Unicode rules decide those).
+
+    :raises NotFoundError: No live user has this id.
+    """
+    if store.prepared is None:
+        return None
+    with database_errors():
+        rows = await store.prepared.rows(_PG_DOCUMENT, user_id)
+    if not rows:
+        raise NotFoundError("User", user_id)
+    document, built = rows[0]
+    return cast(str, document) if built else None

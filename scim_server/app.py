@@ -99,7 +99,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Mount("/scim/v2", routes=scim_routes()),
-        management_api.mount(api),
+        *management_api.routes(api),
     ]
     app = Starlette(
         routes=routes,

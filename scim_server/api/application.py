@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 
 from identity_store.settings import Settings
 
@@ -130,6 +130,13 @@ def mount(api: FastAPI) -> Mount:
     mounted = Mount(MOUNT, app=api)
     mounted.path_regex = re.compile(mounted.path_regex.pattern, re.DOTALL)
     return mounted
+
+
+def routes(api: FastAPI) -> list[BaseRoute]:
+    """What the server routes to the API: its :func:`mount`, and before it
+    the hot read served by Starlette alone (:class:`.profile.FastProfileRoute`,
+    which leaves every request it does not take to the mount)."""
+    return [profile.FastProfileRoute(), mount(api)]
 
 
 def describe(api: FastAPI, settings: Settings) -> dict[str, Any]:

@@ -18,6 +18,17 @@ store holds and cidaas cannot say is adapted here, in one place:
 - ``providers`` are the social identities stored with the user; an entry
   whose type is not ``CLASSICAL``, ``SOCIAL`` or ``ENTERPRISE`` (in any
   case), or that has no name, is left out.
+
+Two paths answer, alike (tests/api/test_profile_paths.py). The reference is
+FastAPI's operation :func:`read_profile`, which the OpenAPI description
+documents, building :func:`document` in Python. The hot path is
+:class:`FastProfileRoute`, a plain Starlette route placed before the API's
+mount, for the plain ``GET`` of a well-formed id: the same token check
+and errors, and on PostgreSQL the document the database built with these
+adaptations written in SQL
+(:func:`identity_store.user_profiles.cidaas_document_json`), sent as it
+is. FastAPI's routing, dependency solving and parameter validation cost
+more than the read itself (docs/benchmarks.md, "The profile by id").
 """
 
 from __future__ import annotations
@@ -30,24 +41,31 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
 from identity_store import user_profiles
 from identity_store.user_profiles import UserProfile
 
+from ..auth import authenticate
+from ..state import app_state
+from . import problems
 from .parameters import COMMON, UserIdPath
 from .problems import problem_responses
-from .routing import AdminRoute, Authorized
+from .routing import MOUNT, AdminRoute, Authorized, insufficient_scope
+from .user_models import ULID
 
 router = APIRouter(route_class=AdminRoute, tags=["profiles"])
 
-MAX_EMAIL_LENGTH = 128
+MAX_EMAIL_LENGTH = user_profiles.MAX_EMAIL_LENGTH
 """cidaas's limit of ``email``."""
-MAX_PHONE_INPUT = 64
+MAX_PHONE_INPUT = user_profiles.MAX_PHONE_INPUT
 """Longest stored phone number read as one (a longer value is no phone number)."""
-E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+E164 = re.compile(user_profiles.E164_PATTERN)
 _PHONE_SEPARATORS = re.compile(r"[\s().\-/]")
-PROVIDER_TYPES = ("CLASSICAL", "SOCIAL", "ENTERPRISE")
+PROVIDER_TYPES = user_profiles.PROVIDER_TYPES
 
 
 class CidaasWire(BaseModel):
@@ -239,3 +257,70 @@ async def read_profile(user_id: UserIdPath, caller: Authorized) -> Response:
     its permissions. 404 for an unknown or deleted user."""
     profile = await user_profiles.user_profile(caller.store, user_id)
     return Response(json_bytes(document(profile)), media_type="application/json")
+
+
+# -- The same read, served without FastAPI ----------------------------------------
+
+_ULID = re.compile(ULID)
+
+
+async def read_profile_fast(request: Request) -> Response:
+    """:func:`read_profile` for the requests :class:`FastProfileRoute` takes:
+    the same token check, the same errors, the same document."""
+    principal = await authenticate(request)
+    if not principal.allows(AdminRoute.scope):
+        raise insufficient_scope(AdminRoute.scope)
+    store = app_state(request).store
+    user_id: str = request.path_params["id"]
+    built = await user_profiles.cidaas_document_json(store, user_id)
+    if built is not None:
+        return Response(built, media_type="application/json")
+    profile = await user_profiles.user_profile(store, user_id)
+    return Response(json_bytes(document(profile)), media_type="application/json")
+
+
+_HANDLED = tuple(kind for kind in problems.handlers() if kind is not Exception)
+"""What the API's exception handlers answer alone; anything else is also
+raised on to the server, which logs it (:func:`problems.handlers`)."""
+
+
+class FastProfileRoute(Route):
+    """``GET /api/v1/users/{id}/profile`` as a plain Starlette route of the
+    server, placed before the API's mount: FastAPI's routing, dependency
+    solving and parameter validation cost more than the read itself
+    (docs/benchmarks.md, "The profile by id").
+
+    It takes only what :func:`read_profile` would answer from the store:
+    ``GET``, no query string, an id in the store's form (a ULID). Every
+    other request (an id that cannot be one, a query parameter, another
+    method) goes on to the mount and :func:`read_profile`, which stays the
+    description's operation and answers it as before. Errors are the API's
+    problems, from the API's own handler (:func:`problems.handle`)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            MOUNT + "/users/{id}/profile",
+            read_profile_fast,
+            methods=["GET"],
+            name="read_profile_fast",
+            include_in_schema=False,
+        )
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
+            return Match.NONE, {}
+        match, child = super().matches(scope)
+        if match is not Match.FULL or not _ULID.fullmatch(child["path_params"]["id"]):
+            return Match.NONE, {}
+        return match, child
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await read_profile_fast(request)
+        except Exception as exc:
+            await (await problems.handle(request, exc))(scope, receive, send)
+            if not isinstance(exc, _HANDLED):
+                raise
+            return
+        await response(scope, receive, send)
