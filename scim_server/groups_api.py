@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scim2_models import Context, Group, PatchOp, ResponseParameters
+from scim2_models import Context, Group, ResponseParameters
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,7 +32,7 @@ from .request import (
     read_json,
 )
 from .responses import NoContent, NotModified, ScimResponse
-from .schemas import PATCH_POLICY, ScimGroup
+from .schemas import PATCH_POLICY, GroupPatchOp, ScimGroup
 
 
 def dump(
@@ -113,7 +113,7 @@ async def replace(request: Request) -> Response:
 async def patch(request: Request) -> Response:
     call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings)
-    operations = PatchOp[ScimGroup].model_validate(
+    operations = GroupPatchOp.model_validate(
         entra.normalise_patch(body),
         scim_ctx=Context.RESOURCE_PATCH_REQUEST,
         scim_policy=PATCH_POLICY,

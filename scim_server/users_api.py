@@ -29,7 +29,7 @@ from .request import (
     read_json,
 )
 from .responses import NoContent, NotModified, ScimResponse
-from .schemas import PATCH_POLICY, PRODUCT_USER_SCHEMA, ScimUser
+from .schemas import PATCH_POLICY, PRODUCT_USER_SCHEMA, ScimUser, UserPatchOp
 
 
 def dump(
@@ -83,13 +83,23 @@ def validate_patch(body: dict[str, Any]) -> PatchOp[ScimUser] | user_patch.Known
     known = user_patch.known_simple(normalised)
     if known is not None:
         return known
-    operations = PatchOp[ScimUser].model_validate(
+    operations = _patch_message(normalised)
+    user_patch.remember(normalised, operations)
+    return operations
+
+
+def validate_patch_message(body: dict[str, Any]) -> PatchOp[ScimUser]:
+    """A user ``PatchOp`` from a request body, always validated as a message
+    by scim2-models (no shape remembered or used)."""
+    return _patch_message(entra.normalise_patch(body))
+
+
+def _patch_message(normalised: dict[str, Any]) -> PatchOp[ScimUser]:
+    return UserPatchOp.model_validate(
         normalised,
         scim_ctx=Context.RESOURCE_PATCH_REQUEST,
         scim_policy=PATCH_POLICY,
     )
-    user_patch.remember(normalised, operations)
-    return operations
 
 
 def _target_id(call: AuthorizedRequest) -> str:

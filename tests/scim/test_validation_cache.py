@@ -20,7 +20,8 @@ from scim_server import entra, errors, user_patch, validation
 from scim_server.errors import ScimError
 from scim_server.groups_api import validate_group
 from scim_server.schemas import PATCH_POLICY, GroupPatchOp, ScimGroup, ScimUser, UserPatchOp
-from scim_server.users_api import validate_patch, validate_user
+from scim_server.users_api import validate_patch_message as validate_patch
+from scim_server.users_api import validate_user
 from tests.entra import payloads as entra_payloads
 
 from .helpers import (
