@@ -547,6 +547,10 @@ class Auth0Emulator:
         """``len(self.users)`` as the index knows it (a test that adds or
         removes users directly makes it differ, and the index is rebuilt)."""
         self.record_requests = True
+        self._generation = 0
+        """Bumped by :meth:`reset`: a request that arrived before a reset (one
+        still sleeping out :attr:`delay` after its client timed out) neither
+        changes nor is recorded in the next test's tenant."""
         """Keep every request in :attr:`requests` (a long bench may turn it off)."""
         self.passwords: dict[str, str] = {}
         """Auth0 id -> the password it was created or last changed with."""
@@ -681,6 +685,7 @@ class Auth0Emulator:
         """Back to an empty tenant: no users, jobs, tokens, faults, limit or
         requests seen; the constructor's settings again."""
         with self._lock:
+            self._generation += 1
             self.users.clear()
             self._addresses.clear()
             self._indexed = 0
@@ -994,6 +999,15 @@ class Auth0Emulator:
         body = orjson.dumps(auth0_error(fault.status, message, code))
         return Response(body, fault.status, headers, "application/json")
 
+    def _arrived(self, request: Request) -> float:
+        """When ``request`` arrived; it is tied to the tenant as it is now."""
+        request.state.emulator_generation = self._generation
+        return time.monotonic()
+
+    def _stale(self, request: Request) -> bool:
+        """``request`` arrived before the last :meth:`reset`."""
+        return bool(request.state.emulator_generation != self._generation)
+
     def _record(
         self,
         request: Request,
@@ -1015,6 +1029,8 @@ class Auth0Emulator:
             injected,
         )
         with self._lock:
+            if self._stale(request):
+                return
             self.statuses[status] += 1
             if self.record_requests:
                 self.requests.append(seen)
@@ -1022,7 +1038,7 @@ class Auth0Emulator:
     # -- The token endpoint (Authentication API) ------------------------------
 
     async def _token(self, request: Request) -> Response:
-        at = time.monotonic()
+        at = self._arrived(request)
         raw = await request.body()
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         form: dict[str, Any] = {}
@@ -1036,6 +1052,8 @@ class Auth0Emulator:
             form = dict(parse_qsl(raw.decode("utf-8", "replace")))
         if self.token_delay:
             await asyncio.sleep(self.token_delay)
+            if self._stale(request):  # as in _respond
+                return Response(b"", 503)
         fault = self._take_fault("POST", "/oauth/token") if self.outage is None else None
         if self.outage is not None:
             response: Response = Response(
@@ -1123,7 +1141,7 @@ class Auth0Emulator:
     # -- The signing keys (JWKS) ------------------------------------------------
 
     async def _jwks(self, request: Request) -> Response:
-        at = time.monotonic()
+        at = self._arrived(request)
         fault = None
         if self.outage is not None:
             response: Response = Response(
@@ -1150,7 +1168,7 @@ class Auth0Emulator:
     # -- The Management API ----------------------------------------------------
 
     async def _management(self, request: Request) -> Response:
-        at = time.monotonic()
+        at = self._arrived(request)
         method, path = request.method, request.url.path
         raw = await request.body()
         content_type = request.headers.get("content-type")
@@ -1181,7 +1199,8 @@ class Auth0Emulator:
                 bytes(response.body),
             )
             with self._lock:
-                self.contract_violations.extend(f"response: {v}" for v in violations)
+                if not self._stale(request):
+                    self.contract_violations.extend(f"response: {v}" for v in violations)
         self._record(request, recorded, response.status_code, at, injected)
         return response
 
@@ -1218,6 +1237,8 @@ class Auth0Emulator:
         fault = self._take_fault(method, operation)
         if self.delay:
             await asyncio.sleep(self.delay)
+            if self._stale(request):  # its client gave up; the tenant was reset since
+                return Response(b"", 503), True
         if fault is not None and not (fault.apply or fault.drop):
             return self._fault_response(fault, None, rate_headers), True
         with self._lock:

@@ -719,3 +719,25 @@ def test_users_seeded_straight_into_the_dict_are_found_by_email(
     del auth0.users["auth0|direct"]
     assert http.get("/api/v2/users-by-email", params={"email": "direct@example.com"}).json() == []
     assert _create(http, auth0, email="direct@example.com").status_code == 201
+
+
+def test_a_request_from_before_a_reset_leaves_the_next_tenant_alone(
+    auth0: Auth0Emulator, http: httpx.Client
+) -> None:
+    """A client gave up on a slow request and the test ended (``reset``):
+    when the request wakes, it neither changes the new tenant nor shows in
+    its records (the next test's ``statuses`` once listed its 404)."""
+    auth0.delay = 0.5
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(
+            "/api/v2/users",
+            json={"connection": auth0.connection, "password": "x-9!Long", "email": "e@example.com"},
+            timeout=0.1,
+        )
+    auth0.reset()
+    kept = auth0.add_user("kept@example.com")
+    time.sleep(0.8)  # the first request wakes, after the reset
+    assert auth0.requests == []
+    assert sum(auth0.statuses.values()) == 0
+    assert list(auth0.users) == [kept]
+    assert auth0.created_per_email == {}
