@@ -877,27 +877,14 @@ def _side_parts(
 
 
 async def _run(
-    engine: AsyncEngine,
-    statement: row_inserts.WithStatement,
-    final: str,
-    connection: asyncpg.Connection | None = None,
-) -> asyncpg.Record:
-    """Run ``statement`` in autocommit, or on ``connection`` (in the
-    transaction the caller holds open on it)."""
-    if connection is not None:
-        return await _run_on(connection, statement, final)
-    async with row_inserts.autocommit(engine) as autocommitted:
-        return await _run_on(autocommitted, statement, final)
-
-
-async def _run_on(
-    connection: asyncpg.Connection, statement: row_inserts.WithStatement, final: str
+    engine: AsyncEngine, statement: row_inserts.WithStatement, final: str
 ) -> asyncpg.Record:
     sql = statement.sql(final)
-    with row_inserts.as_sqlalchemy_errors(sql, statement.params):
-        row = await connection.fetchrow(sql, *statement.params)
-        if row["count_id"] is not None and row["count_id"] % counts.COMPACT_EVERY == 0:
-            await connection.execute(_FOLD, "User")
+    async with row_inserts.autocommit(engine) as connection:
+        with row_inserts.as_sqlalchemy_errors(sql, statement.params):
+            row = await connection.fetchrow(sql, *statement.params)
+            if row["count_id"] is not None and row["count_id"] % counts.COMPACT_EVERY == 0:
+                await connection.execute(_FOLD, "User")
     return row
 
 
@@ -1072,20 +1059,13 @@ def _version(user: UserRow) -> dict[str, Any]:
 
 
 async def delete_at_once(
-    engine: AsyncEngine,
-    user: UserRow | User,
-    actor: Actor,
-    *,
-    when: datetime | None = None,
-    connection: asyncpg.Connection | None = None,
+    engine: AsyncEngine, user: UserRow | User, actor: Actor, *, when: datetime | None = None
 ) -> bool:
     """:func:`mark_deleted` in one statement (PostgreSQL), for a live user
     read as ``user``: the user's row, its group memberships ended (those
     groups' versions moved on), its history, audit (with the groups it
     left), outbox and count rows. ``False``: the user is no longer at the
-    version read (changed or deleted since): nothing was written. In
-    autocommit, or on ``connection``, in the transaction its caller holds
-    open (:mod:`identity_store.user_deletes`: concurrent deletes, one commit)."""
+    version read (changed or deleted since): nothing was written."""
     now = when or utcnow()
     stored = dict(user.__dict__)
     row = UserRow({**stored, "deleted_at": now, "active": False, "updated_at": now})
@@ -1142,5 +1122,5 @@ async def delete_at_once(
         "INSERT INTO resource_counts (resource_type, delta) SELECT 'User', -1 FROM u RETURNING id",
     )
     final = "SELECT (SELECT count(*) FROM u) AS written, (SELECT id FROM c) AS count_id"
-    result = await _run(engine, statement, final, connection)
+    result = await _run(engine, statement, final)
     return bool(result["written"])

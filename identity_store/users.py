@@ -27,7 +27,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import counts, filtering, rbac, user_changes, user_deletes
+from . import counts, filtering, rbac, user_changes
 from .actor import Actor
 from .attributes import CORE_USER_SCHEMA
 from .comparison import normalize
@@ -309,9 +309,8 @@ async def delete_user(
 ) -> None:
     """Delete a user (RFC 7644 §3.6): 404 from now on, ``SUSPENDED`` until the
     deletion sync (service accounts: ``INACTIVE`` at once), SPEC §4. On
-    PostgreSQL one statement at the version read, as an update
-    (:func:`identity_store.user_changes.delete_at_once`), committed with
-    the deletes asked for at the same time (:mod:`identity_store.user_deletes`).
+    PostgreSQL one autocommit statement at the version read, as an update
+    (:func:`identity_store.user_changes.delete_at_once`).
 
     :raises NotFoundError: No live user has this id.
     :raises VersionMismatchError: The user is not at ``expected_version``.
@@ -325,7 +324,7 @@ async def delete_user(
                 raise NotFoundError("User", user_id)
             check_version(found[0].user.version, expected_version)
             with database_errors():
-                if await user_deletes.delete(store, found[0].user, actor):
+                if await user_changes.delete_at_once(store.engine, found[0].user, actor):
                     return
 
     async def work(session: AsyncSession) -> None:

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
-from identity_store import groups, user_changes, user_deletes, users
+from identity_store import groups, user_changes, users
 from identity_store.actor import Actor
-from identity_store.errors import NotFoundError
 from identity_store.models import AuditEntry, GroupMember, OutboxEntry
 from identity_store.store import Store
 from identity_store.users import UserInput, UserRecord
@@ -132,94 +131,3 @@ async def test_a_delete_of_a_version_no_longer_stored_writes_nothing(store: Stor
     assert await _rows(store, AuditEntry, action="user.delete") == 0
     await users.delete_user(store, created.user.id, ACTOR)  # read again: deleted
     assert await _rows(store, GroupMember, member_id=created.user.id) == 0
-
-
-async def _batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    sizes: list[int] = []
-    apply = user_deletes._apply_batch
-
-    async def recorded(store: Store, batch: Any) -> None:
-        sizes.append(len(batch))
-        await apply(store, batch)
-
-    monkeypatch.setattr(user_deletes, "_apply_batch", recorded)
-    return sizes
-
-
-async def test_concurrent_deletes_commit_together_each_with_its_own_rows(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """16 users of one group deleted at once: written in batches (one
-    transaction each), each delete with its own audit and outbox rows, the
-    group's version moved on once per member gone, none of them listed."""
-    sizes = await _batch_sizes(monkeypatch)
-    members = [
-        (await users.create_user(store, _input(f"batch{i}@example.com"), ACTOR)).user.id
-        for i in range(16)
-    ]
-    group = await groups.create_group(store, "batched", ACTOR, member_ids=members)
-    before = group.group.version
-    actors = [Actor(name="test", request_id=f"req-del-{i}") for i in range(16)]
-    await asyncio.gather(
-        *(users.delete_user(store, m, a) for m, a in zip(members, actors, strict=True))
-    )
-    assert sum(sizes) == 16
-    assert max(sizes) > 1
-    for member in members:
-        with pytest.raises(NotFoundError):
-            await users.get_user(store, member)
-        assert await _rows(store, AuditEntry, resource_id=member, action="user.delete") == 1
-        assert await _rows(store, OutboxEntry, aggregate_id=member, operation="delete") == 1
-    for actor in actors:
-        assert await _rows(store, AuditEntry, request_id=actor.request_id) == 1
-    after = await groups.get_group(store, group.group.id)
-    assert after.members == []
-    assert after.group.version == before + 16
-    assert await _rows(store, GroupMember, group_id=group.group.id) == 0
-
-
-async def test_a_user_deleted_twice_at_once_is_deleted_once(store: Store) -> None:
-    created = await users.create_user(store, _input("twice@example.com"), ACTOR)
-    outcomes = await asyncio.gather(
-        *(users.delete_user(store, created.user.id, ACTOR) for _ in range(2)),
-        return_exceptions=True,
-    )
-    assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "NotFoundError"]
-    assert await _rows(store, AuditEntry, resource_id=created.user.id, action="user.delete") == 1
-
-
-async def test_a_failing_delete_in_a_batch_leaves_the_others_to_be_written_alone(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A statement that fails in the batch's transaction: nothing of the
-    batch is written, then each delete alone, each request its own outcome
-    (here the failing one fails again alone)."""
-    from sqlalchemy.exc import DBAPIError
-
-    sizes = await _batch_sizes(monkeypatch)
-    members = [
-        (await users.create_user(store, _input(f"fail{i}@example.com"), ACTOR)).user.id
-        for i in range(8)
-    ]
-    group = await groups.create_group(store, "failing", ACTOR, member_ids=members)
-    delete_at_once = user_changes.delete_at_once
-
-    async def failing(engine: Any, user: Any, actor: Any, **options: Any) -> bool:
-        if user.id == members[5]:
-            raise DBAPIError("statement", (), Exception("boom"))
-        return await delete_at_once(engine, user, actor, **options)
-
-    monkeypatch.setattr(user_changes, "delete_at_once", failing)
-    outcomes = await asyncio.gather(
-        *(users.delete_user(store, m, ACTOR) for m in members), return_exceptions=True
-    )
-    assert max(sizes) > 1
-    assert [type(o).__name__ for o in outcomes] == ["NoneType"] * 5 + ["DBAPIError"] + [
-        "NoneType"
-    ] * 2
-    for n, member in enumerate(members):
-        written = 0 if n == 5 else 1
-        assert await _rows(store, AuditEntry, resource_id=member, action="user.delete") == written
-    after = await groups.get_group(store, group.group.id)
-    assert [m.id for m in after.members or []] == [members[5]]
-    assert after.group.version == group.group.version + 7
