@@ -18,7 +18,9 @@ side, alternating, not with a figure from another hour.
 Kinds: ``get`` (``GET /Users/{id}``), ``filter`` (``userName eq``), ``post``
 (Entra's ``POST /Users``), ``patch`` (Entra's three replaces), ``disable``
 (Entra's ``active`` "False", a distinct user each, active again after the
-run), ``delete`` (``DELETE /Users/{id}`` of users created before), ``members``
+run), ``delete`` (``DELETE /Users/{id}`` of users created before;
+``delete_members``: of users put in groups of 100 before, deleted in order,
+as the Entra mix deletes them), ``members``
 (``PATCH /Groups/{id}`` adding 10 members to one of 50 new groups),
 ``group_member`` (``PATCH /Groups/{id}`` of one new group adding a member and
 removing the one added before, as the ``group_member`` phases do: run it
@@ -315,12 +317,25 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
                 turn = (i // clients) % 2
                 body = payloads.dumps(payloads.add_and_remove_member(pair[turn], pair[1 - turn]))
                 requests.append(("PATCH", f"/scim/v2/Groups/{group}", b"", body))
-        elif args.kind == "delete":  # users created for it first, not measured
+        elif args.kind in ("delete", "delete_members"):  # users created first, not measured
             requests = []
             for request in _requests("post", total, ids, names, group_names):
                 status, answer = await _call(app, token, request)
                 assert status == 201, answer
                 requests.append(("DELETE", f"/scim/v2/Users/{json.loads(answer)['id']}", b"", b""))
+            if args.kind == "delete_members":  # in groups of 100, as the Entra mix leaves them
+                for start in range(0, total, 100):
+                    name = f"inprocess-{uuid.uuid4().hex}"
+                    body = payloads.dumps(payloads.create_group(name, "x"))
+                    status, answer = await _call(app, token, ("POST", "/scim/v2/Groups", b"", body))
+                    assert status == 201, answer
+                    group = json.loads(answer)["id"]
+                    members = [r[1].rsplit("/", 1)[1] for r in requests[start : start + 100]]
+                    for k in range(0, len(members), 10):
+                        body = payloads.dumps(payloads.add_members(members[k : k + 10]))
+                        patch = ("PATCH", f"/scim/v2/Groups/{group}", b"", body)
+                        status, answer = await _call(app, token, patch)
+                        assert status < 300, answer
         else:
             requests = _requests(args.kind, total, ids, names, group_names)
         for request in requests[: args.warmup]:
@@ -376,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             "patch",
             "disable",
             "delete",
+            "delete_members",
             "members",
             "group_member",
         ),
