@@ -18,9 +18,15 @@ side, alternating, not with a figure from another hour.
 Kinds: ``get`` (``GET /Users/{id}``), ``filter`` (``userName eq``), ``post``
 (Entra's ``POST /Users``), ``patch`` (Entra's three replaces), ``disable``
 (Entra's ``active`` "False", a distinct user each, active again after the
-run), ``delete`` (``DELETE /Users/{id}`` of users created before), ``members``
+run), ``delete`` (``DELETE /Users/{id}`` of users created before;
+``delete_members``: of users put in groups of 100 before, deleted in order,
+as the Entra mix deletes them), ``members``
 (``PATCH /Groups/{id}`` adding 10 members to one of 50 new groups),
-``groups`` (Entra's ``displayName eq`` group look-up without members).
+``group_member`` (``PATCH /Groups/{id}`` of one new group adding a member and
+removing the one added before, as the ``group_member`` phases do: run it
+with ``--concurrency 16`` for their batches), ``groups`` (Entra's
+``displayName eq`` group look-up without members). ``--concurrency N``: N
+clients at once, each sending every N-th request.
 """
 
 from __future__ import annotations
@@ -299,12 +305,37 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
                 )
                 for i in range(total)
             ]
-        elif args.kind == "delete":  # users created for it first, not measured
+        elif args.kind == "group_member":  # one group, each client its own pair of users
+            body = payloads.dumps(payloads.create_group(f"inprocess-{uuid.uuid4().hex}", "x"))
+            status, answer = await _call(app, token, ("POST", "/scim/v2/Groups", b"", body))
+            assert status == 201, answer
+            group = json.loads(answer)["id"]
+            clients = args.concurrency
+            requests = []
+            for i in range(total):
+                pair = ids[2 * (i % clients)], ids[2 * (i % clients) + 1]
+                turn = (i // clients) % 2
+                body = payloads.dumps(payloads.add_and_remove_member(pair[turn], pair[1 - turn]))
+                requests.append(("PATCH", f"/scim/v2/Groups/{group}", b"", body))
+        elif args.kind in ("delete", "delete_members"):  # users created first, not measured
             requests = []
             for request in _requests("post", total, ids, names, group_names):
                 status, answer = await _call(app, token, request)
                 assert status == 201, answer
                 requests.append(("DELETE", f"/scim/v2/Users/{json.loads(answer)['id']}", b"", b""))
+            if args.kind == "delete_members":  # in groups of 100, as the Entra mix leaves them
+                for start in range(0, total, 100):
+                    name = f"inprocess-{uuid.uuid4().hex}"
+                    body = payloads.dumps(payloads.create_group(name, "x"))
+                    status, answer = await _call(app, token, ("POST", "/scim/v2/Groups", b"", body))
+                    assert status == 201, answer
+                    group = json.loads(answer)["id"]
+                    members = [r[1].rsplit("/", 1)[1] for r in requests[start : start + 100]]
+                    for k in range(0, len(members), 10):
+                        body = payloads.dumps(payloads.add_members(members[k : k + 10]))
+                        patch = ("PATCH", f"/scim/v2/Groups/{group}", b"", body)
+                        status, answer = await _call(app, token, patch)
+                        assert status < 300, answer
         else:
             requests = _requests(args.kind, total, ids, names, group_names)
         for request in requests[: args.warmup]:
@@ -316,13 +347,19 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
         monitor = await asyncpg.connect(_dsn(args.url))
         try:
             backends = await _backends(monitor)
+            measured = requests[args.warmup :]
+
+            async def client(mine: list[Request]) -> None:
+                for request in mine:
+                    status, answer = await _call(app, token, request)
+                    if status >= 300:
+                        raise SystemExit(
+                            f"{request[0]} {request[1]} answered {status}: {answer[:300]!r}"
+                        )
+
             cpu, wall = time.process_time(), time.perf_counter()
-            for request in requests[args.warmup :]:
-                status, answer = await _call(app, token, request)
-                if status >= 300:
-                    raise SystemExit(
-                        f"{request[0]} {request[1]} answered {status}: {answer[:300]!r}"
-                    )
+            n_clients = args.concurrency
+            await asyncio.gather(*(client(measured[c::n_clients]) for c in range(n_clients)))
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             after = await _backends(monitor)
         finally:
@@ -334,7 +371,8 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
     per_cpu, per_wall = 1000 * cpu / n, 1000 * wall / n
     db = sum(seconds - backends.get(pid, 0.0) for pid, seconds in after.items())
     say(
-        f"{args.kind}: {n} requests, CPU {per_cpu:.3f} ms/request, wall {per_wall:.3f}"
+        f"{args.kind}: {n} requests ({args.concurrency} at once), CPU {per_cpu:.3f} ms/request,"
+        f" wall {per_wall:.3f}"
         f" ms/request, database backends' CPU {1000 * db / n:.3f} ms/request"
     )
     breakdown.report(n, say)
@@ -345,11 +383,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=DEFAULT_URL, help="a store seeded by bench.run")
     parser.add_argument(
         "--kind",
-        choices=("get", "filter", "groups", "post", "patch", "disable", "delete", "members"),
+        choices=(
+            "get",
+            "filter",
+            "groups",
+            "post",
+            "patch",
+            "disable",
+            "delete",
+            "delete_members",
+            "members",
+            "group_member",
+        ),
         default="get",
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=1, help="clients at once")
     parser.add_argument("--breakdown", action="store_true", help="time the main steps")
     args = parser.parse_args(argv)
     try:

@@ -34,10 +34,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import audit, counts, rbac
+from . import audit, counts, rbac, row_inserts
 from .actor import Actor
 from .comparison import normalize
 from .errors import ConflictError, NotFoundError, ValidationError
@@ -531,6 +531,156 @@ async def _pg_member_changes(
         else:
             removed.add(member_id)
     return types, added, removed
+
+
+_PG_MEMBER_BATCH = """
+WITH g AS (
+    SELECT * FROM groups WHERE id = $1
+), e AS (
+    SELECT * FROM unnest($3::int[], $4::varchar[], $5::bool[]) AS e(k, id, adding)
+), found AS (
+    SELECT u.id, 'User' AS member_type FROM users u
+     WHERE u.id IN (SELECT id FROM e WHERE adding) AND u.deleted_at IS NULL
+    UNION ALL
+    SELECT o.id, 'Group' FROM groups o WHERE o.id IN (SELECT id FROM e WHERE adding)
+), complete AS (
+    SELECT EXISTS (SELECT FROM g)
+       AND (SELECT count(*) FROM found) = (SELECT count(DISTINCT id) FROM e WHERE adding) AS ok
+), removed AS (
+    DELETE FROM group_members m USING complete
+     WHERE complete.ok AND m.group_id = $1
+       AND m.member_id IN (SELECT id FROM e WHERE NOT adding)
+    RETURNING m.member_id
+), added AS (
+    INSERT INTO group_members (group_id, member_id, member_type, created_at)
+    SELECT $1, found.id, found.member_type, $2 FROM found, complete WHERE complete.ok
+    ON CONFLICT (group_id, member_id) DO NOTHING
+    RETURNING member_id
+), done AS (
+    SELECT e.k, e.id, e.adding FROM e
+     WHERE CASE WHEN e.adding THEN e.id IN (SELECT member_id FROM added)
+                ELSE e.id IN (SELECT member_id FROM removed) END
+), changed AS (
+    SELECT DISTINCT k FROM done
+), bump AS (
+    UPDATE groups SET version = version + (SELECT count(*) FROM changed), updated_at = $2
+     WHERE id = $1 AND EXISTS (SELECT FROM changed)
+    RETURNING version
+), audited AS (
+    INSERT INTO audit_log
+           (occurred_at, token_id, actor, action, resource_type, resource_id, request_id, details)
+    SELECT $2, a.token_id, a.actor, 'group.patch', 'Group', $1, a.request_id,
+           jsonb_build_object(
+               'added', (SELECT count(*) FROM done d WHERE d.k = a.k AND d.adding),
+               'removed', (SELECT count(*) FROM done d WHERE d.k = a.k AND NOT d.adding),
+               'renamed', false,
+               'addedIds', coalesce((SELECT jsonb_agg(d.id ORDER BY d.id COLLATE "C")
+                                       FROM done d WHERE d.k = a.k AND d.adding), '[]'),
+               'removedIds', coalesce((SELECT jsonb_agg(d.id ORDER BY d.id COLLATE "C")
+                                         FROM done d WHERE d.k = a.k AND NOT d.adding), '[]'))
+      FROM unnest($6::int[], $7::varchar[], $8::varchar[], $9::varchar[])
+           AS a(k, token_id, actor, request_id), bump
+     WHERE a.k IN (SELECT k FROM changed)
+     ORDER BY a.k
+    RETURNING id
+)
+SELECT c.ok, (SELECT version FROM bump) AS new_version,
+       ARRAY(SELECT k FROM changed ORDER BY k) AS changed,
+       (SELECT count(*) FROM audited) AS audit_rows,
+       g.id, g.display_name, g.display_name_normalized, g.external_id,
+       g.created_at, g.updated_at, g.version
+  FROM complete c LEFT JOIN g ON true
+"""
+"""A whole batch of membership changes (:func:`write_member_batch_at_once`)
+in one statement: the group read, the members to add resolved, the rows
+removed and added, which changes changed something (``changed``: each
+entry ``e`` is one member id of one change ``k``), the version moved on
+by their number and an audit row for each, in queue order. It writes only
+when the group exists and every member to add names a user or a group."""
+
+_STILL_THERE_NOW = "SELECT id FROM groups WHERE id = $1 FOR KEY SHARE"
+
+
+async def write_member_batch_at_once(
+    engine: AsyncEngine, group_id: str, batch: Sequence[MemberChange]
+) -> tuple[Group, list[int | ValidationError]] | None:
+    """:func:`write_member_batch` in one autocommit statement (PostgreSQL,
+    :data:`_PG_MEMBER_BATCH`): the same outcomes, versions and audit rows,
+    without a transaction's ``BEGIN``, group read, separate version update,
+    side-row statement and ``COMMIT``. The group as written, and the
+    outcome of each change; ``None`` when it wrote nothing because the
+    batch needs :func:`write_member_batch` (a member named by two changes,
+    a member to add that names nothing, for the error of each change).
+
+    :raises NotFoundError: The group is not there (or went away meanwhile).
+    """
+    outcomes: list[int | ValidationError] = [0] * len(batch)
+    candidates: list[int] = []
+    for k, change in enumerate(batch):
+        if group_id in change.add:
+            outcomes[k] = ValidationError("a group cannot be a member of itself")
+        else:
+            candidates.append(k)
+    adds = {k: sorted(set(batch[k].add)) for k in candidates}
+    removes = {k: sorted(set(batch[k].remove)) for k in candidates}
+    named = [i for k in candidates for i in (*adds[k], *removes[k])]
+    if len(set(named)) != len(named):
+        return None
+    ks: list[int] = []
+    ids: list[str] = []
+    adding: list[bool] = []
+    for k in candidates:
+        for flag, members in ((True, adds[k]), (False, removes[k])):
+            ks.extend([k] * len(members))
+            ids.extend(members)
+            adding.extend([flag] * len(members))
+    actors = [batch[k].actor for k in candidates]
+    now = utcnow()
+    params = (
+        group_id,
+        now,
+        ks,
+        ids,
+        adding,
+        candidates,
+        [a.token_id for a in actors],
+        [a.name for a in actors],
+        [a.request_id for a in actors],
+    )
+    try:
+        async with row_inserts.autocommit(engine) as connection:
+            with row_inserts.as_sqlalchemy_errors(_PG_MEMBER_BATCH, params):
+                row = await connection.fetchrow(_PG_MEMBER_BATCH, *params)
+                if row["id"] is not None and row["ok"] and not row["changed"]:
+                    # Nothing changed: maybe because a DELETE of the group
+                    # took the members to remove (wait for it to end).
+                    still = await connection.fetchval(_STILL_THERE_NOW, group_id)
+                    if still is None:
+                        raise NotFoundError("Group", group_id)
+    except IntegrityError as exc:  # the group's foreign key: deleted since it was read
+        raise NotFoundError("Group", group_id) from exc
+    if row["id"] is None:
+        raise NotFoundError("Group", group_id)
+    if not row["ok"]:
+        return None
+    changed = set(row["changed"])
+    if changed and row["new_version"] is None:  # never: the rows changed lock the group
+        raise NotFoundError("Group", group_id)
+    group = Group(
+        id=row["id"],
+        display_name=row["display_name"],
+        display_name_normalized=row["display_name_normalized"],
+        external_id=row["external_id"],
+        created_at=row["created_at"],
+        updated_at=now if changed else row["updated_at"],
+        version=row["new_version"] if changed else row["version"],
+    )
+    version = group.version - len(changed)
+    for k in candidates:
+        if k in changed:
+            version += 1
+        outcomes[k] = version
+    return group, outcomes
 
 
 async def _delete_members(

@@ -38,7 +38,7 @@ from .errors import NotFoundError, ValidationError
 from .group_changes import KEEP, GroupChanges, Member, MemberChange
 from .models import Group
 from .paging import CursorSorts, Page, PageRequest, plan_page
-from .store import Store
+from .store import Store, database_errors
 from .versions import check_version
 
 __all__ = [
@@ -193,6 +193,27 @@ async def _apply_queue(store: Store, group_id: str, key: tuple[int, str]) -> Non
 
 
 async def _apply_batch(store: Store, group_id: str, batch: Sequence[_Queued]) -> None:
+    if store.engine.dialect.name == "postgresql":
+        try:
+            with database_errors():
+                at_once = await group_changes.write_member_batch_at_once(
+                    store.engine, group_id, [q.change for q in batch]
+                )
+        except NotFoundError:
+            for queued in batch:  # one exception each: each request raises its own
+                _answer(queued, NotFoundError("Group", group_id))
+            return
+        except Exception:
+            at_once = None  # nothing was written: the transaction below says why
+        if at_once is not None:
+            group, outcomes = at_once
+            for queued, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, ValidationError):
+                    _answer(queued, outcome)
+                else:
+                    _answer(queued, GroupRecord(_at_version(group, outcome), None))
+            return
+
     async def work(session: AsyncSession) -> tuple[Group, list[int | ValidationError]]:
         group = await group_changes.read_group(session, group_id)
         outcomes = await group_changes.write_member_batch(session, group, [q.change for q in batch])

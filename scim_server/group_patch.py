@@ -11,9 +11,11 @@ string as a member); anything else is refused with the right ``scimType``.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
-from scim2_models import Group, PatchOp
+from scim2_models import Context, Group
 from scim2_models.path.expressions import (
     AttrPath,
     CompareOperator,
@@ -26,15 +28,123 @@ from scim2_models.path.expressions import (
 
 from identity_store.groups import GroupChanges
 
+from . import entra
 from .errors import ScimError
-from .schemas import ScimGroup
+from .schemas import PATCH_POLICY, GroupPatchOp
+
+Operation = tuple[str, Any, Any]
+"""One operation as ``PatchOp[ScimGroup]`` validated it: its ``op`` (lower
+case), its ``Path`` (``None``: no path) and its value."""
+
+Shape = tuple[Any, ...]
+
+MAX_SHAPES = 1024
+"""Shapes of membership requests remembered (:func:`validate`); the memo is
+emptied when it is full."""
+
+_SHAPES: dict[Shape, tuple[tuple[str, Any], ...]] = {}
+"""Shapes of membership requests ``PatchOp[ScimGroup]`` accepted, with the
+``op`` and ``Path`` it validated for each of their operations."""
+
+_PLAIN = re.compile(r"[A-Za-z0-9._@+-]{1,256}")
+"""A member id that ``PatchOp``'s reading of a ``remove`` value (a filter
+``members[value eq "..."]`` built and parsed) reads the same whatever its
+characters: letters, digits and ``._@+-`` (ULIDs, UUIDs, e-mail-like ids).
+scim2-models 0.12.3 escapes any string there; this keeps the memo from
+depending on it."""
 
 
-def changes(operations: PatchOp[ScimGroup]) -> GroupChanges:
-    """What ``operations`` do to a group, in their order."""
+def validate(body: dict[str, Any]) -> list[Operation]:
+    """The operations of a group PATCH body, validated by scim2-models
+    (``PatchOp[ScimGroup]``, after :func:`entra.normalise_patch`).
+
+    A membership request (each operation an ``add`` or a ``remove`` of path
+    ``members`` with a list of member objects: what Microsoft Entra ID and
+    the benchmark send, 16 at a time per group) of a shape scim2-models
+    accepted before is not validated as a message again (:func:`_shape`
+    says what its verdict depends on); its values are read as the first
+    one's were, by :func:`changes`. Anything else is validated every time,
+    and a refused request is never remembered."""
+    normalised = entra.normalise_patch(body)
+    shape = _shape(normalised)
+    if shape is not None:
+        known = _SHAPES.get(shape)
+        if known is not None:
+            return [
+                (op, path, operation["value"])
+                for (op, path), operation in zip(known, normalised["Operations"], strict=True)
+            ]
+    message = GroupPatchOp.model_validate(
+        normalised, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=PATCH_POLICY
+    )
+    found = [(o.op.value.lower(), o.path, o.value) for o in message.operations or []]
+    if shape is not None:
+        if len(_SHAPES) >= MAX_SHAPES:
+            _SHAPES.clear()
+        _SHAPES[shape] = tuple((op, path) for op, path, _ in found)
+    return found
+
+
+def _shape(body: Any) -> Shape | None:
+    """What ``PatchOp[ScimGroup]``'s verdict on a membership request depends
+    on; ``None`` for any other request.
+
+    For an operation of path ``members`` (a multi-valued attribute, no
+    filter), scim2-models reads: the members of the message and of each
+    operation, ``schemas``, each ``op`` and ``path``, and of the value: for
+    an ``add``, only whether it is null or empty (the objects in it are
+    checked when the patch is applied, here by :func:`changes`); for a
+    ``remove`` with a value (Entra's way), that each entry is a non-empty
+    object, each key an attribute name and each item a single value, and
+    that the filter they make (``members[value eq "id" or ...]``) parses.
+    So the shape holds the keys, ``schemas``, each ``op`` and ``path``, and
+    the keys and value types of every entry (of a ``remove``, entry by entry:
+    their number too); a ``remove`` is a membership request only when every
+    item of its entries is a plain id (:data:`_PLAIN`), whose characters
+    cannot change how the filter parses."""
+    if not isinstance(body, dict):
+        return None
+    schemas = body.get("schemas")
+    operations = body.get("Operations")
+    if not isinstance(schemas, list) or not all(type(s) is str for s in schemas):
+        return None
+    if not isinstance(operations, list) or not operations:
+        return None
+    shape: list[Any] = [tuple(sorted(body)), tuple(schemas)]
+    for operation in operations:
+        if not isinstance(operation, dict):
+            return None
+        op, path, value = operation.get("op"), operation.get("path"), operation.get("value")
+        if type(op) is not str or type(path) is not str or path.lower() != "members":
+            return None
+        if type(value) is not list or not value:
+            return None
+        entries: list[tuple[tuple[str, str], ...]] = []
+        for entry in value:
+            if type(entry) is not dict or not entry:
+                return None
+            entries.append(tuple(sorted((k, type(v).__name__) for k, v in entry.items())))
+        kind = op.lower()
+        if kind == "add":
+            value_shape: Any = frozenset(entries)
+        elif kind == "remove":
+            plain = all(
+                type(item) is str and _PLAIN.fullmatch(item) for e in value for item in e.values()
+            )
+            if not plain:
+                return None
+            value_shape = tuple(entries)
+        else:
+            return None
+        shape.append((tuple(sorted(operation)), op, path, value_shape))
+    return tuple(shape)
+
+
+def changes(operations: Sequence[Operation]) -> GroupChanges:
+    """What ``operations`` (:func:`validate`) do to a group, in their order."""
     found = GroupChanges()
-    for operation in operations.operations or []:
-        _apply_operation(found, operation.op.value.lower(), operation.path, operation.value)
+    for op, path, value in operations:
+        _apply_operation(found, op, path, value)
     return found
 
 

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from identity_store import groups
 from identity_store.groups import GroupChanges
 
-from . import entra, filters, group_patch
+from . import filters, group_patch
 from .errors import ScimError
 from .listing import ListQuery, list_response, request_query
 from .mapping import etag, group_document
@@ -32,7 +32,7 @@ from .request import (
     read_json,
 )
 from .responses import NoContent, NotModified, ScimResponse
-from .schemas import PATCH_POLICY, GroupPatchOp, ScimGroup
+from .schemas import ScimGroup
 
 
 def dump(
@@ -113,12 +113,7 @@ async def replace(request: Request) -> Response:
 async def patch(request: Request) -> Response:
     call = await authorize(request, "scim:write")
     body = await read_json(request, call.state.settings)
-    operations = GroupPatchOp.model_validate(
-        entra.normalise_patch(body),
-        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
-        scim_policy=PATCH_POLICY,
-    )
-    changes = group_patch.changes(operations)
+    changes = group_patch.changes(group_patch.validate(body))
     record = await groups.change_group(
         call.store,
         path_id(request),

@@ -375,3 +375,100 @@ async def test_a_batch_of_membership_changes_is_applied_in_order(
             )
         ).all()
     assert sorted(tuple(row) for row in audited) == [(r, f"a{r[4:]}") for r in changed]
+
+
+AT_ONCE_LEAVES_TO_THE_TRANSACTION = {
+    "the same member added twice is added once",  # a member named by two changes
+    "add then remove of one member, in order",
+    "remove then add of one member, in order",
+    "an unknown member refuses that change only",  # refused by the transaction's path
+    "a nested group is a member",  # "inner" added, then removed
+}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("name", "members", "batch", "outcomes", "final"),
+    BATCHES,
+    ids=[row[0] for row in BATCHES],
+)
+async def test_a_batch_in_one_statement_gives_what_the_transaction_gives(
+    store: Store,
+    name: str,
+    members: list[Any],
+    batch: list[tuple[list[Any], list[Any]]],
+    outcomes: list[Any],
+    final: list[Any],
+) -> None:
+    """``write_member_batch_at_once`` (PostgreSQL, one statement) gives each
+    change the outcome ``write_member_batch`` gives it, writes the same
+    members and audit rows (details, actors, request ids, in queue order)
+    and moves the version on as far; a batch it leaves to the transaction
+    (a member named twice, an unknown member) it leaves untouched."""
+    from identity_store.group_changes import (
+        MemberChange,
+        load_group,
+        write_member_batch,
+        write_member_batch_at_once,
+    )
+
+    users = [await _user(store, f"s{i}") for i in range(5)]
+    inner = (await groups.create_group(store, "Inner1", ACTOR)).group.id
+    start_members = [inner if m == "inner" else users[m] for m in members]
+    twins = [
+        (await groups.create_group(store, f"Twin{n}", ACTOR, member_ids=start_members)).group
+        for n in range(2)
+    ]
+
+    def changes(gid: str) -> list[MemberChange]:
+        named = {"nobody": "01NOSUCHMEMBER000000000000", "self": gid, "inner": inner}
+        return [
+            MemberChange(
+                [named[i] if isinstance(i, str) else users[i] for i in add],
+                [named[i] if isinstance(i, str) else users[i] for i in remove],
+                Actor(name=f"a{k}", request_id=f"req-{k}", token_id=None),
+            )
+            for k, (add, remove) in enumerate(batch)
+        ]
+
+    async def work(session: Any) -> list[Any]:
+        group = await load_group(session, twins[0].id)
+        return await write_member_batch(session, group, changes(twins[0].id))
+
+    expected = await store.transaction(work)
+    at_once = await write_member_batch_at_once(store.engine, twins[1].id, changes(twins[1].id))
+
+    async def audited(gid: str) -> list[tuple[Any, ...]]:
+        async with store.reading() as session:
+            rows = await session.execute(
+                select(AuditEntry.details, AuditEntry.actor, AuditEntry.request_id)
+                .where(AuditEntry.resource_id == gid, AuditEntry.action == "group.patch")
+                .order_by(AuditEntry.id)
+            )
+            return [tuple(row) for row in rows]
+
+    if name in AT_ONCE_LEAVES_TO_THE_TRANSACTION:
+        assert at_once is None
+        assert await _members(store, twins[1].id) == sorted(start_members)
+        assert (await groups.get_group(store, twins[1].id)).group.version == twins[1].version
+        assert await audited(twins[1].id) == []
+        return
+    assert at_once is not None
+    group, got = at_once
+
+    def steps(found: list[Any], start: int) -> list[Any]:
+        return ["refused" if isinstance(o, ValidationError) else o - start for o in found]
+
+    assert steps(got, twins[1].version) == steps(expected, twins[0].version) == outcomes
+    assert [str(o) for o in got if isinstance(o, ValidationError)] == [
+        str(o) for o in expected if isinstance(o, ValidationError)
+    ]
+    assert await _members(store, twins[1].id) == await _members(store, twins[0].id)
+    stored = (await groups.get_group(store, twins[1].id)).group
+    assert stored.version == group.version
+    assert stored.version - twins[1].version == max(
+        (o for o in outcomes if o != "refused"), default=0
+    )
+    mine = await audited(twins[1].id)
+    assert [row[2] for row in mine] == sorted(row[2] for row in mine)  # in queue order
+    assert mine == sorted(await audited(twins[0].id), key=lambda row: str(row[2]))

@@ -15,6 +15,7 @@ from sqlalchemy import event, func, select
 
 from identity_store import groups, user_changes, users
 from identity_store.actor import Actor
+from identity_store.errors import NotFoundError
 from identity_store.models import AuditEntry, GroupMember, OutboxEntry
 from identity_store.store import Store
 from identity_store.users import UserInput, UserRecord
@@ -131,3 +132,43 @@ async def test_a_delete_of_a_version_no_longer_stored_writes_nothing(store: Stor
     assert await _rows(store, AuditEntry, action="user.delete") == 0
     await users.delete_user(store, created.user.id, ACTOR)  # read again: deleted
     assert await _rows(store, GroupMember, member_id=created.user.id) == 0
+
+
+async def test_concurrent_deletes_of_one_groups_users_each_move_its_version_on(
+    store: Store,
+) -> None:
+    """Users of one group deleted at once (Entra's deprovisioning; as many
+    as the write pool holds): each delete writes its own audit and outbox
+    rows, the group's version moves on once per member gone, and the group
+    lists none of them."""
+    members = [
+        (await users.create_user(store, _input(f"batch{i}@example.com"), ACTOR)).user.id
+        for i in range(8)
+    ]
+    group = await groups.create_group(store, "deprovisioned", ACTOR, member_ids=members)
+    before = group.group.version
+    actors = [Actor(name="test", request_id=f"req-del-{i}") for i in range(8)]
+    await asyncio.gather(
+        *(users.delete_user(store, m, a) for m, a in zip(members, actors, strict=True))
+    )
+    for member in members:
+        with pytest.raises(NotFoundError):
+            await users.get_user(store, member)
+        assert await _rows(store, AuditEntry, resource_id=member, action="user.delete") == 1
+        assert await _rows(store, OutboxEntry, aggregate_id=member, operation="delete") == 1
+    for actor in actors:
+        assert await _rows(store, AuditEntry, request_id=actor.request_id) == 1
+    after = await groups.get_group(store, group.group.id)
+    assert after.members == []
+    assert after.group.version == before + 8
+    assert await _rows(store, GroupMember, group_id=group.group.id) == 0
+
+
+async def test_a_user_deleted_twice_at_once_is_deleted_once(store: Store) -> None:
+    created = await users.create_user(store, _input("twice@example.com"), ACTOR)
+    outcomes = await asyncio.gather(
+        *(users.delete_user(store, created.user.id, ACTOR) for _ in range(2)),
+        return_exceptions=True,
+    )
+    assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "NotFoundError"]
+    assert await _rows(store, AuditEntry, resource_id=created.user.id, action="user.delete") == 1
