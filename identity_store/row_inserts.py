@@ -184,11 +184,11 @@ def _insert_part(
     computed: tuple[tuple[str, str], ...],
     source: str | None,
     returning: str | None,
-) -> tuple[str, tuple[Processor, ...]]:
+) -> tuple[str, tuple[tuple[int, Callable[[Any], Any]], ...]]:
     """The SQL of a :meth:`WithStatement.insert` part whose parameters start
     at ``$first``, and the bind processors of its columns: built once, not
     per write (building it cost more than everything else a create does with
-    its values)."""
+    its values), and the columns to convert (:func:`_converting`)."""
     places = [f"${n}::{_cast(table, c, dialect)}" for n, c in enumerate(columns, first)] + [
         sql for _, sql in computed
     ]
@@ -198,7 +198,16 @@ def _insert_part(
         sql += f" FROM {source}"
     if returning is not None:
         sql += f" RETURNING {returning}"
-    return sql, tuple(_processors(table, columns, dialect))
+    return sql, _converting(table, columns, dialect)
+
+
+def _converting(
+    table: Table, columns: tuple[str, ...], dialect: Dialect
+) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """``(position, processor)`` of the columns whose values SQLAlchemy converts
+    before sending them (most strings go as they are)."""
+    processors = _processors(table, columns, dialect)
+    return tuple((n, p) for n, p in enumerate(processors) if p is not None)
 
 
 @lru_cache(maxsize=STATEMENT_PARTS)
@@ -269,10 +278,10 @@ class WithStatement:
             source,
             returning,
         )
-        self.params.extend(
-            value if p is None else p(value)
-            for p, value in zip(processors, row.values(), strict=True)
-        )
+        values = list(row.values())
+        for n, processor in processors:
+            values[n] = processor(values[n])
+        self.params += values
         self.add(name, sql)
 
     def insert_rows(
