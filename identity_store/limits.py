@@ -57,7 +57,7 @@ def check_free_form(name: str, value: Any) -> None:
     """Raise :class:`ValidationError` when the JSON ``value`` nests deeper than
     :data:`MAX_FREE_FORM_DEPTH` or serialises to more than
     :data:`MAX_FREE_FORM_BYTES` (walked without recursion, depth first)."""
-    if value is None:
+    if not value:  # None, or empty: one level, a few bytes
         return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -162,6 +162,69 @@ def _cast(table: Table, column: str, dialect: Dialect) -> str:
     return str(table.c[column].type.compile(dialect=dialect))
 
 
+@cache
+def _server_defaulted(table: Table) -> frozenset[str]:
+    """The columns of ``table`` that have a server default."""
+    return frozenset(c.key for c in table.columns if c.server_default is not None)
+
+
+STATEMENT_PARTS = 512
+"""Parts of :class:`WithStatement` remembered (LRU), each its SQL text and
+bind processors: one per table, set of columns, first parameter number and
+guard seen. A create of an Entra user makes seven; the columns a request
+leaves null make others, so the bound keeps hostile variety from growing it."""
+
+
+@lru_cache(maxsize=STATEMENT_PARTS)
+def _insert_part(
+    table: Table,
+    columns: tuple[str, ...],
+    dialect: Dialect,
+    first: int,
+    computed: tuple[tuple[str, str], ...],
+    source: str | None,
+    returning: str | None,
+) -> tuple[str, tuple[tuple[int, Callable[[Any], Any]], ...]]:
+    """The SQL of a :meth:`WithStatement.insert` part whose parameters start
+    at ``$first``, and the bind processors of its columns: built once, not
+    per write (building it cost more than everything else a create does with
+    its values), and the columns to convert (:func:`_converting`)."""
+    places = [f"${n}::{_cast(table, c, dialect)}" for n, c in enumerate(columns, first)] + [
+        sql for _, sql in computed
+    ]
+    names = ", ".join(f'"{c}"' for c in [*columns, *(name for name, _ in computed)])
+    sql = f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(places)}'
+    if source is not None:
+        sql += f" FROM {source}"
+    if returning is not None:
+        sql += f" RETURNING {returning}"
+    return sql, _converting(table, columns, dialect)
+
+
+def _converting(
+    table: Table, columns: tuple[str, ...], dialect: Dialect
+) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """``(position, processor)`` of the columns whose values SQLAlchemy converts
+    before sending them (most strings go as they are)."""
+    processors = _processors(table, columns, dialect)
+    return tuple((n, p) for n, p in enumerate(processors) if p is not None)
+
+
+@lru_cache(maxsize=STATEMENT_PARTS)
+def _rows_part(
+    table: Table, columns: tuple[str, ...], dialect: Dialect, first: int, user_id_from: str
+) -> tuple[str, tuple[Processor, ...]]:
+    """The SQL of a :meth:`WithStatement.insert_rows` part whose parameters
+    start at ``$first``, and the bind processors of its columns."""
+    places = ", ".join(f"${n}::{_cast(table, c, dialect)}[]" for n, c in enumerate(columns, first))
+    names = ", ".join(f'"{c}"' for c in ["user_id", *columns])
+    sql = (
+        f'INSERT INTO "{table.name}" ({names})'  # noqa: S608
+        f" SELECT {user_id_from}.id, x.* FROM {user_id_from}, unnest({places}) AS x"
+    )
+    return sql, tuple(_processors(table, columns, dialect))
+
+
 class WithStatement:
     """One PostgreSQL statement of data-modifying ``WITH`` queries, built
     part by part, its values bound as SQLAlchemy would bind them
@@ -172,7 +235,8 @@ class WithStatement:
     committed. A part may be guarded by another (``source``): its rows are
     written only for the rows the other returned (``FROM u``), so that an
     ``UPDATE ... WHERE version = $n`` that finds another version writes
-    nothing at all. Table and column names are the models', never input."""
+    nothing at all. Table and column names are the models', never input.
+    The text of an insert part is built once per shape (:func:`_insert_part`)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -203,25 +267,21 @@ class WithStatement:
         parts and parameters, never from input). Columns null in ``row``
         that have no server default are left out: the statement carries the
         row's values only (a new user has some forty columns, most empty)."""
-        row = {
-            c: v for c, v in row.items() if v is not None or table.c[c].server_default is not None
-        }
-        values = bound(table, row, self.dialect)
-        places = ", ".join(
-            [
-                *(
-                    self.place(v, _cast(table, c, self.dialect))
-                    for c, v in zip(row, values, strict=True)
-                ),
-                *(computed or {}).values(),
-            ]
+        defaulted = _server_defaulted(table)
+        row = {c: v for c, v in row.items() if v is not None or c in defaulted}
+        sql, processors = _insert_part(
+            table,
+            tuple(row),
+            self.dialect,
+            len(self.params) + 1,
+            tuple(computed.items()) if computed else (),
+            source,
+            returning,
         )
-        names = ", ".join(f'"{c}"' for c in [*row, *(computed or {})])
-        sql = f'INSERT INTO "{table.name}" ({names}) SELECT {places}'
-        if source is not None:
-            sql += f" FROM {source}"
-        if returning is not None:
-            sql += f" RETURNING {returning}"
+        values = list(row.values())
+        for n, processor in processors:
+            values[n] = processor(values[n])
+        self.params += values
         self.add(name, sql)
 
     def insert_rows(
@@ -230,18 +290,14 @@ class WithStatement:
         """``INSERT INTO table`` ``rows`` (same keys, without ``user_id``)
         as an ``unnest`` of one array per column, each with the ``id`` of
         the row part ``user_id_from`` returned."""
-        columns = list(rows[0])
-        arrays = list(zip(*(bound(table, r, self.dialect) for r in rows), strict=True))
-        places = ", ".join(
-            self.place(list(values), _cast(table, c, self.dialect) + "[]")
-            for c, values in zip(columns, arrays, strict=True)
+        columns = tuple(rows[0])
+        sql, processors = _rows_part(
+            table, columns, self.dialect, len(self.params) + 1, user_id_from
         )
-        names = ", ".join(f'"{c}"' for c in ["user_id", *columns])
-        self.add(
-            name,
-            f'INSERT INTO "{table.name}" ({names})'  # noqa: S608
-            f" SELECT {user_id_from}.id, x.* FROM {user_id_from}, unnest({places}) AS x",
-        )
+        for n, p in enumerate(processors):
+            values = [row[columns[n]] for row in rows]
+            self.params.append(values if p is None else [p(v) for v in values])
+        self.add(name, sql)
 
     def sql(self, final: str) -> str:
         return f"WITH {', '.join(self.parts)} {final}"

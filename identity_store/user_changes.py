@@ -256,7 +256,8 @@ def _validate(data: UserInput, max_values: int) -> None:
     for column in FREE_FORM_COLUMNS:
         check_free_form(column, data.columns.get(column))
     for column, value in data.columns.items():
-        check_moment(column, value)
+        if isinstance(value, datetime):
+            check_moment(column, value)
     user_type = data.columns.get("user_type")
     if user_type is not None and user_type not in {t.value for t in UserType}:
         raise ValidationError(f"userType must be one of {[t.value for t in UserType]}")

@@ -238,6 +238,18 @@ def text_value(value: Any) -> str | None:
     return str(value)
 
 
+_EXTENSION_FIELDS = {
+    ScimUser.__scim_info__.attribute_urns[name]: name for name in ScimUser.__scim_info__.extensions
+}
+"""Extension schema → the field of :class:`ScimUser` holding it."""
+
+
+def extension(resource: ScimUser, model: type[Any]) -> Any:
+    """``resource[model]`` (the extension's object, or ``None``) read as the
+    field holding it: scim2-models' item access resolves a path each time."""
+    return getattr(resource, _EXTENSION_FIELDS[model.__schema__])
+
+
 def user_input(resource: ScimUser) -> UserInput:
     """The store's view of a validated SCIM user (create or full replace)."""
     columns: dict[str, Any] = {}
@@ -248,14 +260,14 @@ def user_input(resource: ScimUser) -> UserInput:
         for _, field, column in _NAME_FIELDS:
             columns[column] = getattr(resource.name, field)
 
-    enterprise = resource[EnterpriseUser]
+    enterprise = extension(resource, EnterpriseUser)
     if enterprise is not None:
         for _, field, column in _ENTERPRISE_FIELDS:
             columns[column] = getattr(enterprise, field)
         manager = enterprise.manager
         columns["manager_id"] = manager.value if manager is not None else None
 
-    product = resource[IdentityStoreUser]
+    product = extension(resource, IdentityStoreUser)
     if product is not None:
         for key, field, column in _PRODUCT_FIELDS:
             value = getattr(product, field)

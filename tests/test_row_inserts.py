@@ -97,3 +97,33 @@ async def test_a_constraint_violation_is_sqlalchemy_integrity_error(engine: Asyn
             # Another live user with the same name: the partial unique index refuses it.
             await row_inserts.insert_rows(session, USERS, [_row("u-2", "SAME")])
         await session.rollback()
+
+
+def test_statement_parts_are_remembered_within_their_bound() -> None:
+    """The text of a ``WithStatement`` part is built once per shape, and at
+    most ``STATEMENT_PARTS`` shapes are remembered: past the bound, a part
+    is built again, the same as it was the first time."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
+
+    def built(row: dict[str, Any]) -> tuple[str, list[Any]]:
+        statement = row_inserts.WithStatement(dialect)
+        statement.place("x")
+        statement.insert("u", USERS, row, returning="id")
+        return statement.sql("SELECT 1"), statement.params
+
+    first = built(_row("01HZZZZZZZZZZZZZZZZZZZZZZZ", "first"))
+    assert first[0].startswith('WITH u AS (INSERT INTO "users" ("id", "user_name"')
+    assert "$2::VARCHAR(26), $3::VARCHAR(255)" in first[0]
+    assert first[1][1:3] == ["01HZZZZZZZZZZZZZZZZZZZZZZZ", "first"]
+    assert first[1][4] == '["a", "\\u00fc"]'  # through the JSON column's processor
+    row_inserts._insert_part.cache_clear()
+    row = _row("01HZZZZZZZZZZZZZZZZZZZZZZZ", "other")
+    for n in range(row_inserts.STATEMENT_PARTS + 50):  # as many shapes: subsets of columns
+        shape = {c: v for i, (c, v) in enumerate(row.items()) if n >> i & 1}
+        row_inserts.WithStatement(dialect).insert("u", USERS, shape)
+    info = row_inserts._insert_part.cache_info()
+    assert info.currsize == row_inserts.STATEMENT_PARTS == info.maxsize
+    assert built(_row("01HZZZZZZZZZZZZZZZZZZZZZZZ", "first")) == first
+    assert row_inserts._rows_part.cache_info().maxsize == row_inserts.STATEMENT_PARTS

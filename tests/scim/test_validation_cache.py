@@ -434,3 +434,34 @@ async def test_bad_patches_are_refused_the_same_way_each_time(scim: httpx.AsyncC
         assert second.json() == first.json()
     unchanged = await scim.get(f"/Users/{user['id']}")
     assert unchanged.json()["meta"]["version"] == user["meta"]["version"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        for n in USER_BODIES
+        if _outcome(lambda n=n: validate_user(USER_BODIES[n], CREATE))[0] == "accepted"
+    ],
+)
+def test_an_extension_read_as_its_field_is_item_access(name: str) -> None:
+    """``mapping.extension`` answers what scim2-models' ``resource[Extension]`` does."""
+    from scim2_models import EnterpriseUser
+
+    from scim_server.mapping import extension
+    from scim_server.schemas import IdentityStoreUser
+
+    resource = validate_user(copy.deepcopy(USER_BODIES[name]), CREATE)
+    for model in (EnterpriseUser, IdentityStoreUser):
+        assert extension(resource, model) is resource[model]
+    with_both = validate_user(
+        {
+            "schemas": [USER_SCHEMA, ENTERPRISE, PRODUCT],
+            "userName": "a",
+            ENTERPRISE: {"department": "D"},
+            PRODUCT: {"idpUsername": "a"},
+        },
+        CREATE,
+    )
+    for model in (EnterpriseUser, IdentityStoreUser):
+        assert extension(with_both, model) is with_both[model] is not None
