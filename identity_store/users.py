@@ -489,10 +489,17 @@ async def find_users(store: Store, request: PageRequest, *, groups: bool) -> Pag
     """A page of live users matching ``request.filter``, sorted and paged as
     it asks, and how many match in all (RFC 7644 §3.4.2; RFC 9865 cursors).
 
+    A single comparison that is a one-column look-up (``userName eq``,
+    ``externalId eq``) is read off the filter tree
+    (:func:`identity_store.filtering.user_equality`, by the translation's
+    rules); its SQL translation is built only where it is needed (SQLite,
+    another page, counting the matches of a full first page).
+
+    :raises InvalidFilterError: The filter names what the store cannot filter on.
     :raises InvalidCursorError: ``request.cursor`` is not one of ours.
     :raises InvalidSortError: Cursor pagination by a key cursors do not support.
     """
-    where = filtering.user_where(request.filter) if request.filter is not None else None
+    where = _Where(request.filter)
     plan = plan_page(request, filtering.user_order, CURSOR_SORTS)
     if store.prepared is not None:
         with database_errors():
@@ -500,10 +507,34 @@ async def find_users(store: Store, request: PageRequest, *, groups: bool) -> Pag
         if page is not None:
             return page
     async with store.reading() as session:
-        found = await list_user_rows(session, where, plan)
+        found = await list_user_rows(session, where.clause(), plan)
         rows, next_cursor = plan.trim(found.rows, request)
         records = await user_records(session, rows, groups=groups)
     return Page(total=found.total, rows=records, next_cursor=next_cursor)
+
+
+class _Where:
+    """A page request's filter: the look-up it is, if it is one, and its SQL
+    translation, built on first use. Whatever the filter is refused for is
+    raised here, before the page is planned, as the translation raised it
+    (a single comparison's by :func:`~identity_store.filtering.user_equality`,
+    which applies the translation's checks)."""
+
+    __slots__ = ("_clause", "equality", "tree")
+
+    def __init__(self, tree: filtering.Filter | None) -> None:
+        self.tree = tree
+        self._clause: ColumnElement[bool] | None = None
+        self.equality = filtering.user_equality(tree) if tree is not None else None
+        if tree is not None and self.equality is None:
+            self._clause = filtering.user_where(tree)
+            self.equality = filtering.column_equality(self._clause)
+
+    def clause(self) -> ColumnElement[bool] | None:
+        """The WHERE clause of the filter (``None``: no filter)."""
+        if self._clause is None and self.tree is not None:
+            self._clause = filtering.user_where(self.tree)
+        return self._clause
 
 
 async def _prepared_page(
@@ -511,7 +542,7 @@ async def _prepared_page(
     prepared: PreparedReads,
     request: PageRequest,
     plan: PagePlan,
-    where: ColumnElement[bool] | None,
+    where: _Where,
     groups: bool,
 ) -> Page[UserRecord] | None:
     """The pages most clients ask for, as one prepared statement: pages by id
@@ -520,12 +551,12 @@ async def _prepared_page(
     if request.sort is not None or request.count == 0:
         return None  # the plan orders by id alone from here on
     after = plan.after[0] if plan.after else None
-    if where is None:
+    if where.tree is None:
         found = await prepared.users_after(
             after, offset=plan.offset, limit=plan.limit, groups=groups
         )
     else:
-        equality = filtering.column_equality(where)
+        equality = where.equality
         if equality is None or equality[0] not in LOOKUP_COLUMNS:
             return None
         if plan.after is not None or plan.offset != 0:
@@ -533,10 +564,11 @@ async def _prepared_page(
         found = await prepared.users_where(*equality, limit=plan.limit, groups=groups)
     total = total_of_page(len(found), plan.offset, plan.limit, plan.after)
     if total is None:
-        if where is None:
+        clause = where.clause()
+        if clause is None:
             total = await prepared.total("User")
         else:  # a full first page of a look-up: count its matches
             async with store.reading() as session:
-                total = await count_matching(session, live_user_ids(), where)
+                total = await count_matching(session, live_user_ids(), clause)
     page, next_cursor = plan.trim([r.user for r in found], request)
     return Page(total=total, rows=found[: len(page)], next_cursor=next_cursor)

@@ -20,6 +20,7 @@ from identity_store.attributes import (
     CORE_GROUP_SCHEMA,
     CORE_USER_SCHEMA,
     PRODUCT_USER_SCHEMA,
+    USER_ATTRIBUTES,
 )
 from identity_store.errors import InvalidFilterError, InvalidSortError
 from identity_store.filtering import (
@@ -34,10 +35,12 @@ from identity_store.filtering import (
     column_equality,
     group_order,
     group_where,
+    user_equality,
     user_order,
     user_where,
 )
 from identity_store.models import User, UserMultiValue
+from identity_store.models.user import NORMALIZED_VALUE_LENGTH
 from identity_store.users import normalize
 from scim_server.schemas import ScimUser
 
@@ -249,3 +252,119 @@ def test_column_equality_reads_one_column_equal_to_a_value_off_the_translation(
     """What the prebuilt look-ups (identity_store.prepared_reads) may serve, and with
     which value: the comparison key for a case-insensitive column."""
     assert column_equality(user_where(tree)) == expected
+
+
+# -- Look-ups read off the tree ------------------------------------------------------------
+
+LONG = NORMALIZED_VALUE_LENGTH
+EQUALITY_VALUES: list[Any] = [
+    "BJensen",
+    "bjensen",
+    "E\u0301lodie İstanbul ẞ",  # NFD, and keys longer or shorter than the text
+    "",
+    "x" * (LONG - 1),  # the longest key a truncated comparison key holds whole
+    "x" * LONG,
+    "X" * (LONG + 100),
+    b"\x00\xffcert",
+    True,
+    False,
+    datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC),
+    datetime(2024, 5, 6, 7, 8, 9),  # no zone: refused
+    42,
+    None,
+]
+EQUALITY_OPERATORS = ["eq", "co", "sw", "ew", "gt", "ge", "lt", "le", "ne"]
+
+
+def _outcome(read: Any, tree: Filter) -> tuple[Any, ...]:
+    try:
+        answer = read(tree)
+    except InvalidFilterError as exc:
+        return ("refused", str(exc))
+    except Exception as exc:  # compared, not hidden
+        return ("failed", type(exc), str(exc))
+    return ("answered", answer, type(answer[1]) if answer else None)
+
+
+def _translated(tree: Filter) -> Any:
+    return column_equality(user_where(tree))
+
+
+@pytest.mark.parametrize(
+    "attribute", [*USER_ATTRIBUTES, core("nosuch"), "userName", core("userName.x")]
+)
+def test_user_equality_reads_a_comparison_as_its_translation_does(attribute: str) -> None:
+    """user_equality answers a single comparison as column_equality reads
+    user_where's translation of it, for every attribute of the table (refused,
+    complex, multi-valued, derived, constant ones included) and any name the
+    table does not hold, with every operator, values of every type (and of the
+    wrong type), keys shorter and longer than a truncated comparison key, and
+    both cases: the same look-up, or the same refusal."""
+    differences = []
+    for op in EQUALITY_OPERATORS:
+        for value in EQUALITY_VALUES:
+            for case_exact in (False, True):
+                tree = Compare(attribute, op, value, case_exact)  # type: ignore[arg-type]
+                expected = _outcome(_translated, tree)
+                actual = _outcome(user_equality, tree)
+                if expected[0] == "failed" and op != "eq":
+                    # SQLAlchemy refuses to order booleans (the SCIM layer never
+                    # asks): no look-up, the caller's translation fails alike.
+                    expected = ("answered", None, None)
+                if actual != expected:
+                    differences.append((op, value, case_exact, expected, actual))
+    assert differences == []
+
+
+def test_user_equality_answers_the_look_ups_clients_send() -> None:
+    """The comparisons the prepared look-ups serve are answered (not left to
+    the translation), with the value the translation binds."""
+    assert user_equality(Compare(core("userName"), "eq", "BJensen", False)) == (
+        "user_name_normalized",
+        "bjensen",
+    )
+    assert user_equality(Compare(core("userName"), "eq", "BJensen", True)) == (
+        "user_name",
+        "BJensen",
+    )
+    assert user_equality(Compare(core("externalId"), "eq", "E\u0301xt", True)) == (
+        "external_id",
+        unicodedata.normalize("NFC", "E\u0301xt"),
+    )
+    assert user_equality(Compare(core("id"), "eq", "01J", True)) == ("id", "01J")
+    assert user_equality(Compare(product("idpReferenceId"), "eq", "R", True)) == (
+        "idp_reference_id",
+        "R",
+    )
+
+
+OTHER_TREES: list[Filter] = [
+    Not(Compare(core("userName"), "eq", "b", False)),
+    And((Compare(core("userName"), "eq", "b", False),)),
+    And((Compare(core("userName"), "eq", "b", False), Compare(core("id"), "eq", "1", True))),
+    Or((Compare(core("externalId"), "eq", "e", True),)),
+    Present(core("userName")),
+    Within(core("emails"), Compare(core("emails.value"), "eq", "a@b.c", False)),
+    Not(Compare(core("password"), "eq", "secret", True)),  # refused by the translation
+    And((Compare(core("nosuch"), "eq", "x", False),)),
+]
+
+
+@pytest.mark.parametrize("tree", OTHER_TREES)
+def test_user_equality_leaves_every_other_tree_to_the_translation(tree: Filter) -> None:
+    """Only a single comparison is read off the tree: for any other, even one
+    the translation reads as a look-up or refuses, the answer is None and the
+    caller translates it (which refuses what it refuses)."""
+    assert user_equality(tree) is None
+
+
+def test_user_equality_keeps_a_guard_on_another_column_out_of_look_ups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Were ``user_name`` nullable, ``userName eq`` would read its comparison
+    key under an ``IS NOT NULL`` guard on ``user_name``: no one-column
+    look-up, for the translation and for user_equality alike."""
+    monkeypatch.setattr(User.__table__.c.user_name, "nullable", True)
+    tree = Compare(core("userName"), "eq", "BJensen", False)
+    assert _translated(tree) is None
+    assert user_equality(tree) is None

@@ -23,7 +23,7 @@ memory, but writes no SQL.
 
 from .sorting import group_order, user_order
 from .terms import And, Compare, Filter, Not, Or, Present, SortKey, Within
-from .translate import column_equality, group_where, user_where
+from .translate import column_equality, group_where, user_equality, user_where
 
 __all__ = [
     "And",
@@ -37,6 +37,7 @@ __all__ = [
     "column_equality",
     "group_order",
     "group_where",
+    "user_equality",
     "user_order",
     "user_where",
 ]

@@ -90,7 +90,7 @@ from .terms import (
     Within,
 )
 
-__all__ = ["column_equality", "group_where", "user_where"]
+__all__ = ["column_equality", "group_where", "user_equality", "user_where"]
 
 _LIKE_ESCAPE = "/"
 
@@ -352,8 +352,7 @@ class _Translator:
         return condition
 
     def _compare(self, term: Compare) -> ColumnElement[bool]:
-        attribute = self.resource.table.for_compare(term.attribute)
-        _check(attribute, term)
+        attribute = _compared(self.resource, term)
         if attribute.constant is not None:
             return true() if _holds(attribute.constant, term) else false()
 
@@ -375,6 +374,14 @@ class _Translator:
             assert value.rows is not None
             return self._exists(value.rows, row, condition)
         return condition
+
+
+def _compared(resource: Resource, term: Compare) -> Attribute:
+    """The attribute a comparison names, once the attribute table and
+    :func:`_check` accept the comparison (:class:`InvalidFilterError` else)."""
+    attribute = resource.table.for_compare(term.attribute)
+    _check(attribute, term)
+    return attribute
 
 
 def _check(attribute: Attribute, term: Compare) -> None:
@@ -399,10 +406,15 @@ def _check(attribute: Attribute, term: Compare) -> None:
         raise InvalidFilterError(f"'{term.attribute}' is compared to a dateTime without a zone")
 
 
+def _never_null(expression: Any) -> bool:
+    """Whether ``expression`` is a NOT NULL column (no ``IS NOT NULL`` guard)."""
+    column_ = getattr(expression, "expression", expression)
+    return isinstance(column_, Column) and not column_.nullable
+
+
 def _not_null(expression: Any) -> ColumnElement[bool]:
     """``expression IS NOT NULL``, left out for a NOT NULL column."""
-    column_ = getattr(expression, "expression", expression)
-    if isinstance(column_, Column) and not column_.nullable:
+    if _never_null(expression):
         return true()
     return expression.is_not(None)  # type: ignore[no-any-return]
 
@@ -419,32 +431,64 @@ def _key(value: str, case_exact: bool) -> str:
     return unicodedata.normalize("NFC", value) if case_exact else normalize(value)
 
 
-def _row_comparison(value: Value, row: _Row, term: Compare) -> ColumnElement[bool]:
-    """``eq``, ``co``, ``sw``, ``ew``, ``gt``, ``ge``, ``lt`` or ``le`` on one row, NULL-free."""
-    raw_column = value.read(row)
-    kind = value.attribute.type
+_RAW, _NORMALIZED, _LOWERED = "raw", "normalized", "lowered"
+
+
+@dataclass(frozen=True, slots=True)
+class _Operand:
+    """What one comparison on a row compares: the attribute's column as it is
+    (``raw``), its stored comparison key (``normalized``) or ``lower()`` of it
+    (``lowered``), and the value, in the form that column holds."""
+
+    reads: str
+    expected: Any
+    text: bool
+    """Whether a string is compared (binary values are, as their base64 text)."""
+
+
+def _operand(attribute: Attribute, term: Compare) -> _Operand:
+    """The rules of :func:`_row_comparison`, apart from SQL, so that
+    :func:`user_equality` reads a look-up by the same ones: binary values as
+    the base64 text scim2-models serializes, strings by their comparison key,
+    through the stored normalized column when there is one and the key fits
+    it (``eq`` only, when the column is truncated), else ``lower(column)``."""
+    kind = attribute.type
     expected = term.value
     if kind is bytes:
         # Binary values are stored as the base64 text scim2-models serializes.
         expected = base64.b64encode(expected).decode("ascii")
         kind = str
     if kind is not str:
+        return _Operand(_RAW, expected, text=False)
+    key = _key(expected, term.case_exact)
+    if term.case_exact:
+        return _Operand(_RAW, key, text=True)
+    length = attribute.normalized_length
+    fits = length is None or (term.op == "eq" and len(key) < length)
+    reads = _NORMALIZED if attribute.normalized is not None and fits else _LOWERED
+    return _Operand(reads, key, text=True)
+
+
+def _row_comparison(value: Value, row: _Row, term: Compare) -> ColumnElement[bool]:
+    """``eq``, ``co``, ``sw``, ``ew``, ``gt``, ``ge``, ``lt`` or ``le`` on one row, NULL-free."""
+    raw_column = value.read(row)
+    operand = _operand(value.attribute, term)
+    expected = operand.expected
+    if not operand.text:
         return and_(_not_null(raw_column), _operate(raw_column, term.op, expected))
 
-    key = _key(expected, term.case_exact)
     column_ = raw_column
-    if not term.case_exact:
-        length = value.attribute.normalized_length
-        fits = length is None or (term.op == "eq" and len(key) < length)
-        column_ = (
-            value.normalized(row) if value.normalized is not None and fits else func.lower(column_)
-        )
+    if operand.reads == _NORMALIZED:
+        assert value.normalized is not None
+        column_ = value.normalized(row)
+    elif operand.reads == _LOWERED:
+        column_ = func.lower(column_)
     present = _not_null(raw_column)
     if term.op in SUBSTRING_OPERATORS:
-        return and_(present, _substring(column_, term.op, key, case_exact=term.case_exact))
+        return and_(present, _substring(column_, term.op, expected, case_exact=term.case_exact))
     if term.op == "eq":
-        return and_(present, column_ == key)
-    return and_(present, _operate(in_code_point_order(column_), term.op, key))
+        return and_(present, column_ == expected)
+    return and_(present, _operate(in_code_point_order(column_), term.op, expected))
 
 
 _OPERATIONS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
@@ -551,3 +595,41 @@ def column_equality(where: ColumnElement[bool]) -> tuple[str, Any] | None:
         if not guard:
             return None
     return str(left.key), right.effective_value
+
+
+def user_equality(tree: Filter) -> tuple[str, Any] | None:
+    """:func:`column_equality` of :func:`user_where`'s translation of ``tree``,
+    read off the tree without building that translation, for a single
+    comparison (the look-ups of provisioning clients: ``userName eq``,
+    ``externalId eq``); ``None`` for any other tree (the caller translates it).
+
+    The same rules decide (:func:`_compared`, :func:`_operand`): the
+    attribute table's refusals and the comparison's checks raise the same
+    :class:`InvalidFilterError`; a constant (``meta.resourceType``), ``eq
+    null``, another operator, a multi-valued or derived attribute, a
+    ``lower(column)`` comparison and a boolean (SQL's ``true``, not a bound
+    value) are no look-up; a nullable column read as it is keeps its ``IS NOT
+    NULL`` guard, which a look-up implies, while a stored comparison key
+    guarded by another column is no look-up. tests/test_filtering.py holds
+    the two equal for every filterable attribute.
+    """
+    if not isinstance(tree, Compare):
+        return None
+    attribute = _compared(USERS, tree)
+    if attribute.constant is not None or tree.value is None or tree.op != "eq":
+        return None
+    value = USERS.values[attribute.name]
+    if value.rows is not None:
+        return None
+    raw_column = value.read(USERS.entity)
+    if not isinstance(raw_column, Column):
+        return None  # derived by a sub-query (manager.displayName)
+    operand = _operand(attribute, tree)
+    if isinstance(operand.expected, bool):
+        return None  # written as SQL's true or false, not a bound parameter
+    if operand.reads == _RAW:
+        return str(raw_column.key), operand.expected
+    normalized = value.normalized
+    if operand.reads == _NORMALIZED and normalized is not None and _never_null(raw_column):
+        return str(normalized(USERS.entity).key), operand.expected
+    return None
