@@ -5,6 +5,8 @@ PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import os
 import signal
 import socket
@@ -18,6 +20,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+import uvicorn.logging
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,6 +30,7 @@ from identity_store.errors import UnavailableError
 from identity_store.settings import Settings
 from identity_store.store import Store
 from identity_store.users import UserInput
+from idstore import logs
 from idstore.logs import redact, redact_target
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -343,3 +347,154 @@ def test_access_log_targets_keep_only_harmless_query_values(target: str, expecte
     """Paging and projection parameters stay; a filter keeps its attributes and
     operators; any other value is replaced."""
     assert redact_target(target) == expected
+
+
+# -- Cheaper lines, the same lines -----------------------------------------------------------
+
+_FRAGMENTS = [
+    "idst_01M8TQ92A1TAZRW2AE1RHX5M0F_sJWs5-Mzzqyv1kFW8_36lxNX",
+    "IDST_x",
+    "xidst_abc",
+    "Bearer abc.def",
+    "BEARER abc",
+    "Ba\u017fic dXNlcjpwYXNz",  # long s: IGNORECASE folds it to s
+    "basic",
+    "access_token=s3cr3t",
+    "Refresh_Token: abc",
+    "id_token=a",
+    "TOKEN=b",
+    "apikey=k",
+    "API_KEY: k",
+    "password: hunter2",
+    "PASSWD=x",
+    "client_secret=y",
+    "Secret: z",
+    "\nDETAIL:  Key (user_name)=(pat@example.com) already exists.",
+    "\n  DETAIL: x",
+    "detail: not at the start of a line",
+    "[parameters: ('pat@example.com', 1)]",
+    "[PARAMETERS: x]",
+    'invalid input syntax for type integer: "pat@example.com"',
+    "invalid input value for enum lifecycle: 'X'",
+    "field value out of range: 99999",
+    'malformed array literal: "{x"',
+    "invalid input for query argument $1: 'pat@example.com' (expected int)",
+    "Invalid Input syntax for type uuid: 'x'",
+    "/scim/v2/Users/01M8TQ92A1TAZRW2AE1RHX5M0F",
+    "GET /scim/v2/Users?count=10",
+    "nothing to hide",
+    "Ünïcode ẞ K",  # Kelvin sign
+    " ",
+    "\n",
+    "=",
+    ":",
+    "",
+]
+
+
+def _random_lines(count: int) -> list[str]:
+    import random
+
+    chooser = random.Random(15)
+    return [
+        "".join(chooser.choice(_FRAGMENTS) for _ in range(chooser.randint(1, 4)))
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("line", [*_FRAGMENTS, *_random_lines(3000)])
+def test_redact_skips_only_lines_no_expression_would_change(line: str) -> None:
+    """redact returns a line without any text its expressions need as it is,
+    without running them: the same result as running them all, for every
+    kind of secret in any letter case (folds included) and for plain text."""
+    assert redact(line) == logs._redact_all(line)
+
+
+def _access_record(
+    args: Any, level: int = logging.INFO, exc_info: Any = None, stack_info: str | None = None
+) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "uvicorn.access", level, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, exc_info
+    )
+    record.stack_info = stack_info
+    return record
+
+
+def _exc_info() -> Any:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        return sys.exc_info()
+
+
+ACCESS_RECORDS = [
+    _access_record(("127.0.0.1:54321", "GET", "/scim/v2/Users/01M8TQ", "1.1", 200)),
+    _access_record(("[::1]:80", "POST", "/scim/v2/Users", "1.0", 201)),
+    _access_record(("127.0.0.1:1", "PATCH", "/scim/v2/Users/x", "2", 204)),
+    _access_record(
+        ("127.0.0.1:1", "GET", "/scim/v2/Users?filter=x%20eq%20%22[redacted]%22", "1.1", 304)
+    ),
+    _access_record(("127.0.0.1:1", "DELETE", "/scim/v2/Users/x", "1.1", 404)),
+    _access_record(("127.0.0.1:1", "PUT", "/scim/v2/Users/x", "1.1", 412)),
+    _access_record(("127.0.0.1:1", "GET", "/", "1.1", 500)),
+    _access_record(("127.0.0.1:1", "GET", "/", "1.1", 599)),  # no phrase
+    _access_record(("127.0.0.1:1", "GET", "/", "1.1", 101)),
+    _access_record(("127.0.0.1:1", "GET", "/%C3%A9", "1.1", 200)),
+    _access_record(("127.0.0.1:1", "GET", "/", "1.1", True)),
+    _access_record((None, "GET", "/", "1.1", 200)),
+    _access_record(("127.0.0.1:1", "GET", "/", "1.1", 200), level=logging.WARNING),
+    _access_record(("127.0.0.1:1", "GET", "/", "1.1", 200), level=logging.CRITICAL),
+    _access_record(("127.0.0.1:1", "GET", "/", "1.1", 200), level=5),  # uvicorn's TRACE
+    _access_record(("127.0.0.1:1", "GET", "/", "1.1", 500), exc_info=_exc_info()),
+    _access_record(
+        ("127.0.0.1:1", "GET", "/", "1.1", 200), stack_info="Stack (most recent call last)"
+    ),
+]
+
+
+@pytest.mark.parametrize("use_colors", [False, True])
+@pytest.mark.parametrize("index", range(len(ACCESS_RECORDS)))
+def test_access_formatter_writes_uvicorns_line(index: int, use_colors: bool) -> None:
+    """The server's access formatter writes what uvicorn's AccessFormatter
+    writes from the same record, with and without colours, for every status
+    (one without a phrase included), level, exception and stack."""
+    record = ACCESS_RECORDS[index]
+    ours = logs.AccessFormatter(fmt=logs.ACCESS_FORMAT, use_colors=use_colors)
+    uvicorns = uvicorn.logging.AccessFormatter(fmt=logs.ACCESS_FORMAT, use_colors=use_colors)
+    assert _formatted(ours, record) == _formatted(uvicorns, record)
+
+
+def _formatted(formatter: logging.Formatter, record: logging.LogRecord) -> tuple[Any, ...]:
+    record = copy.copy(record)
+    try:
+        line = formatter.format(record)
+    except Exception as exc:  # compared, not hidden
+        return ("failed", type(exc), str(exc))
+    return ("written", line, record.message)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("127.0.0.1:1", "GET", "/"),
+        ("127.0.0.1:1", "GET", "/", "1.1", "200"),
+        ("127.0.0.1:1", "GET", "/", "1.1", 200, "extra"),
+        ("127.0.0.1:1", "GET", "/", "1.1", None),
+    ],
+)
+def test_access_formatter_fails_on_records_uvicorns_refuses(args: Any) -> None:
+    """A record uvicorn's formatter cannot write fails the same way."""
+    record = _access_record(args)
+    ours = logs.AccessFormatter(fmt=logs.ACCESS_FORMAT, use_colors=False)
+    uvicorns = uvicorn.logging.AccessFormatter(fmt=logs.ACCESS_FORMAT, use_colors=False)
+    theirs = _formatted(uvicorns, record)
+    assert theirs[0] == "failed"
+    assert _formatted(ours, record) == theirs
+
+
+def test_the_server_logs_access_lines_with_its_formatter() -> None:
+    """idstore serve's configuration writes access lines with it."""
+    assert logs.log_config("info")["formatters"]["access"] == {
+        "()": "idstore.logs.AccessFormatter",
+        "fmt": logs.ACCESS_FORMAT,
+    }
