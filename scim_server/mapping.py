@@ -106,6 +106,16 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
         target[key] = value
 
 
+# The (SCIM name, column) pairs user_document reads, as tuples built once; it
+# tests "a value" (not None, [] or {}: _put's rule) inline, not by a call per
+# attribute (about 45 per user).
+_CORE_ITEMS = tuple(CORE_COLUMNS.items())
+_NAME_ITEMS = tuple(NAME_COLUMNS.items())
+_ADDRESS_ITEMS = tuple(ADDRESS_COLUMNS.items())
+_ENTERPRISE_ITEMS = tuple(ENTERPRISE_COLUMNS.items())
+_PRODUCT_ITEMS = tuple({**PRODUCT_COLUMNS, **PRODUCT_READ_ONLY}.items())
+
+
 def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
     """The SCIM representation of a user as read (all attributes; the caller
     trims): its groups are those of ``record`` (none when they were not read)."""
@@ -125,34 +135,44 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
     }
     if user.active is not None:  # unassigned by a PATCH remove or a PUT without it
         doc["active"] = user.active
-    for key, column in CORE_COLUMNS.items():
-        _put(doc, key, getattr(user, column))
+    for key, column in _CORE_ITEMS:
+        value = getattr(user, column)
+        if value is not None and value != [] and value != {}:
+            doc[key] = value
     name: dict[str, Any] = {}
-    for key, column in NAME_COLUMNS.items():
-        _put(name, key, getattr(user, column))
-    _put(doc, "name", name)
+    for key, column in _NAME_ITEMS:
+        value = getattr(user, column)
+        if value is not None and value != [] and value != {}:
+            name[key] = value
+    if name:
+        doc["name"] = name
 
     values: dict[str, list[dict[str, Any]]] = {}
     for row in user.multi_values:
         entry: dict[str, Any] = {}
-        _put(entry, "value", row.value)
-        _put(entry, "display", row.display)
-        _put(entry, "type", row.type)
-        _put(entry, "primary", row.primary)  # false as sent, absent when not sent
-        values.setdefault(row.attribute, []).append(entry)
-    for attribute, entries in values.items():
-        doc[attribute] = entries
+        for key in _ENTRY_KEYS:
+            value = getattr(row, key)
+            # primary: false as sent, absent when not sent
+            if value is not None and value != [] and value != {}:
+                entry[key] = value
+        found = values.get(row.attribute)
+        if found is None:
+            values[row.attribute] = [entry]
+        else:
+            found.append(entry)
+    doc.update(values)
     addresses = []
     for address in user.addresses:
         entry = {}
-        for key, column in ADDRESS_COLUMNS.items():
-            _put(entry, key, getattr(address, column))
+        for key, column in _ADDRESS_ITEMS:
+            value = getattr(address, column)
+            if value is not None and value != [] and value != {}:
+                entry[key] = value
         addresses.append(entry)
-    _put(doc, "addresses", addresses)
-    _put(
-        doc,
-        "groups",
-        [
+    if addresses:
+        doc["addresses"] = addresses
+    if groups:
+        doc["groups"] = [
             {
                 "value": g.id,
                 "$ref": f"{base_url}/Groups/{g.id}",
@@ -160,12 +180,13 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
                 "type": "direct",
             }
             for g in groups
-        ],
-    )
+        ]
 
     enterprise: dict[str, Any] = {}
-    for key, column in ENTERPRISE_COLUMNS.items():
-        _put(enterprise, key, getattr(user, column))
+    for key, column in _ENTERPRISE_ITEMS:
+        value = getattr(user, column)
+        if value is not None and value != [] and value != {}:
+            enterprise[key] = value
     if user.manager_id:
         manager = {"value": user.manager_id, "$ref": f"{base_url}/Users/{user.manager_id}"}
         _put(manager, "displayName", manager_display)
@@ -175,9 +196,12 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
         doc[ENTERPRISE_USER_SCHEMA] = enterprise
 
     product: dict[str, Any] = {}
-    for key, column in {**PRODUCT_COLUMNS, **PRODUCT_READ_ONLY}.items():
+    for key, column in _PRODUCT_ITEMS:
         value = getattr(user, column)
-        _put(product, key, _iso(value) if isinstance(value, datetime) else value)
+        if isinstance(value, datetime):
+            product[key] = _iso(value)
+        elif value is not None and value != [] and value != {}:
+            product[key] = value
     if user.custom_data is not None:  # an empty object is a value, not an absence
         product["customData"] = user.custom_data
     _put(product, "tags", list(user.tags or []))
@@ -185,6 +209,10 @@ def user_document(record: UserRecord, base_url: str) -> dict[str, Any]:
     doc["schemas"].append(PRODUCT_USER_SCHEMA)
     doc[PRODUCT_USER_SCHEMA] = product
     return doc
+
+
+_ENTRY_KEYS = ("value", "display", "type", "primary")
+"""What an entry of a multi-valued attribute shows, in this order."""
 
 
 def _step(stored: dict[str, Any]) -> dict[str, Any]:
