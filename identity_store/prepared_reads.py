@@ -158,6 +158,25 @@ def _record(row: asyncpg.Record) -> UserRecord:
     return UserRecord(view, refs, manager)
 
 
+def user_on_sql() -> str:
+    """The statement of :func:`user_on`: the prepared read of one user by id."""
+    return _WITH_GROUPS["id"]
+
+
+async def user_on(connection: asyncpg.Connection, user_id: str) -> UserRecord | None:
+    """The live user ``user_id`` with its groups, as :meth:`PreparedReads.users`
+    reads it, but on ``connection``: a connection of the engine's pool that
+    the write of an update then uses too (:func:`identity_store.users.update_user`),
+    so that a read-then-write takes one connection from one pool instead of
+    one from each. SQLAlchemy's asyncpg dialect decodes ``json``/``jsonb``
+    with ``json.loads`` as this module's pool does (:func:`_init`), so the
+    record is the same."""
+    sql = user_on_sql()
+    with row_inserts.as_sqlalchemy_errors(sql, (user_id,)):
+        row = await connection.fetchrow(sql, user_id)
+    return None if row is None else _record(row)
+
+
 class PreparedReads:
     """A small asyncpg pool and the statements above."""
 

@@ -880,12 +880,20 @@ def _side_parts(
 async def _run(
     engine: AsyncEngine, statement: row_inserts.WithStatement, final: str
 ) -> asyncpg.Record:
-    sql = statement.sql(final)
     async with row_inserts.autocommit(engine) as connection:
-        with row_inserts.as_sqlalchemy_errors(sql, statement.params):
-            row = await connection.fetchrow(sql, *statement.params)
-            if row["count_id"] is not None and row["count_id"] % counts.COMPACT_EVERY == 0:
-                await connection.execute(_FOLD, "User")
+        return await _run_on(connection, statement, final)
+
+
+async def _run_on(
+    connection: asyncpg.Connection, statement: row_inserts.WithStatement, final: str
+) -> asyncpg.Record:
+    """:func:`_run` on a connection of the engine's pool already taken
+    (:func:`identity_store.row_inserts.autocommit`)."""
+    sql = statement.sql(final)
+    with row_inserts.as_sqlalchemy_errors(sql, statement.params):
+        row = await connection.fetchrow(sql, *statement.params)
+        if row["count_id"] is not None and row["count_id"] % counts.COMPACT_EVERY == 0:
+            await connection.execute(_FOLD, "User")
     return row
 
 
@@ -959,11 +967,14 @@ async def replace_at_once(
     required_attributes: Sequence[str],
     max_values: int,
     action: str,
+    connection: asyncpg.Connection | None = None,
 ) -> UserRecord | None:
     """:func:`write_replacement` in one statement (PostgreSQL), for a user
     read as ``current`` (a live user) and a change that does not check its
     user group (:func:`checks_user_group`). ``None``: the user is no longer
     at the version read (changed or deleted since): nothing was written.
+    ``connection``: one of the engine's pool the caller holds
+    (:func:`identity_store.row_inserts.autocommit`), else one is taken.
 
     :raises ValidationError: A value is not acceptable.
     :raises ConflictError: The new ``userName`` is taken.
@@ -1044,7 +1055,10 @@ async def replace_at_once(
         f"SELECT (SELECT count(*) FROM u) AS written, NULL AS count_id, {manager_sql} AS manager"  # noqa: S608
     )
     try:
-        row = await _run(engine, statement, final)
+        if connection is None:
+            row = await _run(engine, statement, final)
+        else:
+            row = await _run_on(connection, statement, final)
     except IntegrityError as exc:
         raise _flush_conflict(exc, data) from exc
     if not row["written"]:

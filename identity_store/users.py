@@ -20,14 +20,16 @@ Both return the same records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import counts, filtering, rbac, user_changes
+from . import counts, filtering, prepared_reads, rbac, row_inserts, user_changes
 from .actor import Actor
 from .attributes import CORE_USER_SCHEMA
 from .comparison import normalize
@@ -244,10 +246,53 @@ async def _update_at_once(
     computed again when another writer got there first. ``None``: a change
     that checks the user's group, which takes the transaction, or a user
     other writers kept changing meanwhile, which the transaction's lock
-    serialises."""
+    serialises.
+
+    The read and the write take one connection of the engine's pool
+    (:func:`identity_store.prepared_reads.user_on`): a connection from each
+    pool cost more Python than the read itself. A long change (``offload``)
+    holds none while it runs: the user is read from the prepared reads'
+    pool and the write takes its own connection."""
+    if offload:
+        return await _attempts(
+            store, prepared, None, user_id, change, actor, expected_version, action, offload
+        )
+    with database_errors():
+        async with row_inserts.autocommit(store.engine) as connection:
+            return await _attempts(
+                store,
+                prepared,
+                connection,
+                user_id,
+                change,
+                actor,
+                expected_version,
+                action,
+                offload,
+            )
+
+
+async def _attempts(
+    store: Store,
+    prepared: PreparedReads,
+    connection: asyncpg.Connection | None,
+    user_id: str,
+    change: Change,
+    actor: Actor,
+    expected_version: int | None,
+    action: str,
+    offload: bool,
+) -> UserRecord | None:
+    """:func:`_update_at_once`'s reads and writes, on ``connection`` (its
+    errors are the caller's to map) or each on a connection of its own."""
+    errors = database_errors if connection is None else contextlib.nullcontext
     for _ in range(OPTIMISTIC_ATTEMPTS):
-        with database_errors():
-            found = await prepared.users([user_id], groups=True)
+        with errors():
+            if connection is None:
+                found = await prepared.users([user_id], groups=True)
+            else:
+                read = await prepared_reads.user_on(connection, user_id)
+                found = [] if read is None else [read]
         if not found:
             raise NotFoundError("User", user_id)
         current = found[0]
@@ -259,7 +304,7 @@ async def _update_at_once(
             return current
         if user_changes.checks_user_group(data, current.user):
             return None
-        with database_errors():
+        with errors():
             record = await user_changes.replace_at_once(
                 store.engine,
                 current,
@@ -268,6 +313,7 @@ async def _update_at_once(
                 required_attributes=store.settings.required_idp_attributes,
                 max_values=store.settings.max_multi_values,
                 action=action,
+                connection=connection,
             )
         if record is not None:
             return record

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from identity_store import read_models
+from identity_store import prepared_reads, read_models, row_inserts
 from identity_store.prepared_reads import LOOKUP_COLUMNS, PreparedReads
 from identity_store.read_models import UserRecord
 from scim_server.mapping import user_document
@@ -92,6 +92,36 @@ async def test_users_by_id_match_the_sqlalchemy_path(
     assert "displayName" not in second[ENTERPRISE]["manager"]
     assert [e["value"] for e in first["emails"]] == ["u0@work.example.com", "u0@home.example.com"]
     assert first[PRODUCT]["customData"] == {"k": 0, "nested": {"x": [1, "y"]}}
+
+
+_ENTRIES = ("multi_values", "addresses")
+
+
+def _state(record: UserRecord) -> Any:
+    """Everything a record holds, its entries' and addresses' values too."""
+    user = record.user
+    entries = [[vars(e) for e in rows] for rows in (user.multi_values, user.addresses)]
+    columns = {k: (type(v), v) for k, v in vars(user).items() if k not in _ENTRIES}
+    return columns, entries, record.groups, record.manager_display
+
+
+async def test_a_user_read_on_a_write_connection_is_the_prepared_read(
+    scim: httpx.AsyncClient, app: Starlette
+) -> None:
+    """``user_on`` (an update's read, on the engine's connection it writes
+    with, whose codecs SQLAlchemy set) gives the very record the prepared
+    reads' pool gives: same values, same types (JSON decoded)."""
+    ids = await _rich_users(scim)
+    state: AppState = app.state.idstore
+    assert isinstance(state.store.prepared, PreparedReads)
+    async with row_inserts.autocommit(state.store.engine) as connection:
+        for user_id in ids:
+            on = await prepared_reads.user_on(connection, user_id)
+            fast = await state.store.prepared.users([user_id])
+            assert [_state(r) for r in fast] == ([] if on is None else [_state(on)]), user_id
+    assert on is None  # the last id is unknown
+    first = await state.store.prepared.users([ids[1]])
+    assert isinstance(first[0].user.custom_data, dict)
 
 
 async def test_look_ups_and_pages_match_the_sqlalchemy_path(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
-from identity_store import groups, user_changes, users
+from identity_store import groups, prepared_reads, user_changes, users
 from identity_store.actor import Actor
 from identity_store.errors import NotFoundError
 from identity_store.models import AuditEntry, GroupMember, OutboxEntry
@@ -64,6 +64,21 @@ async def _statements(store: Store) -> AsyncIterator[list[str]]:
         event.remove(store.engine.sync_engine, "checkout", checkout)
 
 
+@asynccontextmanager
+async def _checkouts(store: Store) -> AsyncIterator[list[Any]]:
+    """The connections taken from the write pool meanwhile."""
+    taken: list[Any] = []
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        taken.append(dbapi_connection)
+
+    event.listen(store.engine.sync_engine, "checkout", checkout)
+    try:
+        yield taken
+    finally:
+        event.remove(store.engine.sync_engine, "checkout", checkout)
+
+
 async def _rows(store: Store, model: Any, **where: Any) -> int:
     async with store.reading() as session:
         query = select(func.count()).select_from(model)
@@ -73,18 +88,21 @@ async def _rows(store: Store, model: Any, **where: Any) -> int:
 
 
 async def test_a_create_an_update_and_a_delete_are_one_statement_each(store: Store) -> None:
-    """No BEGIN, no COMMIT, no read on the write pool: each write is one
-    statement that commits by itself (the update's and the delete's read
-    go through the prepared reads)."""
+    """No BEGIN, no COMMIT: each write is one statement that commits by
+    itself. The update reads the user with the prepared read's statement on
+    the connection it then writes with (one connection for both); the
+    delete's read goes through the prepared reads' pool."""
     warm = await users.create_user(store, _input("warm@example.com"), ACTOR)
     await users.update_user(store, warm.user.id, _renamed("Warm"), ACTOR)
     await users.delete_user(store, warm.user.id, ACTOR)  # asyncpg has read the types
     async with _statements(store) as sent:
         created = await users.create_user(store, _input("one@example.com"), ACTOR)
     assert [q[:5] for q in sent] == ["WITH "], sent
-    async with _statements(store) as sent:
+    async with _statements(store) as sent, _checkouts(store) as taken:
         updated = await users.update_user(store, created.user.id, _renamed("One"), ACTOR)
-    assert [q[:5] for q in sent] == ["WITH "], sent
+    assert sent[0] == prepared_reads.user_on_sql(), sent
+    assert [q[:5] for q in sent] == ["SELEC", "WITH "], sent
+    assert len(taken) == 1
     assert (updated.user.display_name, updated.user.version) == ("One", 2)
     async with _statements(store) as sent:
         await users.delete_user(store, created.user.id, ACTOR, expected_version=2)
