@@ -177,12 +177,20 @@ def _get(document: dict[str, Any], keys: list[str]) -> Any:
     return value
 
 
+_EXTENSION_FIELDS = {
+    schema: model.__name__ for schema, model in ScimUser.get_extension_models().items()
+}
+"""The field of ``ScimUser`` holding each extension (scim2-models names it
+after the extension's class): ``resource[Extension]`` resolves a path to
+reach the same object, about a tenth of a simple PATCH's CPU."""
+
+
 def _value(resource: ScimUser, extension: str | None, binding: AttributeBinding) -> Any:
     """The validated value at ``binding``: a string, boolean or integer, as
     the JSON document holds it."""
     holder: Any = resource
     if extension is not None:
-        holder = resource[ScimUser.get_extension_models()[extension]]
+        holder = getattr(resource, _EXTENSION_FIELDS[extension])
     if binding.sub_field_name:
         holder = getattr(holder, binding.field_name, None) if holder is not None else None
     name = binding.sub_field_name or binding.field_name

@@ -298,3 +298,15 @@ def test_a_bad_value_in_a_known_shape_is_refused() -> None:
         assert isinstance(known, user_patch.KnownSimple)
         with pytest.raises(ValidationError):
             user_patch.simple_input(known, _stored(CURRENT))
+
+
+def test_an_extension_is_read_from_the_field_scim2_models_gives_it() -> None:
+    """``_value`` reads an extension by its field, the object
+    ``resource[Extension]`` returns; absent, ``None`` both ways."""
+    document = {**CURRENT, ENTERPRISE: {"department": "Sales"}}
+    document["schemas"] = [*CURRENT["schemas"], ENTERPRISE]
+    models = ScimUser.get_extension_models()
+    assert set(user_patch._EXTENSION_FIELDS) == set(models)
+    for resource in (ScimUser.model_validate(document), ScimUser.model_validate({"userName": "x"})):
+        for schema, model in models.items():
+            assert getattr(resource, user_patch._EXTENSION_FIELDS[schema]) is resource[model]
