@@ -27,6 +27,17 @@ def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
     return {"schemas": [PATCH_SCHEMA], "Operations": list(operations)}
 
 
+def patch_operation(op: str, path: str | None = None, value: Any = ...) -> dict[str, Any]:
+    """One PATCH operation; ``path`` and ``value`` left out unless given
+    (``value=None`` sends a JSON null)."""
+    operation: dict[str, Any] = {"op": op}
+    if path is not None:
+        operation["path"] = path
+    if value is not ...:
+        operation["value"] = value
+    return operation
+
+
 async def create_user(scim: httpx.AsyncClient, user_name: str, **extra: Any) -> dict[str, Any]:
     response = await scim.post("/Users", json=user_body(user_name, **extra))
     assert response.status_code == 201, response.text

@@ -18,6 +18,7 @@ from scim_server.mapping import user_input
 from scim_server.schemas import PATCH_POLICY, ScimUser
 
 from .helpers import ENTERPRISE, PRODUCT, USER_SCHEMA, patch_body
+from .helpers import patch_operation as _op
 
 CURRENT: dict[str, Any] = {
     "schemas": [USER_SCHEMA, PRODUCT],
@@ -31,15 +32,6 @@ CURRENT: dict[str, Any] = {
     "meta": {"resourceType": "User", "version": 'W/"3"'},
     PRODUCT: {"idpUsername": "bjensen", "tags": ["a"], "lifecycle": "ACTIVE"},
 }
-
-
-def _op(op: str, path: str | None = None, value: Any = ...) -> dict[str, Any]:
-    operation: dict[str, Any] = {"op": op}
-    if path is not None:
-        operation["path"] = path
-    if value is not ...:
-        operation["value"] = value
-    return operation
 
 
 SIMPLE = [

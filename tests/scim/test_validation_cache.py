@@ -35,19 +35,11 @@ from .helpers import (
     patch_body,
     user_body,
 )
+from .helpers import patch_operation as _op
 
 CREATE = Context.RESOURCE_CREATION_REQUEST
 REPLACE = Context.RESOURCE_REPLACEMENT_REQUEST
 DEFAULT_MODE = "default"
-
-
-def _op(op: str, path: str | None = None, value: Any = ...) -> dict[str, Any]:
-    operation: dict[str, Any] = {"op": op}
-    if path is not None:
-        operation["path"] = path
-    if value is not ...:
-        operation["value"] = value
-    return operation
 
 
 ENTRA_USER = entra_payloads.create_user("ada@contoso.com", "o-1", "Ada", "Lovelace", dept="R&D")
