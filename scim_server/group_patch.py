@@ -30,7 +30,7 @@ from identity_store.groups import GroupChanges
 
 from . import entra
 from .errors import ScimError
-from .schemas import PATCH_POLICY, GroupPatchOp
+from .schemas import PATCH_POLICY, GroupPatchOp, patch_envelope
 
 Operation = tuple[str, Any, Any]
 """One operation as ``PatchOp[ScimGroup]`` validated it: its ``op`` (lower
@@ -102,20 +102,12 @@ def _shape(body: Any) -> Shape | None:
     their number too); a ``remove`` is a membership request only when every
     item of its entries is a plain id (:data:`_PLAIN`), whose characters
     cannot change how the filter parses."""
-    if not isinstance(body, dict):
+    envelope = patch_envelope(body)
+    if envelope is None:
         return None
-    schemas = body.get("schemas")
-    operations = body.get("Operations")
-    if not isinstance(schemas, list) or not all(type(s) is str for s in schemas):
-        return None
-    if not isinstance(operations, list) or not operations:
-        return None
-    shape: list[Any] = [tuple(sorted(body)), tuple(schemas)]
-    for operation in operations:
-        if not isinstance(operation, dict):
-            return None
-        op, path, value = operation.get("op"), operation.get("path"), operation.get("value")
-        if type(op) is not str or type(path) is not str or path.lower() != "members":
+    shape, operations = envelope
+    for operation, op, path, value in operations:
+        if path.lower() != "members":
             return None
         if type(value) is not list or not value:
             return None

@@ -125,6 +125,35 @@ checks the parameter each time): validate with this class, built once."""
 GroupPatchOp = PatchOp[ScimGroup]
 """A group PATCH body, built once like :data:`UserPatchOp`."""
 
+PatchEnvelope = tuple[list[Any], list[tuple[dict[str, Any], str, str, Any]]]
+
+
+def patch_envelope(body: Any) -> PatchEnvelope | None:
+    """What the shape memos of PATCH requests (scim_server.user_patch,
+    scim_server.group_patch) read of a message before its values: the start
+    of a shape (the message's members and ``schemas``) and each operation as
+    ``(operation, op, path, value)``. ``None`` when ``body`` is not a
+    message of one or more operations that each name their ``op`` and
+    ``path`` as strings: such a request is validated in full."""
+    if not isinstance(body, dict):
+        return None
+    schemas = body.get("schemas")
+    operations = body.get("Operations")
+    if not isinstance(schemas, list) or not all(type(s) is str for s in schemas):
+        return None
+    if not isinstance(operations, list) or not operations:
+        return None
+    found: list[tuple[dict[str, Any], str, str, Any]] = []
+    for operation in operations:
+        if not isinstance(operation, dict):
+            return None
+        op, path = operation.get("op"), operation.get("path")
+        if type(op) is not str or type(path) is not str:
+            return None
+        found.append((operation, op, path, operation.get("value")))
+    return [tuple(sorted(body)), tuple(schemas)], found
+
+
 USER_RESOURCE_TYPE = ResourceType.from_resource(ScimUser)
 GROUP_RESOURCE_TYPE = ResourceType.from_resource(ScimGroup)
 

@@ -58,6 +58,7 @@ from .schemas import (
     PATCH_POLICY,
     PRODUCT_USER_SCHEMA,
     ScimUser,
+    patch_envelope,
 )
 
 _uncached_adapter = TypeAdapter
@@ -358,21 +359,11 @@ def _shape(body: Any) -> Shape | None:
     nothing else; the value itself is validated against the attribute when
     the operation is applied (:func:`simple_input`). ``None``: another
     request."""
-    if not isinstance(body, dict):
+    envelope = patch_envelope(body)
+    if envelope is None:
         return None
-    schemas = body.get("schemas")
-    operations = body.get("Operations")
-    if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
-        return None
-    if not isinstance(operations, list) or not operations:
-        return None
-    shape: list[Any] = [tuple(sorted(body)), tuple(schemas)]
-    for operation in operations:
-        if not isinstance(operation, dict):
-            return None
-        op, path, value = operation.get("op"), operation.get("path"), operation.get("value")
-        if not isinstance(op, str) or not isinstance(path, str):
-            return None
+    shape, operations = envelope
+    for operation, op, path, value in operations:
         if type(value) not in _SCALARS:
             return None
         shape.append((tuple(sorted(operation)), op, path, type(value)))

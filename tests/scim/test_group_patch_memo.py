@@ -19,18 +19,10 @@ from scim_server.errors import ScimError
 from tests.entra import payloads as entra_payloads
 
 from .helpers import PATCH_SCHEMA, patch_body
+from .helpers import patch_operation as _op
 
 DEFAULT_MODE = "default"
 A, B, C = "01JD0000000000000000000001", "01JD0000000000000000000002", "01JD0000000000000000000003"
-
-
-def _op(op: str, path: str | None = None, value: Any = ...) -> dict[str, Any]:
-    operation: dict[str, Any] = {"op": op}
-    if path is not None:
-        operation["path"] = path
-    if value is not ...:
-        operation["value"] = value
-    return operation
 
 
 BODIES: dict[str, dict[str, Any]] = {
@@ -79,6 +71,13 @@ BODIES: dict[str, dict[str, Any]] = {
     "operations not a list": {"schemas": [PATCH_SCHEMA], "Operations": {"op": "add"}},
     "operation not an object": {"schemas": [PATCH_SCHEMA], "Operations": ["add"]},
     "unknown message key": {**patch_body(_op("add", "members", [{"value": A}])), "x": 1},
+    "add without path": patch_body(_op("add", None, {"members": [{"value": A}]})),
+    "path not a string": patch_body({"op": "add", "path": 1, "value": [{"value": A}]}),
+    "schemas not strings": {"schemas": [1], "Operations": [_op("add", "members", [A])]},
+    "schemas holding a list": {
+        "schemas": [[PATCH_SCHEMA]],
+        "Operations": [_op("add", "members", [A])],
+    },
 }
 
 
