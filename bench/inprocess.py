@@ -9,7 +9,9 @@ CPU (plus the asyncpg client's). The CPU of the PostgreSQL backends
 serving the application's connections (read from ``/proc``: a local
 server) is reported per request too, so that other databases' work on a
 shared server does not count. ``--breakdown`` also times the store's and
-the handlers' main steps by wrapping them (a few microseconds each).
+the handlers' main steps by wrapping them (a few microseconds each);
+``--profile FILE`` writes cProfile's statistics of the measured requests
+(``python -m pstats FILE``), slower but whole.
 
 This is how the per-optimisation figures of docs/benchmarks.md were taken.
 The machine drifts by ±25 % between minutes: compare two versions side by
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import cProfile
 import functools
 import inspect
 import json
@@ -357,9 +360,15 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
                             f"{request[0]} {request[1]} answered {status}: {answer[:300]!r}"
                         )
 
+            profiler = cProfile.Profile() if args.profile else None
             cpu, wall = time.process_time(), time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             n_clients = args.concurrency
             await asyncio.gather(*(client(measured[c::n_clients]) for c in range(n_clients)))
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             after = await _backends(monitor)
         finally:
@@ -401,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=1, help="clients at once")
     parser.add_argument("--breakdown", action="store_true", help="time the main steps")
+    parser.add_argument(
+        "--profile", default=None, help="write cProfile statistics of the measured loop here"
+    )
     args = parser.parse_args(argv)
     try:
         import uvloop
