@@ -127,3 +127,43 @@ def test_statement_parts_are_remembered_within_their_bound() -> None:
     assert info.currsize == row_inserts.STATEMENT_PARTS == info.maxsize
     assert built(_row("01HZZZZZZZZZZZZZZZZZZZZZZZ", "first")) == first
     assert row_inserts._rows_part.cache_info().maxsize == row_inserts.STATEMENT_PARTS
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_an_overflow_connection_is_closed_when_handed_back(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``autocommit`` beyond the pool's size opens connections of its overflow;
+    handed back, they are closed, for real (their backends gone), without
+    the pool logging a failure."""
+    import asyncio
+    import logging
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(settings.database_url, pool_size=1, max_overflow=2)
+    held, all_taken = asyncio.Event(), asyncio.Event()
+    pids: list[int] = []
+
+    async def hold() -> None:
+        async with row_inserts.autocommit(engine) as connection:
+            pids.append(await connection.fetchval("SELECT pg_backend_pid()"))
+            if len(pids) == 3:
+                all_taken.set()
+            await held.wait()
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+            tasks = [asyncio.create_task(hold()) for _ in range(3)]
+            await asyncio.wait_for(all_taken.wait(), 30)
+            held.set()
+            await asyncio.gather(*tasks)
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        async with row_inserts.autocommit(engine) as connection:
+            alive = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids
+            )
+        assert alive == 1  # the pooled one, in use again; the two of the overflow closed
+    finally:
+        await engine.dispose()
