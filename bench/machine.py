@@ -6,6 +6,8 @@ import asyncio
 import os
 import platform
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +49,32 @@ def git_state() -> dict[str, Any]:
     return {"head": head, "changed": [line[3:] for line in status]}
 
 
+def interpreter_build() -> str:
+    """How the interpreter running the bench (and the server, from the same
+    virtualenv) was built, as far as it tells: a plain build running from a
+    shared ``libpython`` (pyenv's default) spends some 20-30 % more CPU on
+    the same Python code than a PGO+LTO build linked statically or built
+    with ``--enable-optimizations`` (the official Docker images',
+    Debian's), docs/benchmarks.md."""
+    config = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
+    flags = [flag for flag in ("--enable-optimizations", "--with-lto") if flag in config]
+    try:
+        with open("/proc/self/maps") as maps:
+            shared = "libpython" in maps.read()
+    except OSError:
+        shared = None
+    parts = [sys.executable]
+    if shared is not None:
+        parts.append("libpython shared" if shared else "libpython linked in")
+    parts += flags  # Debian's PGO+LTO build does not show it here: its rules pass it
+    return ", ".join(parts)
+
+
 def machine_info(database_url: str) -> dict[str, Any]:
     info: dict[str, Any] = {
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
+        "python_build": interpreter_build(),
         "platform": platform.platform(),
     }
     try:

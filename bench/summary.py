@@ -59,6 +59,8 @@ def print_report(run: Run) -> None:
         f"machine: {run.machine.get('nproc')} CPUs ({run.machine.get('cpu', '?')}), "
         f"{run.machine.get('memory_gib')} GiB, PostgreSQL {run.machine.get('postgresql', '-')}"
     )
+    if run.machine.get("python_build"):
+        say(f"python: {run.machine.get('python')} ({run.machine['python_build']})")
     git = run.machine.get("git") or {}
     if git.get("head"):
         changed = git.get("changed") or []
