@@ -74,7 +74,10 @@ def peer_version() -> str:
 def peer_server(exe: Path, port: int, log_path: Path) -> tuple[Server, str]:
     """The peer as a :class:`Server`, and the bearer token it accepts."""
     token = secrets.token_urlsafe(24)
-    argv = [str(exe), "--hostname", "127.0.0.1", "--port", str(port), "--bearer-token", token]
+    # One argument, "--bearer-token=T": a token starting with "-" (one in 64
+    # of token_urlsafe's) would otherwise be read as an option, and the peer
+    # would refuse to start.
+    argv = [str(exe), "--hostname", "127.0.0.1", "--port", str(port), f"--bearer-token={token}"]
     return Server(
         "scim2-server", argv, port, f"{PEER_PREFIX}/ServiceProviderConfig", log_path
     ), token
