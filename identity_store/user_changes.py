@@ -753,9 +753,9 @@ async def mark_deleted(session: AsyncSession, user: User, actor: Actor) -> None:
 
     Its group memberships end now, so that no later read lists it among a
     group's ``members`` nor finds the group by ``members.value`` (§3.6: "omitted
-    from future query results"). Nothing downstream is lost: each group it
-    left gets a ``members_removed`` outbox row (``cause: user.delete``), the
-    event a membership PATCH writes, and the audit entry names the groups."""
+    from future query results"). The groups it left are named in the
+    ``user.delete`` audit entry; no outbox row is written per group (the
+    role resolver reads memberships from the store, not from events)."""
     user.deleted_at = utcnow()
     user.active = False
     user.updated_at = utcnow()
