@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from identity_store import groups, user_changes, user_deletes, users
@@ -63,6 +63,8 @@ class Case:
     """Changed after they were read: the batch has an old version."""
     gone: list[int] = field(default_factory=list)
     """Deleted after they were read."""
+    marked: list[int] = field(default_factory=list)
+    """Marked deleted after they were read without a version move."""
     suspended: list[int] = field(default_factory=list)
     """Already ``SUSPENDED``: their delete moves no lifecycle (no history)."""
     service: list[int] = field(default_factory=list)
@@ -81,6 +83,13 @@ CASES = [
     Case("a user deleted twice in one batch", [[0], [0]], [0, 1, 0], [True, True, False]),
     Case("a stale version", [[0], [0], [0]], [0, 1, 2], [True, False, True], stale=[1]),
     Case("a user already deleted", [[0], [0], [0]], [0, 1, 2], [True, False, True], gone=[1]),
+    Case(
+        "a user marked deleted at the version read",
+        [[0], [0]],
+        [0, 1],
+        [False, True],
+        marked=[0],
+    ),
     Case(
         "lifecycles: suspended already, service account",
         [[0], [0], [0]],
@@ -132,6 +141,16 @@ async def _world(store: Store, prefix: str, case: Case) -> tuple[list[Any], list
         await users.update_user(store, ids[i], _renamed(f"{prefix} changed"), ACTOR)
     for i in case.gone:
         await users.delete_user(store, ids[i], ACTOR)
+    if case.marked:
+
+        async def mark(session: Any) -> None:
+            await session.execute(
+                update(User)
+                .where(User.id.in_([ids[i] for i in case.marked]))
+                .values(deleted_at=WHEN)
+            )
+
+        await store.transaction(mark)
     return [read[ids[i]] for i in case.batch], ids, group_ids
 
 
@@ -490,3 +509,41 @@ async def test_a_failing_batch_writes_each_delete_alone(
     after = await groups.get_group(store, group.id)
     assert [m.id for m in after.members or []] == [ids[3]]
     assert after.group.version == group.version + 3
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_batch_whose_count_rows_reach_a_fold_folds_them(store: Store) -> None:
+    """When one of a batch's count rows is a :data:`counts.COMPACT_EVERY`-th,
+    the user counts are folded into one row, as after a delete alone, and
+    the total still counts the live users."""
+    from identity_store import counts
+
+    ids = [
+        (await users.create_user(store, _input(f"c{i}@example.com"), ACTOR)).user.id
+        for i in range(3)
+    ]
+    assert store.prepared is not None
+    read = await store.prepared.users(ids, groups=False)
+
+    async def near_a_fold(session: Any) -> None:
+        last = int(await session.scalar(select(func.max(ResourceCount.id))) or 0)
+        fold_at = (last // counts.COMPACT_EVERY + 1) * counts.COMPACT_EVERY
+        await session.execute(
+            text("SELECT setval(pg_get_serial_sequence('resource_counts', 'id'), :n)"),
+            {"n": fold_at - 2},
+        )
+
+    await store.transaction(near_a_fold)
+    written = await user_deletes.delete_batch_at_once(store.engine, [(r.user, ACTOR) for r in read])
+    assert written == [True] * 3
+    async with store.reading() as session:
+        rows = (
+            await session.scalars(
+                select(ResourceCount.delta).where(ResourceCount.resource_type == "User")
+            )
+        ).all()
+        live = await session.scalar(
+            select(func.count()).select_from(User).where(User.deleted_at.is_(None))
+        )
+    assert len(rows) == 1, rows
+    assert sum(rows) == live
