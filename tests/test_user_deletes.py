@@ -547,3 +547,39 @@ async def test_a_batch_whose_count_rows_reach_a_fold_folds_them(store: Store) ->
         )
     assert len(rows) == 1, rows
     assert sum(rows) == live
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_user_named_twice_is_written_for_the_first_whatever_the_plan(
+    store: Store, settings: Any
+) -> None:
+    """Of two deletes of one user at one version in a batch, the first is
+    written (its actor's rows), whichever way the database joins the batch
+    to the users (here a hash join: nested loops off)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    ids = [
+        (await users.create_user(store, _input(f"t{i}@example.com"), ACTOR)).user.id
+        for i in range(2)
+    ]
+    assert store.prepared is not None
+    read = {r.user.id: r.user for r in await store.prepared.users(ids, groups=False)}
+    hashing = create_async_engine(
+        settings.database_url,
+        connect_args={"server_settings": {"enable_nestloop": "off", "enable_mergejoin": "off"}},
+    )
+    try:
+        batch = [(read[ids[0]], _actor(0)), (read[ids[1]], _actor(1)), (read[ids[0]], _actor(3))]
+        written = await user_deletes.delete_batch_at_once(hashing, batch)
+    finally:
+        await hashing.dispose()
+    assert written == [True, True, False]
+    async with store.reading() as session:
+        audited = (
+            await session.execute(
+                select(AuditEntry.resource_id, AuditEntry.request_id).where(
+                    AuditEntry.action == "user.delete"
+                )
+            )
+        ).all()
+    assert sorted(tuple(a) for a in audited) == sorted([(ids[0], "req-0"), (ids[1], "req-1")])
