@@ -29,7 +29,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import counts, filtering, prepared_reads, rbac, row_inserts, user_changes
+from . import counts, filtering, prepared_reads, rbac, row_inserts, user_changes, user_deletes
 from .actor import Actor
 from .attributes import CORE_USER_SCHEMA
 from .comparison import normalize
@@ -355,8 +355,9 @@ async def delete_user(
 ) -> None:
     """Delete a user (RFC 7644 §3.6): 404 from now on, ``SUSPENDED`` until the
     deletion sync (service accounts: ``INACTIVE`` at once), SPEC §4. On
-    PostgreSQL one autocommit statement at the version read, as an update
-    (:func:`identity_store.user_changes.delete_at_once`).
+    PostgreSQL one autocommit statement at the version read, as an update,
+    with the deletes of this process asked for at the same time
+    (:mod:`identity_store.user_deletes`).
 
     :raises NotFoundError: No live user has this id.
     :raises VersionMismatchError: The user is not at ``expected_version``.
@@ -370,7 +371,7 @@ async def delete_user(
                 raise NotFoundError("User", user_id)
             check_version(found[0].user.version, expected_version)
             with database_errors():
-                if await user_changes.delete_at_once(store.engine, found[0].user, actor):
+                if await user_deletes.delete(store.engine, found[0].user, actor):
                     return
 
     async def work(session: AsyncSession) -> None:
