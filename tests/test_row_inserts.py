@@ -178,3 +178,26 @@ async def test_one_row_of_insert_rows_writes_what_the_unnest_writes(
         assert len(stored) == 1
         written.append({k: v for k, v in stored[0].items() if k not in ("id", "user_id")})
     assert written[0] == written[1] == row
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], [1], ["a", "ü"], {}, {"version": 1}, (), None, "[]", 0, [[]], [None]],
+    ids=repr,
+)
+def test_a_json_columns_processor_converts_as_sqlalchemys(value: Any) -> None:
+    """The processors a ``WithStatement`` part converts values with are
+    SQLAlchemy's; a JSON column's gives its empty list's text without
+    serialising it again, the same text."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
+    columns = ("tags", "created_at", "version")
+    converting = dict(row_inserts._converting(USERS, columns, dialect))
+    sqlalchemys = row_inserts._processors(USERS, columns, dialect)
+    tags, expected = converting[0], sqlalchemys[0]
+    assert tags is not expected
+    assert expected is not None
+    assert tags(value) == expected(value)
+    assert type(tags(value)) is type(expected(value))
+    assert converting[1] is sqlalchemys[1]  # not a JSON column: SQLAlchemy's own
