@@ -1,19 +1,24 @@
-"""A user's rows as a write builds them (identity_store.user_changes): the
-cheaper ways they are built give what the plain ways give, on tables of
-inputs."""
+"""A user's rows as a write builds them (identity_store.user_changes), and
+its new id (identity_store.models.new_id): the cheaper ways they are built
+give what the plain ways give, on tables of inputs."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import ulid
+from ulid import ULID
 
 from identity_store import user_changes
 from identity_store.errors import ValidationError
 from identity_store.limits import check_free_form, check_lengths, check_moment
-from identity_store.models import User, UserAddress, UserMultiValue, UserType
+from identity_store.models import User, UserAddress, UserMultiValue, UserType, new_id
+from identity_store.models.base import ulid_text
 from identity_store.users import UserInput
 
 
@@ -214,3 +219,47 @@ def test_the_validation_table_has_each_outcome() -> None:
     ):
         assert any(o is not None and part in o for o in outcomes), part
     assert None in outcomes
+
+
+_ULID_BYTES = [
+    bytes(16),
+    b"\xff" * 16,
+    b"\x00" * 15 + b"\x01",
+    *(int.to_bytes(1 << bit, 16, "big") for bit in range(128)),
+    *(os.urandom(16) for _ in range(200)),
+]
+
+
+def test_an_ids_text_is_python_ulids() -> None:
+    """``ulid_text`` writes every bit where python-ulid's ``str`` does."""
+    for value in _ULID_BYTES:
+        assert ulid_text(value) == str(ULID.from_bytes(value)), value.hex()
+
+
+def test_new_ids_come_from_python_ulids_generator_in_order() -> None:
+    """New ids are python-ulid's default generator's: now's time, strictly
+    increasing within a millisecond (its monotonic randomness), in the
+    pattern the store checks ids against."""
+    before = int(time.time() * 1000)
+    ids = [new_id() for _ in range(2000)]
+    after = int(time.time() * 1000)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        assert user_changes.ULID_PATTERN.fullmatch(value)
+        assert before <= ULID.from_str(value).milliseconds <= after
+    generator = ulid.default_generator
+    made: list[bytes] = []
+
+    class Recording(ulid.ULIDGenerator):
+        def generate(self, timestamp: Any = None) -> ULID:
+            value = super().generate(timestamp)
+            made.append(value.bytes)
+            return value
+
+    ulid.default_generator = Recording()
+    try:
+        value = new_id()
+    finally:
+        ulid.default_generator = generator
+    assert [value] == [str(ULID.from_bytes(b)) for b in made]
