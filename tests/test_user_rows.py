@@ -172,6 +172,10 @@ _INPUTS: list[tuple[str, UserInput]] = [
         UserInput("a", {}, [_email("a", primary=True), _phone("1", primary=True)]),
     ),
     (
+        "two primary phones",
+        UserInput("a", {}, [_email("a", primary=True), *[_phone("1", primary=True)] * 2]),
+    ),
+    (
         "two primaries of each",
         UserInput("a", {}, [_email("a", primary=True), _phone("1", primary=True)] * 2),
     ),
