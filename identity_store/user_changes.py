@@ -570,13 +570,17 @@ def prepare_user(
         user.active = True  # a new user is active unless the client says otherwise
     user.multi_values = [Entry(values) for values in _entry_values(data)]
     user.addresses = [Entry(values) for values in _address_values(data)]
-    user.created_at = user.updated_at = utcnow()
+    # One time for the user's timestamps and its side rows: the one-statement
+    # write sends it once (_sharing).
+    now = user.created_at = user.updated_at = utcnow()
     rows: list[SideRow] = []
-    _moved(user, lifecycle.target_state(user, required_attributes), "created", actor, rows)
+    _moved(user, lifecycle.target_state(user, required_attributes), "created", actor, rows, now)
     rows.append(
         (
             audit.AUDIT,
-            audit.audit_row(actor, "user.create", "User", user.id, {"userName": user.user_name}),
+            audit.audit_row(
+                actor, "user.create", "User", user.id, {"userName": user.user_name}, now
+            ),
         )
     )
     rows.append(
@@ -588,6 +592,7 @@ def prepare_user(
                 "User",
                 user.id,
                 {"version": user.version},
+                now,
                 request_id=actor.request_id,
             ),
         )
@@ -919,10 +924,39 @@ _MANAGER = "(SELECT display_name FROM users WHERE id = {} AND deleted_at IS NULL
 
 
 def _side_parts(
-    statement: row_inserts.WithStatement, rows: list[SideRow], source: str | None
+    statement: row_inserts.WithStatement,
+    rows: list[SideRow],
+    source: str | None,
+    now: _Now | None = None,
 ) -> None:
     for n, (table, values) in enumerate(rows):
-        statement.insert(f"s{n}", table, values, source=source)
+        if now is None:
+            statement.insert(f"s{n}", table, values, source=source)
+        else:
+            row, shared = now.sharing(values)
+            statement.insert(f"s{n}", table, row, source=source, computed=shared)
+
+
+class _Now:
+    """The time of a one-statement write, sent once: the columns of its parts
+    holding that very time (the same object: :func:`prepare_user` and
+    :func:`replace_at_once` give the user's timestamps, history, audit and
+    outbox rows one) read the one parameter, not one each (asyncpg encodes a
+    timestamp for about five times a string's CPU; a create held seven)."""
+
+    def __init__(self, statement: row_inserts.WithStatement, now: datetime) -> None:
+        self.now = now
+        (bound,) = row_inserts.bound(_TABLES[User], {"updated_at": now}, statement.dialect)
+        self.sql = statement.place(bound, "timestamptz")
+
+    def sharing(self, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """``row`` without its columns holding the time, and those columns
+        as the time's parameter (``computed`` of an insert part)."""
+        now = self.now
+        shared = {k: self.sql for k, v in row.items() if v is now}
+        if not shared:
+            return row, shared
+        return {k: v for k, v in row.items() if v is not now}, shared
 
 
 async def _run(
@@ -975,14 +1009,16 @@ async def create_at_once(
         default_idp_source=default_idp_source,
     )
     statement = row_inserts.WithStatement(engine.dialect)
-    statement.insert("u", _TABLES[User], _row_values(User, user.__dict__), returning="id")
+    now = _Now(statement, user.created_at)
+    row, shared = now.sharing(_row_values(User, user.__dict__))
+    statement.insert("u", _TABLES[User], row, returning="id", computed=shared)
     if user.multi_values:
         entries = [_row_values(UserMultiValue, e.__dict__) for e in user.multi_values]
         statement.insert_rows("v", _TABLES[UserMultiValue], entries, user_id_from="u")
     if user.addresses:
         addresses = [_row_values(UserAddress, a.__dict__) for a in user.addresses]
         statement.insert_rows("a", _TABLES[UserAddress], addresses, user_id_from="u")
-    _side_parts(statement, rows, None)
+    _side_parts(statement, rows, None, now)
     statement.insert("c", _COUNTS, {"resource_type": "User", "delta": 1}, returning="id")
     final = f"SELECT (SELECT id FROM c) AS count_id, {_manager(statement, user)} AS manager"  # noqa: S608
     try:
@@ -1045,7 +1081,7 @@ async def replace_at_once(
         else before.multi_values
     )
     user.addresses = addresses if addresses_changed else before.addresses
-    user.updated_at = utcnow()
+    now = user.updated_at = utcnow()  # also its side rows' (_Now)
     rows: list[SideRow] = []
     _moved(
         user,
@@ -1053,15 +1089,22 @@ async def replace_at_once(
         _cause(state, user),  # type: ignore[arg-type]
         actor,
         rows,
+        now,
     )
     user.version = before.version + 1
-    rows.append((audit.AUDIT, audit.audit_row(actor, action, "User", user.id, _version(user))))
+    rows.append((audit.AUDIT, audit.audit_row(actor, action, "User", user.id, _version(user), now)))
     operation = "block" if lifecycle.is_suspended(user) else "upsert"
     rows.append(
         (
             audit.OUTBOX,
             audit.outbox_row(
-                "auth0", operation, "User", user.id, _version(user), request_id=actor.request_id
+                "auth0",
+                operation,
+                "User",
+                user.id,
+                _version(user),
+                now,
+                request_id=actor.request_id,
             ),
         )
     )
@@ -1071,8 +1114,12 @@ async def replace_at_once(
         if k not in _NOT_SET and (k not in stored or stored[k] != v)
     }
     statement = row_inserts.WithStatement(engine.dialect)
-    values = row_inserts.bound(_TABLES[User], changed, engine.dialect)
-    assignments = [f'"{k}" = {statement.place(v)}' for k, v in zip(changed, values, strict=True)]
+    at = _Now(statement, now)
+    plain, shared = at.sharing(changed)
+    values = dict(zip(plain, row_inserts.bound(_TABLES[User], plain, engine.dialect), strict=True))
+    assignments = [
+        f'"{k}" = {shared[k] if k in shared else statement.place(values[k])}' for k in changed
+    ]
     where = (
         f"id = {statement.place(user.id)} AND version = {statement.place(before.version)}"
         " AND deleted_at IS NULL"
@@ -1096,7 +1143,7 @@ async def replace_at_once(
         if new:
             rows_of = [_row_values(model, e.__dict__) for e in new]
             statement.insert_rows(name, table, rows_of, user_id_from="u")
-    _side_parts(statement, rows, "u")
+    _side_parts(statement, rows, "u", at)
     same_manager = user.manager_id == before.manager_id
     manager_sql = "NULL" if same_manager else _manager(statement, user)
     final = (
