@@ -91,7 +91,7 @@ def current_input(user: Any) -> UserInput:
     every writable column, entry and address as stored; the password kept."""
     columns = {name: getattr(user, name) for name in WRITABLE_COLUMNS}
     for name in FREE_FORM_COLUMNS:  # the change must not alter the stored objects
-        columns[name] = copy.deepcopy(columns[name])
+        columns[name] = _copy(columns[name])
     return UserInput(
         user_name=user.user_name,
         columns=columns,
@@ -104,6 +104,16 @@ def current_input(user: Any) -> UserInput:
             for a in sorted(user.addresses, key=lambda a: a.position)
         ],
     )
+
+
+def _copy(value: Any) -> Any:
+    """``copy.deepcopy(value)``: a list of strings (``tags``) copied as a
+    list, ``None`` as itself, without ``deepcopy``'s dispatch and memo."""
+    if value is None:
+        return None
+    if value.__class__ is list and all(item.__class__ is str for item in value):
+        return list(value)
+    return copy.deepcopy(value)
 
 
 def live_users() -> Select[User]:
@@ -1066,7 +1076,9 @@ async def replace_at_once(
     before = cast(UserRow, current.user)  # as identity_store.prepared_reads reads it
     _derive_identifiers(data, before)
     _validate(data, max_values)
-    stored = {k: v for k, v in before.__dict__.items() if k not in ("multi_values", "addresses")}
+    stored = before.__dict__.copy()
+    stored.pop("multi_values", None)
+    stored.pop("addresses", None)
     stored["deleted_at"] = None  # a live user (the reads do not fetch it)
     user = UserRow(dict(stored))
     state = user.lifecycle

@@ -4,6 +4,7 @@ give what the plain ways give, on tables of inputs."""
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections import Counter
@@ -267,3 +268,35 @@ def test_new_ids_come_from_python_ulids_generator_in_order() -> None:
     finally:
         ulid.default_generator = generator
     assert [value] == [str(ULID.from_bytes(b)) for b in made]
+
+
+_STORED = [
+    None,
+    [],
+    ["a", "ü"],
+    ["a", 1],
+    [["a"]],
+    {},
+    {"k": [1, {"n": None}]},
+    "text",
+    ("a",),
+]
+
+
+@pytest.mark.parametrize("value", _STORED, ids=repr)
+def test_a_stored_free_form_value_is_copied_as_deepcopy_copies_it(value: Any) -> None:
+    """``current_input`` copies ``tags`` and ``customData`` so that a change
+    does not alter the stored objects: an equal value, sharing no list or
+    dict with the stored one."""
+    copied = user_changes._copy(value)
+    assert copied == copy.deepcopy(value)
+    assert type(copied) is type(value)
+
+    def containers(item: Any) -> list[int]:
+        if isinstance(item, dict):
+            return [id(item), *(i for v in item.values() for i in containers(v))]
+        if isinstance(item, list):
+            return [id(item), *(i for v in item for i in containers(v))]
+        return []
+
+    assert not set(containers(copied)) & set(containers(value))
