@@ -91,7 +91,7 @@ def current_input(user: Any) -> UserInput:
     every writable column, entry and address as stored; the password kept."""
     columns = {name: getattr(user, name) for name in WRITABLE_COLUMNS}
     for name in FREE_FORM_COLUMNS:  # the change must not alter the stored objects
-        columns[name] = copy.deepcopy(columns[name])
+        columns[name] = _copy(columns[name])
     return UserInput(
         user_name=user.user_name,
         columns=columns,
@@ -104,6 +104,16 @@ def current_input(user: Any) -> UserInput:
             for a in sorted(user.addresses, key=lambda a: a.position)
         ],
     )
+
+
+def _copy(value: Any) -> Any:
+    """``copy.deepcopy(value)``: a list of strings (``tags``) copied as a
+    list, ``None`` as itself, without ``deepcopy``'s dispatch and memo."""
+    if value is None:
+        return None
+    if value.__class__ is list and all(item.__class__ is str for item in value):
+        return list(value)
+    return copy.deepcopy(value)
 
 
 def live_users() -> Select[User]:
@@ -237,21 +247,33 @@ async def check_new_user(
     await _check_user_group(session, data, None, known_groups)
 
 
+_USER_TYPES = frozenset(t.value for t in UserType)
+
+
 def _validate(data: UserInput, max_values: int) -> None:
+    """:class:`ValidationError` for the first value of ``data`` a user may
+    not hold. The checks whose outcome follows from a cheaper test are
+    skipped when it says so (no attribute has more values than all of them
+    together; no attribute has two primary values when fewer than two
+    entries are primary): ``tests/test_user_validation.py`` compares the
+    outcomes with every check run."""
     if not data.user_name or not data.user_name.strip():
         raise ValidationError("userName is required and may not be empty")
-    sizes = Counter(mv["attribute"] for mv in data.multi_values)
-    sizes["addresses"] = len(data.addresses)
-    for attribute, size in sizes.items():
-        if size > max_values:
-            raise ValidationError(f"{attribute} has {size} values; at most {max_values} allowed")
+    if len(data.multi_values) > max_values or len(data.addresses) > max_values:
+        sizes = Counter(mv["attribute"] for mv in data.multi_values)
+        sizes["addresses"] = len(data.addresses)
+        for attribute, size in sizes.items():
+            if size > max_values:
+                raise ValidationError(
+                    f"{attribute} has {size} values; at most {max_values} allowed"
+                )
     check_lengths(User, {"user_name": data.user_name, **data.columns})
     for entry in data.multi_values:
         check_lengths(UserMultiValue, entry, entry.get("attribute"))
     for address in data.addresses:
         check_lengths(UserAddress, address, "addresses")
-    unknown = set(data.columns) - WRITABLE_COLUMNS
-    if unknown:
+    if not WRITABLE_COLUMNS.issuperset(data.columns):
+        unknown = set(data.columns) - WRITABLE_COLUMNS
         raise ValidationError(f"not writable: {', '.join(sorted(unknown))}")
     for column in FREE_FORM_COLUMNS:
         check_free_form(column, data.columns.get(column))
@@ -259,14 +281,15 @@ def _validate(data: UserInput, max_values: int) -> None:
         if isinstance(value, datetime):
             check_moment(column, value)
     user_type = data.columns.get("user_type")
-    if user_type is not None and user_type not in {t.value for t in UserType}:
+    if user_type is not None and user_type not in _USER_TYPES:
         raise ValidationError(f"userType must be one of {[t.value for t in UserType]}")
-    for attribute in {mv["attribute"] for mv in data.multi_values}:
-        primaries = [
-            mv for mv in data.multi_values if mv["attribute"] == attribute and mv.get("primary")
-        ]
-        if len(primaries) > 1:
-            raise ValidationError(f"{attribute} has more than one primary value")
+    if sum(1 for mv in data.multi_values if mv.get("primary")) > 1:
+        for attribute in {mv["attribute"] for mv in data.multi_values}:
+            primaries = [
+                mv for mv in data.multi_values if mv["attribute"] == attribute and mv.get("primary")
+            ]
+            if len(primaries) > 1:
+                raise ValidationError(f"{attribute} has more than one primary value")
     if sum(1 for a in data.addresses if a.get("primary")) > 1:
         raise ValidationError("addresses has more than one primary value")
 
@@ -385,13 +408,34 @@ def _values(row: User | UserMultiValue | UserAddress) -> dict[str, Any]:
     return _row_values(type(row), row.__dict__)
 
 
+_NO_DEFAULT: Any = object()
+
+
+def _plan(model: type[Any]) -> tuple[tuple[str, Any, bool], ...]:
+    """Per column of ``model``, in the table's order: its key, its Python
+    default's argument (:data:`_NO_DEFAULT` for none) and whether that is
+    called (``arg(None)``, as SQLAlchemy calls a context-free default)."""
+    plan = []
+    for key in _COLUMN_ORDER[model]:
+        default = _DEFAULTS[model].get(key)
+        arg = _NO_DEFAULT if default is None else getattr(default, "arg", None)
+        plan.append((key, arg, callable(arg)))
+    return tuple(plan)
+
+
+_ROW_PLANS = {model: _plan(model) for model in _TABLES}
+
+
 def _row_values(model: type[Any], given: dict[str, Any]) -> dict[str, Any]:
-    values = {k: v for k, v in given.items() if k in _COLUMN_KEYS[model]}
-    for key, default in _DEFAULTS[model].items():
-        if key not in values:
-            arg = getattr(default, "arg", None)
-            values[key] = arg(None) if callable(arg) else arg
-    return {k: values[k] for k in _COLUMN_ORDER[model] if k in values}
+    """The columns of ``model`` in ``given``, and the Python defaults of
+    those it lacks, in the table's column order."""
+    values = {}
+    for key, arg, call in _ROW_PLANS[model]:
+        if key in given:
+            values[key] = given[key]
+        elif arg is not _NO_DEFAULT:
+            values[key] = arg(None) if call else arg
+    return values
 
 
 assert set(USER_COLUMNS) >= WRITABLE_COLUMNS, "a read model must hold what input_of reads"
@@ -402,9 +446,23 @@ def _new_user() -> UserRow:
     the same way): every column, the Python defaults set. Not an ORM
     object: the ORM's bookkeeping of some fifty attribute sets cost more
     than everything else a batch import does per user."""
-    values = dict.fromkeys(_COLUMN_ORDER[User])
-    values.update(_row_values(User, {"id": new_id(), "version": 1}))
+    values = dict(_NEW_USER)
+    for key, arg in _NEW_USER_MADE:
+        values[key] = arg(None)
+    values["id"] = new_id()
+    values["version"] = 1
     return UserRow(values)
+
+
+_NEW_USER = {
+    key: None if arg is _NO_DEFAULT or call else arg for key, arg, call in _ROW_PLANS[User]
+}
+"""Every column of a new user, in order: its constant default, else ``None``."""
+_NEW_USER_MADE = tuple(
+    (key, arg) for key, arg, call in _ROW_PLANS[User] if call and key not in ("id", "version")
+)
+"""The columns whose default is made per user (``list``, ``utcnow``), but
+the id and version, which :func:`_new_user` sets."""
 
 
 def _grouped(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -522,13 +580,17 @@ def prepare_user(
         user.active = True  # a new user is active unless the client says otherwise
     user.multi_values = [Entry(values) for values in _entry_values(data)]
     user.addresses = [Entry(values) for values in _address_values(data)]
-    user.created_at = user.updated_at = utcnow()
+    # One time for the user's timestamps and its side rows: the one-statement
+    # write sends it once (_sharing).
+    now = user.created_at = user.updated_at = utcnow()
     rows: list[SideRow] = []
-    _moved(user, lifecycle.target_state(user, required_attributes), "created", actor, rows)
+    _moved(user, lifecycle.target_state(user, required_attributes), "created", actor, rows, now)
     rows.append(
         (
             audit.AUDIT,
-            audit.audit_row(actor, "user.create", "User", user.id, {"userName": user.user_name}),
+            audit.audit_row(
+                actor, "user.create", "User", user.id, {"userName": user.user_name}, now
+            ),
         )
     )
     rows.append(
@@ -540,6 +602,7 @@ def prepare_user(
                 "User",
                 user.id,
                 {"version": user.version},
+                now,
                 request_id=actor.request_id,
             ),
         )
@@ -871,10 +934,39 @@ _MANAGER = "(SELECT display_name FROM users WHERE id = {} AND deleted_at IS NULL
 
 
 def _side_parts(
-    statement: row_inserts.WithStatement, rows: list[SideRow], source: str | None
+    statement: row_inserts.WithStatement,
+    rows: list[SideRow],
+    source: str | None,
+    now: _Now | None = None,
 ) -> None:
     for n, (table, values) in enumerate(rows):
-        statement.insert(f"s{n}", table, values, source=source)
+        if now is None:
+            statement.insert(f"s{n}", table, values, source=source)
+        else:
+            row, shared = now.sharing(values)
+            statement.insert(f"s{n}", table, row, source=source, computed=shared)
+
+
+class _Now:
+    """The time of a one-statement write, sent once: the columns of its parts
+    holding that very time (the same object: :func:`prepare_user` and
+    :func:`replace_at_once` give the user's timestamps, history, audit and
+    outbox rows one) read the one parameter, not one each (asyncpg encodes a
+    timestamp for about five times a string's CPU; a create held seven)."""
+
+    def __init__(self, statement: row_inserts.WithStatement, now: datetime) -> None:
+        self.now = now
+        (bound,) = row_inserts.bound(_TABLES[User], {"updated_at": now}, statement.dialect)
+        self.sql = statement.place(bound, "timestamptz")
+
+    def sharing(self, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """``row`` without its columns holding the time, and those columns
+        as the time's parameter (``computed`` of an insert part)."""
+        now = self.now
+        shared = {k: self.sql for k, v in row.items() if v is now}
+        if not shared:
+            return row, shared
+        return {k: v for k, v in row.items() if v is not now}, shared
 
 
 async def _run(
@@ -927,14 +1019,16 @@ async def create_at_once(
         default_idp_source=default_idp_source,
     )
     statement = row_inserts.WithStatement(engine.dialect)
-    statement.insert("u", _TABLES[User], _row_values(User, user.__dict__), returning="id")
+    now = _Now(statement, user.created_at)
+    row, shared = now.sharing(_row_values(User, user.__dict__))
+    statement.insert("u", _TABLES[User], row, returning="id", computed=shared)
     if user.multi_values:
         entries = [_row_values(UserMultiValue, e.__dict__) for e in user.multi_values]
         statement.insert_rows("v", _TABLES[UserMultiValue], entries, user_id_from="u")
     if user.addresses:
         addresses = [_row_values(UserAddress, a.__dict__) for a in user.addresses]
         statement.insert_rows("a", _TABLES[UserAddress], addresses, user_id_from="u")
-    _side_parts(statement, rows, None)
+    _side_parts(statement, rows, None, now)
     statement.insert("c", _COUNTS, {"resource_type": "User", "delta": 1}, returning="id")
     final = f"SELECT (SELECT id FROM c) AS count_id, {_manager(statement, user)} AS manager"  # noqa: S608
     try:
@@ -982,7 +1076,9 @@ async def replace_at_once(
     before = cast(UserRow, current.user)  # as identity_store.prepared_reads reads it
     _derive_identifiers(data, before)
     _validate(data, max_values)
-    stored = {k: v for k, v in before.__dict__.items() if k not in ("multi_values", "addresses")}
+    stored = before.__dict__.copy()
+    stored.pop("multi_values", None)
+    stored.pop("addresses", None)
     stored["deleted_at"] = None  # a live user (the reads do not fetch it)
     user = UserRow(dict(stored))
     state = user.lifecycle
@@ -997,7 +1093,7 @@ async def replace_at_once(
         else before.multi_values
     )
     user.addresses = addresses if addresses_changed else before.addresses
-    user.updated_at = utcnow()
+    now = user.updated_at = utcnow()  # also its side rows' (_Now)
     rows: list[SideRow] = []
     _moved(
         user,
@@ -1005,15 +1101,22 @@ async def replace_at_once(
         _cause(state, user),  # type: ignore[arg-type]
         actor,
         rows,
+        now,
     )
     user.version = before.version + 1
-    rows.append((audit.AUDIT, audit.audit_row(actor, action, "User", user.id, _version(user))))
+    rows.append((audit.AUDIT, audit.audit_row(actor, action, "User", user.id, _version(user), now)))
     operation = "block" if lifecycle.is_suspended(user) else "upsert"
     rows.append(
         (
             audit.OUTBOX,
             audit.outbox_row(
-                "auth0", operation, "User", user.id, _version(user), request_id=actor.request_id
+                "auth0",
+                operation,
+                "User",
+                user.id,
+                _version(user),
+                now,
+                request_id=actor.request_id,
             ),
         )
     )
@@ -1023,8 +1126,12 @@ async def replace_at_once(
         if k not in _NOT_SET and (k not in stored or stored[k] != v)
     }
     statement = row_inserts.WithStatement(engine.dialect)
-    values = row_inserts.bound(_TABLES[User], changed, engine.dialect)
-    assignments = [f'"{k}" = {statement.place(v)}' for k, v in zip(changed, values, strict=True)]
+    at = _Now(statement, now)
+    plain, shared = at.sharing(changed)
+    values = dict(zip(plain, row_inserts.bound(_TABLES[User], plain, engine.dialect), strict=True))
+    assignments = [
+        f'"{k}" = {shared[k] if k in shared else statement.place(values[k])}' for k in changed
+    ]
     where = (
         f"id = {statement.place(user.id)} AND version = {statement.place(before.version)}"
         " AND deleted_at IS NULL"
@@ -1048,7 +1155,7 @@ async def replace_at_once(
         if new:
             rows_of = [_row_values(model, e.__dict__) for e in new]
             statement.insert_rows(name, table, rows_of, user_id_from="u")
-    _side_parts(statement, rows, "u")
+    _side_parts(statement, rows, "u", at)
     same_manager = user.manager_id == before.manager_id
     manager_sql = "NULL" if same_manager else _manager(statement, user)
     final = (

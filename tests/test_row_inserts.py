@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from identity_store import row_inserts
 from identity_store.database import create_session_factory
-from identity_store.models import User
+from identity_store.models import User, UserMultiValue
 
 USERS = cast(Table, User.__table__)
 
@@ -167,3 +167,77 @@ async def test_an_overflow_connection_is_closed_when_handed_back(
         assert alive == 1  # the pooled one, in use again; the two of the overflow closed
     finally:
         await engine.dispose()
+
+
+_ENTRIES = [
+    {"attribute": "emails", "position": 0, "value": "a@example.com", "type": "work"},
+    {
+        "attribute": "emails",
+        "position": 0,
+        "value": "Ü@example.com",
+        "value_normalized": "ü@example.com",
+        "display": "Ü",
+        "type": "home",
+        "primary": True,
+        "verified": False,
+    },
+    {"attribute": "phoneNumbers", "position": 3, "value": None, "primary": False},
+    {"attribute": "roles", "position": 0, "value": "x" * 5000, "display": "", "verified": True},
+]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("entry", _ENTRIES)
+async def test_one_row_of_insert_rows_writes_what_the_unnest_writes(
+    engine: AsyncEngine, entry: dict[str, Any]
+) -> None:
+    """A ``WithStatement``'s ``insert_rows`` of one row (a value per column)
+    writes the row its ``unnest`` of arrays writes."""
+    values = cast(Table, UserMultiValue.__table__)
+    columns = ["attribute", "position", "value", "value_normalized", "display", "type"]
+    columns += ["primary", "verified"]
+    row = {c: entry.get(c) for c in columns}
+    written = []
+    for n, how in enumerate(("insert_rows", "insert_unnest")):
+        user_id = f"01J{n}{'0' * 22}"
+        statement = row_inserts.WithStatement(engine.dialect)
+        statement.insert("u", USERS, _row(user_id, f"one-row-{n}"), returning="id")
+        getattr(statement, how)("v", values, [row], user_id_from="u")
+        assert ("unnest" in statement.sql("SELECT 1")) is (how == "insert_unnest")
+        async with row_inserts.autocommit(engine) as connection:
+            await connection.execute(statement.sql("SELECT 1"), *statement.params)
+        async with create_session_factory(engine)() as session:
+            stored = (
+                (await session.execute(select(values).where(values.c.user_id == user_id)))
+                .mappings()
+                .all()
+            )
+            await session.execute(delete(values).where(values.c.user_id == user_id))
+            await session.execute(delete(USERS).where(USERS.c.id == user_id))
+            await session.commit()
+        assert len(stored) == 1
+        written.append({k: v for k, v in stored[0].items() if k not in ("id", "user_id")})
+    assert written[0] == written[1] == row
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], [1], ["a", "ü"], {}, {"version": 1}, (), None, "[]", 0, [[]], [None]],
+    ids=repr,
+)
+def test_a_json_columns_processor_converts_as_sqlalchemys(value: Any) -> None:
+    """The processors a ``WithStatement`` part converts values with are
+    SQLAlchemy's; a JSON column's gives its empty list's text without
+    serialising it again, the same text."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
+    columns = ("tags", "created_at", "version")
+    converting = dict(row_inserts._converting(USERS, columns, dialect))
+    sqlalchemys = row_inserts._processors(USERS, columns, dialect)
+    tags, expected = converting[0], sqlalchemys[0]
+    assert tags is not expected
+    assert expected is not None
+    assert tags(value) == expected(value)
+    assert type(tags(value)) is type(expected(value))
+    assert converting[1] is sqlalchemys[1]  # not a JSON column: SQLAlchemy's own

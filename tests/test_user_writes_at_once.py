@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -190,3 +191,178 @@ async def test_a_user_deleted_twice_at_once_is_deleted_once(store: Store) -> Non
     )
     assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "NotFoundError"]
     assert await _rows(store, AuditEntry, resource_id=created.user.id, action="user.delete") == 1
+
+
+_CREATED: list[tuple[str, dict[str, Any]]] = [
+    ("one e-mail", {"multi_values": [{"attribute": "emails", "value": "A@x.example"}]}),
+    (
+        "Entra's create",
+        {
+            "columns": {
+                "external_id": "oid-1",
+                "display_name": "G F",
+                "given_name": "G",
+                "family_name": "F",
+                "idp_username": "g",
+                "active": True,
+                "department": "",
+            },
+            "multi_values": [
+                {"attribute": "emails", "value": "G@x.example", "type": "work", "primary": True}
+            ],
+        },
+    ),
+    (
+        "entries and addresses",
+        {
+            "columns": {"active": False, "tags": ["t"], "custom_data": {"k": [1, None]}},
+            "multi_values": [
+                {"attribute": "emails", "value": "a@x.example", "primary": True},
+                {"attribute": "emails", "value": "b@x.example", "display": "B"},
+                {"attribute": "phoneNumbers", "value": "+1", "verified": False},
+            ],
+            "addresses": [{"country": "DE", "primary": True}],
+        },
+    ),
+    ("nothing else", {}),
+    ("one address", {"addresses": [{"locality": "Köln"}]}),
+]
+_STORE_OWN = {"id", "user_id", "resource_id", "aggregate_id", "user_name", "user_name_normalized"}
+_STORE_OWN |= {"created_at", "updated_at", "lifecycle_changed_at", "occurred_at"}
+_STORE_OWN |= {"next_attempt_at", "idp_cloud_username", "details"}
+
+
+async def _written(store: Store, user_id: str) -> dict[str, Any]:
+    """Every row the writes of ``user_id`` left, in order, without ids, names
+    and times; and (under ``"times"``) the set of times they hold."""
+    from identity_store.models import LifecycleTransition, User, UserAddress, UserMultiValue
+
+    rows: dict[str, Any] = {"times": set()}
+    async with store.reading() as session:
+        for model, column in (
+            (User, "id"),
+            (UserMultiValue, "user_id"),
+            (UserAddress, "user_id"),
+            (LifecycleTransition, "user_id"),
+            (AuditEntry, "resource_id"),
+            (OutboxEntry, "aggregate_id"),
+        ):
+            table = model.__table__
+            query = select(table).where(table.c[column] == user_id).order_by(table.c.id)
+            found = (await session.execute(query)).mappings().all()
+            rows[table.name] = [{k: v for k, v in r.items() if k not in _STORE_OWN} for r in found]
+            for r in found:
+                rows["times"] |= {v for k, v in r.items() if k.endswith("_at") and v is not None}
+    return rows
+
+
+@pytest.mark.parametrize(("name", "given"), _CREATED, ids=[name for name, _ in _CREATED])
+async def test_a_create_in_one_statement_writes_the_rows_of_a_create_in_a_session(
+    store: Store, name: str, given: dict[str, Any]
+) -> None:
+    """The one-statement create (entries of one row as values, one time
+    sent once for all its timestamps) writes the rows the session's create writes:
+    the same users, entries, addresses, history, audit and outbox rows but
+    for ids, names and times; and all its times are one."""
+    from identity_store.models import new_id
+
+    def data(user_name: str) -> UserInput:
+        return UserInput(
+            user_name=user_name,
+            columns=dict(given.get("columns", {})),
+            multi_values=[dict(e) for e in given.get("multi_values", [])],
+            addresses=[dict(a) for a in given.get("addresses", [])],
+        )
+
+    async with _statements(store) as sent:
+        at_once = await users.create_user(store, data(f"{name}@one.example"), ACTOR)
+    (sql,) = [q for q in sent if q.startswith("WITH u AS (INSERT")]
+    assert "TIMESTAMP WITH TIME ZONE" not in sql  # every time is $1::timestamptz
+    assert ("unnest" in sql) is (len(given.get("multi_values", [])) > 1)
+    in_session = await users.create_user(
+        store, data(f"{name}@session.example"), ACTOR, user_id=new_id()
+    )
+    one = await _written(store, at_once.user.id)
+    other = await _written(store, in_session.user.id)
+    assert len(one.pop("times")) == 1
+    assert other.pop("times")
+    assert one == other
+    assert one["users"]
+    assert one["audit_log"]
+    assert one["outbox"]
+
+
+def _set(**columns: Any) -> Any:
+    def change(data: UserInput) -> UserInput:
+        data.columns.update(columns)
+        return data
+
+    return change
+
+
+def _entries(*values: str) -> Any:
+    def change(data: UserInput) -> UserInput:
+        data.multi_values = [{"attribute": "emails", "value": v, "type": "work"} for v in values]
+        return data
+
+    return change
+
+
+def _address(data: UserInput) -> UserInput:
+    data.addresses = [{"country": "FR", "primary": True}]
+    return data
+
+
+_CHANGES = [
+    ("rename", _set(display_name="Renamed", family_name="F2", department="D")),
+    ("disable", _set(active=False)),
+    ("expire", _set(expiration_date=datetime(2000, 1, 1, tzinfo=UTC))),
+    ("one new e-mail", _entries("new@x.example")),
+    ("two e-mails", _entries("a@x.example", "b@x.example")),
+    ("no e-mail", _entries()),
+    ("an address", _address),
+]
+
+
+@pytest.mark.parametrize(("name", "change"), _CHANGES, ids=[name for name, _ in _CHANGES])
+async def test_an_update_in_one_statement_writes_the_rows_of_an_update_in_a_session(
+    store: Store, name: str, change: Any
+) -> None:
+    """The one-statement update writes the rows the session's update writes
+    (but for ids, names and times), and gives them all one new time, sent
+    once."""
+    created = []
+    for n in range(2):
+        data = _input(f"{name}-{n}@example.com", idp_username="u")
+        data.multi_values[0]["value"] = "same@example.com"
+        created.append(await users.create_user(store, data, ACTOR))
+    before = (await _written(store, created[0].user.id))["times"]
+
+    def at_once(current: UserRecord) -> UserInput:
+        return change(users.current_input(current.user))
+
+    async with _statements(store) as sent:
+        await users.update_user(store, created[0].user.id, at_once, ACTOR)
+    (sql,) = [q for q in sent if q.startswith("WITH u AS (UPDATE")]
+    assert "TIMESTAMP WITH TIME ZONE" not in sql  # every time is $1::timestamptz
+    assert '"updated_at" = $1::timestamptz' in sql
+
+    async def in_session(session: Any) -> None:
+        user = await user_changes.load_user(session, created[1].user.id, for_update=True)
+        await user_changes.write_replacement(
+            session,
+            user,
+            change(user_changes.input_of(user)),
+            ACTOR,
+            required_attributes=store.settings.required_idp_attributes,
+            max_values=store.settings.max_multi_values,
+            action="user.patch",
+        )
+
+    await store.transaction(in_session)
+    one = await _written(store, created[0].user.id)
+    other = await _written(store, created[1].user.id)
+    assert len(one.pop("times") - before) == 1
+    other.pop("times")
+    assert one == other
+    assert len(one["audit_log"]) == 2
