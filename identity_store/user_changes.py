@@ -255,7 +255,7 @@ def _validate(data: UserInput, max_values: int) -> None:
     not hold. The checks whose outcome follows from a cheaper test are
     skipped when it says so (no attribute has more values than all of them
     together; no attribute has two primary values when fewer than two
-    entries are primary): ``tests/test_user_validation.py`` compares the
+    entries are primary): ``tests/test_user_rows.py`` compares the
     outcomes with every check run."""
     if not data.user_name or not data.user_name.strip():
         raise ValidationError("userName is required and may not be empty")
