@@ -9,7 +9,8 @@ only when the caller wants them (``members=False`` for SCIM's
 **Concurrent membership changes of one group** (issue 15: Microsoft Entra ID
 and the benchmark send many at once to the same group) are combined: a
 change that only adds and removes members, without an expected version,
-joins the queue of its group, and one task per group and process applies
+joins the queue of its group (:mod:`identity_store.batches`), and one task
+per group and process applies
 what has queued up in one transaction (:func:`group_changes.write_member_batch`),
 one batch after the other. Each request still gets the outcome of its own
 change applied alone in queue order: its own version (the group's version
@@ -25,14 +26,13 @@ lock itself, checks the version under it, and runs alone.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import filtering, group_changes
+from . import batches, filtering, group_changes
 from .actor import Actor
 from .errors import NotFoundError, ValidationError
 from .group_changes import KEEP, GroupChanges, Member, MemberChange
@@ -145,51 +145,21 @@ BATCH_LIMIT = 64
 """Membership changes of one group applied in one transaction at most."""
 
 
-@dataclass(slots=True)
-class _Queued:
-    change: MemberChange
-    answer: asyncio.Future[GroupRecord] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-_queues: dict[tuple[int, str], list[_Queued]] = {}
-"""The changes waiting, per store and group; a key is here while its task runs."""
-_tasks: set[asyncio.Task[None]] = set()
+_Queued = batches.Queued[MemberChange, GroupRecord]
+_batches: batches.Batches[MemberChange, GroupRecord] = batches.Batches(BATCH_LIMIT)
+"""The changes waiting, per store and group."""
 
 
 async def _queued_change(
     store: Store, group_id: str, changes: GroupChanges, actor: Actor
 ) -> GroupRecord:
     """Queue a membership change of ``group_id`` and wait for its outcome."""
-    queued = _Queued(MemberChange(changes.add, changes.remove, actor))
-    key = (id(store), group_id)
-    queue = _queues.get(key)
-    if queue is not None:
-        queue.append(queued)
-    else:
-        _queues[key] = [queued]
-        task = asyncio.get_running_loop().create_task(_apply_queue(store, group_id, key))
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
-    return await queued.answer
 
+    async def apply(batch: list[_Queued]) -> None:
+        await _apply_batch(store, group_id, batch)
 
-async def _apply_queue(store: Store, group_id: str, key: tuple[int, str]) -> None:
-    """Apply the queue of one group, a batch at a time, until it is empty."""
-    queue = _queues[key]
-    batch: list[_Queued] = []
-    try:
-        while queue:
-            batch = [q for q in queue[:BATCH_LIMIT] if not q.answer.done()]
-            del queue[:BATCH_LIMIT]
-            if batch:
-                await _apply_batch(store, group_id, batch)
-    finally:
-        del _queues[key]
-        for queued in (*batch, *queue):  # only when this task itself failed
-            if not queued.answer.done():
-                queued.answer.cancel()
+    change = MemberChange(changes.add, changes.remove, actor)
+    return await _batches.submit((id(store), group_id), change, apply)
 
 
 async def _apply_batch(store: Store, group_id: str, batch: Sequence[_Queued]) -> None:
@@ -197,11 +167,11 @@ async def _apply_batch(store: Store, group_id: str, batch: Sequence[_Queued]) ->
         try:
             with database_errors():
                 at_once = await group_changes.write_member_batch_at_once(
-                    store.engine, group_id, [q.change for q in batch]
+                    store.engine, group_id, [q.item for q in batch]
                 )
         except NotFoundError:
             for queued in batch:  # one exception each: each request raises its own
-                _answer(queued, NotFoundError("Group", group_id))
+                queued.settle(NotFoundError("Group", group_id))
             return
         except Exception:
             at_once = None  # nothing was written: the transaction below says why
@@ -209,25 +179,25 @@ async def _apply_batch(store: Store, group_id: str, batch: Sequence[_Queued]) ->
             group, outcomes = at_once
             for queued, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, ValidationError):
-                    _answer(queued, outcome)
+                    queued.settle(outcome)
                 else:
-                    _answer(queued, GroupRecord(_at_version(group, outcome), None))
+                    queued.settle(GroupRecord(_at_version(group, outcome), None))
             return
 
     async def work(session: AsyncSession) -> tuple[Group, list[int | ValidationError]]:
         group = await group_changes.read_group(session, group_id)
-        outcomes = await group_changes.write_member_batch(session, group, [q.change for q in batch])
+        outcomes = await group_changes.write_member_batch(session, group, [q.item for q in batch])
         return group, outcomes
 
     try:
         group, outcomes = await store.transaction(work)
     except NotFoundError:
         for queued in batch:  # one exception each: each request raises its own
-            _answer(queued, NotFoundError("Group", group_id))
+            queued.settle(NotFoundError("Group", group_id))
         return
     except Exception as exc:
         if len(batch) == 1:
-            _answer(batch[0], exc)
+            batch[0].settle(exc)
             return
         # Something no change was refused for: each alone, so that each
         # request gets its own outcome.
@@ -236,18 +206,9 @@ async def _apply_batch(store: Store, group_id: str, batch: Sequence[_Queued]) ->
         return
     for queued, outcome in zip(batch, outcomes, strict=True):
         if isinstance(outcome, ValidationError):
-            _answer(queued, outcome)
+            queued.settle(outcome)
         else:
-            _answer(queued, GroupRecord(_at_version(group, outcome), None))
-
-
-def _answer(queued: _Queued, outcome: GroupRecord | Exception) -> None:
-    if queued.answer.done():  # its request was cancelled (the client went away)
-        return
-    if isinstance(outcome, Exception):
-        queued.answer.set_exception(outcome)
-    else:
-        queued.answer.set_result(outcome)
+            queued.settle(GroupRecord(_at_version(group, outcome), None))
 
 
 def _at_version(group: Group, version: int) -> Group:

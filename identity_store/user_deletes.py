@@ -7,7 +7,8 @@ of one group one after the other, 16 at a time: each delete waited for the
 one before it to commit (its WAL flush) to update the same group's row
 (``pg_stat_activity``: ``Lock:transactionid``, ``Lock:tuple``).
 
-Here the deletes of a process wait in one queue (per store), and one task
+Here the deletes of a process wait in one queue (per store;
+:mod:`identity_store.batches`), and one task
 writes what has queued up in one autocommit statement per batch
 (:func:`delete_batch_at_once`, at most :data:`BATCH_LIMIT` users; a delete
 alone as before, :func:`user_changes.delete_at_once`): one round trip, one
@@ -25,14 +26,12 @@ each request gets its own error.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import counts, lifecycle, row_inserts, user_changes
+from . import batches, counts, lifecycle, row_inserts, user_changes
 from .actor import Actor
 from .models import User, utcnow
 from .read_models import UserRow
@@ -143,18 +142,9 @@ async def delete_batch_at_once(
     return [k in written for k in range(len(batch))]
 
 
-@dataclass(slots=True)
-class _Queued:
-    user: UserRow | User
-    actor: Actor
-    answer: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-_queues: dict[int, list[_Queued]] = {}
-"""The deletes waiting, per store engine; a key is here while its task runs."""
-_tasks: set[asyncio.Task[None]] = set()
+_Queued = batches.Queued[tuple[UserRow | User, Actor], bool]
+_batches: batches.Batches[tuple[UserRow | User, Actor], bool] = batches.Batches(BATCH_LIMIT)
+"""The deletes waiting, per store engine."""
 
 
 async def delete(engine: AsyncEngine, user: UserRow | User, actor: Actor) -> bool:
@@ -162,58 +152,26 @@ async def delete(engine: AsyncEngine, user: UserRow | User, actor: Actor) -> boo
     same time (:func:`delete_batch_at_once`), once they are committed;
     ``False``: the user is no longer at the version read, nothing was
     written."""
-    queued = _Queued(user, actor)
-    key = id(engine)
-    queue = _queues.get(key)
-    if queue is not None:
-        queue.append(queued)
-    else:
-        _queues[key] = [queued]
-        task = asyncio.get_running_loop().create_task(_apply_queue(engine, key))
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
-    return await queued.answer
 
+    async def apply(batch: list[_Queued]) -> None:
+        await _apply_batch(engine, batch)
 
-async def _apply_queue(engine: AsyncEngine, key: int) -> None:
-    """Write the queue, a batch at a time, until it is empty."""
-    queue = _queues[key]
-    batch: list[_Queued] = []
-    try:
-        while queue:
-            batch = [q for q in queue[:BATCH_LIMIT] if not q.answer.done()]
-            del queue[:BATCH_LIMIT]
-            if batch:
-                await _apply_batch(engine, batch)
-    finally:
-        del _queues[key]
-        for queued in (*batch, *queue):  # only when this task itself failed
-            if not queued.answer.done():
-                queued.answer.cancel()
+    return await _batches.submit(id(engine), (user, actor), apply)
 
 
 async def _apply_batch(engine: AsyncEngine, batch: Sequence[_Queued]) -> None:
     try:
         if len(batch) == 1:  # alone, as before
-            written = [await user_changes.delete_at_once(engine, batch[0].user, batch[0].actor)]
+            written = [await user_changes.delete_at_once(engine, *batch[0].item)]
         else:
-            written = await delete_batch_at_once(engine, [(q.user, q.actor) for q in batch])
+            written = await delete_batch_at_once(engine, [q.item for q in batch])
     except Exception as exc:
         if len(batch) == 1:
-            _answer(batch[0], exc)
+            batch[0].settle(exc)
             return
         # Nothing was written: each alone, so that each gets its own outcome.
         for queued in batch:
             await _apply_batch(engine, [queued])
         return
     for queued, outcome in zip(batch, written, strict=True):
-        _answer(queued, outcome)
-
-
-def _answer(queued: _Queued, outcome: bool | Exception) -> None:
-    if queued.answer.done():  # its request was cancelled (the client went away)
-        return
-    if isinstance(outcome, Exception):
-        queued.answer.set_exception(outcome)
-    else:
-        queued.answer.set_result(outcome)
+        queued.settle(outcome)
