@@ -18,7 +18,8 @@ transition of a user's ``lifecycle`` is decided here and recorded here.
 The rules are pure functions of a user's row and the time (``now``: the
 job's clock for a scheduled run, which ``idstore jobs run --as-of`` moves);
 the batch jobs select their users with the SQL twins of the same rules
-(:func:`expiry_due_clause`, :func:`deletion_due_clause`). :func:`transition`
+(:func:`expiry_due_clause`, :func:`deletion_due_clause`), and the batched
+deletes move them with :func:`after_delete_clause`. :func:`transition`
 applies one state to one user and :func:`history_row` is the record every
 transition leaves in ``lifecycle_history`` (time, cause, actor, request id or
 job run id).
@@ -31,7 +32,7 @@ from datetime import UTC, datetime, time
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Table, and_, text
+from sqlalchemy import ColumnElement, Table, and_, case, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import side_rows
@@ -91,6 +92,15 @@ def after_delete(user: User) -> Lifecycle:
     if user.user_type == UserType.SERVICE_ACCOUNT.value:
         return Lifecycle.INACTIVE
     return Lifecycle.SUSPENDED
+
+
+def after_delete_clause() -> ColumnElement[str]:
+    """:func:`after_delete` in SQL: the state a live user's row goes to
+    (the batched deletes of PostgreSQL decide it as they write)."""
+    return case(
+        (User.user_type == UserType.SERVICE_ACCOUNT.value, Lifecycle.INACTIVE.value),
+        else_=Lifecycle.SUSPENDED.value,
+    )
 
 
 def after_profile_sync(

@@ -1,8 +1,9 @@
 """What a user write does to the rows: the writable state of a user
 (:class:`UserInput`), its validation, the identifiers derived from it, and
 the statements of a create, a replace and a delete, in the caller's session;
-on PostgreSQL also each of them as one statement without a session
-(``create_at_once``, ``replace_at_once``, ``delete_at_once``, at the end).
+on PostgreSQL also the create and the replace as one statement without a
+session (``create_at_once``, ``replace_at_once``, at the end; the delete's
+one statement is in :mod:`identity_store.user_deletes`).
 
 :mod:`identity_store.users` wraps each of these in a use case (transaction,
 retry, version check); nothing outside the store calls this module.
@@ -1178,71 +1179,3 @@ async def replace_at_once(
 
 def _version(user: UserRow) -> dict[str, Any]:
     return {"version": user.version}
-
-
-async def delete_at_once(
-    engine: AsyncEngine, user: UserRow | User, actor: Actor, *, when: datetime | None = None
-) -> bool:
-    """:func:`mark_deleted` in one statement (PostgreSQL), for a live user
-    read as ``user``: the user's row, its group memberships ended (those
-    groups' versions moved on), its history, audit (with the groups it
-    left), outbox and count rows. ``False``: the user is no longer at the
-    version read (changed or deleted since): nothing was written."""
-    now = when or utcnow()
-    stored = dict(user.__dict__)
-    row = UserRow({**stored, "deleted_at": now, "active": False, "updated_at": now})
-    rows: list[SideRow] = []
-    _moved(row, lifecycle.after_delete(row), "deleted", actor, rows, now)  # type: ignore[arg-type]
-    row.version = user.version + 1
-    statement = row_inserts.WithStatement(engine.dialect)
-    changed = {
-        k: getattr(row, k)
-        for k in ("deleted_at", "active", "updated_at", "lifecycle", "lifecycle_changed_at")
-        if k not in stored or stored[k] != getattr(row, k)
-    }
-    values = row_inserts.bound(_TABLES[User], changed, engine.dialect)
-    assignments = [f'"{k}" = {statement.place(v)}' for k, v in zip(changed, values, strict=True)]
-    where = (
-        f"id = {statement.place(user.id)} AND version = {statement.place(user.version)}"
-        " AND deleted_at IS NULL"
-    )
-    statement.add(
-        "u",
-        f"UPDATE users SET {', '.join(assignments)}, version = version + 1"  # noqa: S608
-        f" WHERE {where} RETURNING id",
-    )
-    statement.add(
-        "m",
-        "DELETE FROM group_members WHERE member_id IN (SELECT id FROM u) RETURNING group_id",
-    )
-    statement.add(
-        "g",
-        "UPDATE groups SET version = version + 1,"  # noqa: S608
-        f" updated_at = {statement.place(now, 'timestamptz')}"
-        " WHERE id IN (SELECT group_id FROM m)",
-    )
-    _side_parts(statement, rows, "u")
-    entry = audit.audit_row(actor, "user.delete", "User", user.id, None, now)
-    del entry["details"]
-    name = statement.place(user.user_name, "text")
-    statement.insert(
-        "ad",
-        audit.AUDIT,
-        entry,
-        source="u",
-        computed={
-            "details": f"jsonb_build_object('userName', {name}, 'groups',"  # noqa: S608
-            " coalesce((SELECT jsonb_agg(group_id ORDER BY group_id) FROM m), '[]'::jsonb))"
-        },
-    )
-    outbox = audit.outbox_row(
-        "auth0", "delete", "User", user.id, _version(row), now, request_id=actor.request_id
-    )
-    statement.insert("o", audit.OUTBOX, outbox, source="u")
-    statement.add(
-        "c",
-        "INSERT INTO resource_counts (resource_type, delta) SELECT 'User', -1 FROM u RETURNING id",
-    )
-    final = "SELECT (SELECT count(*) FROM u) AS written, (SELECT id FROM c) AS count_id"
-    result = await _run(engine, statement, final)
-    return bool(result["written"])

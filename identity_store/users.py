@@ -355,8 +355,8 @@ async def delete_user(
 ) -> None:
     """Delete a user (RFC 7644 §3.6): 404 from now on, ``SUSPENDED`` until the
     deletion sync (service accounts: ``INACTIVE`` at once), SPEC §4. On
-    PostgreSQL one autocommit statement at the version read, as an update,
-    with the deletes of this process asked for at the same time
+    PostgreSQL one autocommit statement that reads nothing beforehand, with
+    the deletes of this process asked for at the same time
     (:mod:`identity_store.user_deletes`).
 
     :raises NotFoundError: No live user has this id.
@@ -364,15 +364,11 @@ async def delete_user(
     """
 
     if store.prepared is not None:
-        for _ in range(OPTIMISTIC_ATTEMPTS):
-            with database_errors():
-                found = await store.prepared.users([user_id], groups=False)
-            if not found:
-                raise NotFoundError("User", user_id)
-            check_version(found[0].user.version, expected_version)
-            with database_errors():
-                if await user_deletes.delete(store.engine, found[0].user, actor):
-                    return
+        with database_errors():
+            await user_deletes.delete(
+                store.engine, user_deletes.Deletion(user_id, actor, expected_version)
+            )
+        return
 
     async def work(session: AsyncSession) -> None:
         user = await user_changes.load_user(session, user_id, for_update=True)

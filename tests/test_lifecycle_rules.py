@@ -1,7 +1,8 @@
 """The lifecycle rules (identity_store/lifecycle.py) as tables: one row per row
 of SPEC §4's table, and per case of each rule function, on users built in
 memory; then the SQL twins the jobs select with (``expiry_due_clause``,
-``deletion_due_clause``) against the pure rules, row by row over a grid of
+``deletion_due_clause``) and the batched deletes write with
+(``after_delete_clause``) against the pure rules, row by row over a grid of
 users stored in SQLite and PostgreSQL.
 
 A hand mutation check of lifecycle.py runs these tables
@@ -22,6 +23,7 @@ from identity_store import lifecycle
 from identity_store.actor import Actor, job_actor
 from identity_store.lifecycle import (
     after_delete,
+    after_delete_clause,
     after_profile_sync,
     after_reset,
     deletion_cutoff,
@@ -512,6 +514,26 @@ async def test_deletion_due_clause_selects_exactly_the_users_deletion_due_select
     expected = {u.id for u in grid if deletion_due(u, cutoff)}
     assert len(expected) == 2 * 2  # two moments before the cutoff, deleted or not
     assert await _ids_where(session, deletion_due_clause(cutoff)) == expected
+
+
+async def test_after_delete_clause_gives_each_user_the_state_after_delete_gives(
+    session: AsyncSession,
+) -> None:
+    """Every state by every kind (person, service account, unset, another
+    text) by deleted or not: the state the batched deletes write is the one
+    the pure rule names."""
+    grid = [
+        _grid_user(n, lifecycle=state.value, user_type=kind, deleted_at=deleted)
+        for n, (state, kind, deleted) in enumerate(
+            product(STATES, [*KINDS, None, "service_account"], DELETED)
+        )
+    ]
+    session.add_all(grid)
+    await session.commit()
+    expected = {u.id: after_delete(u).value for u in grid}
+    assert set(expected.values()) == {SUSPENDED.value, INACTIVE.value}
+    got = dict((await session.execute(select(User.id, after_delete_clause()))).all())
+    assert got == expected
 
 
 async def test_transition_records_the_change_once(session: AsyncSession) -> None:

@@ -1,8 +1,10 @@
-"""Concurrent deletes of users written together (identity_store.user_deletes,
-issue 15): a batch in one statement writes what the same deletes write one
-after the other (``delete_at_once``), each request keeps its own outcome,
-the batch is bounded, and a failing batch falls back to one delete at a
-time."""
+"""User deletes on PostgreSQL (identity_store.user_deletes, issue 15): one
+statement per batch that reads as it writes; a batch writes what the same
+deletes write one after the other in a session (``mark_deleted``, as on
+SQLite), each request keeps its own outcome (done, 404, 412), the batch is
+bounded, a failing batch falls back to one delete at a time, and a delete
+waiting on a row another writer holds decides on the row that writer
+committed."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from identity_store import groups, user_changes, user_deletes, users
 from identity_store.actor import Actor
-from identity_store.errors import NotFoundError
+from identity_store.errors import NotFoundError, VersionMismatchError
 from identity_store.models import (
     AuditEntry,
     Group,
@@ -26,12 +28,18 @@ from identity_store.models import (
     OutboxEntry,
     ResourceCount,
     User,
+    new_id,
+    utcnow,
 )
 from identity_store.store import Store
+from identity_store.user_deletes import Deletion
 from identity_store.users import UserInput
+from identity_store.versions import check_version
 
 ACTOR = Actor(name="setup", request_id="req-setup")
 WHEN = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
+NOBODY = -1
+"""In a case's batch: an id no user has."""
 
 
 def _input(user_name: str, **columns: Any) -> UserInput:
@@ -52,19 +60,19 @@ def _actor(k: int) -> Actor:
 @dataclass(frozen=True)
 class Case:
     """Users (their groups, by index), what happens to some before the
-    batch is read or written, the batch (user indexes, in queue order), and
-    whether each delete is written."""
+    batch, the batch (user index and ``If-Match`` of each request, in queue
+    order), and each request's outcome: ``done``, ``404`` or ``412``."""
 
     name: str
     groups_of: list[list[int]]
-    batch: list[int]
-    written: list[bool]
-    stale: list[int] = field(default_factory=list)
-    """Changed after they were read: the batch has an old version."""
+    batch: list[tuple[int, int | None]]
+    outcomes: list[str]
+    changed: list[int] = field(default_factory=list)
+    """Updated before the batch: at version 2."""
     gone: list[int] = field(default_factory=list)
-    """Deleted after they were read."""
+    """Deleted before the batch."""
     marked: list[int] = field(default_factory=list)
-    """Marked deleted after they were read without a version move."""
+    """Marked deleted before the batch without a version move."""
     suspended: list[int] = field(default_factory=list)
     """Already ``SUSPENDED``: their delete moves no lifecycle (no history)."""
     service: list[int] = field(default_factory=list)
@@ -72,39 +80,62 @@ class Case:
 
 
 CASES = [
-    Case("users of one group", [[0], [0], [0]], [0, 1, 2], [True, True, True]),
+    Case("users of one group", [[0], [0], [0]], [(0, None), (1, None), (2, None)], ["done"] * 3),
     Case(
         "users of several groups, one in two",
         [[0, 1], [1], [2], [0], []],
-        [0, 1, 2, 3, 4],
-        [True] * 5,
+        [(i, None) for i in range(5)],
+        ["done"] * 5,
     ),
-    Case("users in no group", [[], []], [1, 0], [True, True]),
-    Case("a user deleted twice in one batch", [[0], [0]], [0, 1, 0], [True, True, False]),
-    Case("a stale version", [[0], [0], [0]], [0, 1, 2], [True, False, True], stale=[1]),
-    Case("a user already deleted", [[0], [0], [0]], [0, 1, 2], [True, False, True], gone=[1]),
+    Case("users in no group", [[], []], [(1, None), (0, None)], ["done", "done"]),
     Case(
-        "a user marked deleted at the version read",
+        "a user deleted twice in one batch",
         [[0], [0]],
-        [0, 1],
-        [False, True],
+        [(0, None), (1, None), (0, None)],
+        ["done", "done", "404"],
+    ),
+    Case(
+        "a user twice, the first refused by its If-Match",
+        [[0], [0]],
+        [(0, 7), (1, None), (0, 1)],
+        ["412", "done", "done"],
+    ),
+    Case(
+        "If-Match: the version stored, an older one, none on a changed user",
+        [[0], [0], [0], [0]],
+        [(0, 1), (1, 1), (2, None), (3, 2)],
+        ["done", "412", "done", "done"],
+        changed=[1, 2, 3],
+    ),
+    Case(
+        "a user already deleted, an id no user has",
+        [[0], [0], [0]],
+        [(0, None), (1, None), (NOBODY, None), (2, 1)],
+        ["done", "404", "404", "done"],
+        gone=[1],
+    ),
+    Case(
+        "a user marked deleted without a version move",
+        [[0], [0]],
+        [(0, 1), (1, None)],
+        ["404", "done"],
         marked=[0],
     ),
     Case(
         "lifecycles: suspended already, service account",
         [[0], [0], [0]],
-        [0, 1, 2],
-        [True, True, True],
+        [(0, None), (1, None), (2, None)],
+        ["done"] * 3,
         suspended=[0],
         service=[1],
     ),
-    Case("a batch of one", [[0]], [0], [True]),
+    Case("a batch of one", [[0]], [(0, None)], ["done"]),
 ]
 
 
-async def _world(store: Store, prefix: str, case: Case) -> tuple[list[Any], list[str], list[str]]:
-    """The case's users and groups, named ``prefix``: the batch's users as
-    read (before what happens to them after), the user ids, the group ids."""
+async def _world(store: Store, prefix: str, case: Case) -> tuple[list[str], list[str]]:
+    """The case's users and groups, named ``prefix``, and what happens to
+    them before the batch: the user ids, the group ids."""
     n_groups = max((g for gs in case.groups_of for g in gs), default=-1) + 1
     ids = []
     for i in range(len(case.groups_of)):
@@ -135,9 +166,7 @@ async def _world(store: Store, prefix: str, case: Case) -> tuple[list[Any], list
             )
 
         await store.transaction(suspend)
-    assert store.prepared is not None
-    read = {r.user.id: r.user for r in await store.prepared.users(ids, groups=False)}
-    for i in case.stale:
+    for i in case.changed:
         await users.update_user(store, ids[i], _renamed(f"{prefix} changed"), ACTOR)
     for i in case.gone:
         await users.delete_user(store, ids[i], ACTOR)
@@ -151,7 +180,39 @@ async def _world(store: Store, prefix: str, case: Case) -> tuple[list[Any], list
             )
 
         await store.transaction(mark)
-    return [read[ids[i]] for i in case.batch], ids, group_ids
+    return ids, group_ids
+
+
+def _deletions(case: Case, ids: list[str]) -> list[Deletion]:
+    return [
+        Deletion(new_id() if i == NOBODY else ids[i], _actor(k), if_match)
+        for k, (i, if_match) in enumerate(case.batch)
+    ]
+
+
+async def _alone(store: Store, deletion: Deletion) -> Exception | None:
+    """The delete in a session, as SQLite's (``users.delete_user`` without
+    the prepared reads)."""
+
+    async def work(session: Any) -> None:
+        user = await user_changes.load_user(session, deletion.user_id, for_update=True)
+        check_version(user.version, deletion.expected_version)
+        await user_changes.mark_deleted(session, user, deletion.actor)
+
+    try:
+        await store.transaction(work)
+    except (NotFoundError, VersionMismatchError) as exc:
+        return exc
+    return None
+
+
+def _named(outcome: Exception | None) -> str:
+    if outcome is None:
+        return "done"
+    if isinstance(outcome, NotFoundError):
+        return "404"
+    assert isinstance(outcome, VersionMismatchError), outcome
+    return "412"
 
 
 def _renamed(display_name: str) -> Any:
@@ -163,14 +224,42 @@ def _renamed(display_name: str) -> Any:
     return change
 
 
+@dataclass
+class State:
+    """What the deletes wrote, ids replaced by their index in the world and
+    each time by ``new`` (at or after the deletes began) or ``old``."""
+
+    rows: dict[str, Any]
+    times: set[datetime]
+    """The new times, as written."""
+
+
+@dataclass(frozen=True)
+class Begin:
+    """When the deletes began, and the last count row written before."""
+
+    since: datetime
+    counts_after: int
+
+
+async def _begin(store: Store) -> Begin:
+    return Begin(utcnow(), await _last_count(store))
+
+
 async def _state(
-    store: Store, prefix: str, ids: list[str], group_ids: list[str], counts_after: int
-) -> dict[str, Any]:
-    """What the deletes wrote, ids replaced by their index in the world; of
-    a user they did not write (changed or deleted before), its version,
-    deletion and lifecycle; of a group, its version and whether they
-    stamped it."""
+    store: Store, prefix: str, ids: list[str], group_ids: list[str], begin: Begin
+) -> State:
     name = {u: f"u{i}" for i, u in enumerate(ids)} | {g: f"g{i}" for i, g in enumerate(group_ids)}
+    times: set[datetime] = set()
+
+    def t(moment: datetime | None) -> str | None:
+        if moment is None:
+            return None
+        if moment >= begin.since:
+            times.add(moment)
+            return "new"
+        return "old"
+
     async with store.reading() as session:
         user_rows = (
             await session.execute(
@@ -262,7 +351,10 @@ async def _state(
         deltas = (
             await session.scalars(
                 select(ResourceCount.delta)
-                .where(ResourceCount.id > counts_after, ResourceCount.resource_type == "User")
+                .where(
+                    ResourceCount.resource_type == "User",
+                    ResourceCount.id > begin.counts_after,
+                )
                 .order_by(ResourceCount.id)
             )
         ).all()
@@ -273,20 +365,18 @@ async def _state(
             "groups": [name[g] for g in d["groups"]],
         }
 
-    return {
+    rows = {
         "users": sorted(
-            (name[r[0]], *r[1:5], r[5] == WHEN, r[6])
-            if r[3] == WHEN
-            else (name[r[0]], r[1] is None, r[4], r[6])
-            for r in user_rows
+            (name[r[0]], t(r[1]), r[2], t(r[3]), r[4], t(r[5]), r[6]) for r in user_rows
         ),
-        "groups": sorted((name[r[0]], r[1], r[2] == WHEN) for r in group_rows),
+        "groups": sorted((name[r[0]], r[1], t(r[2])) for r in group_rows),
         "members": sorted((name[g], name[m]) for g, m in members),
-        "history": [(name[r[0]], *r[1:]) for r in history],
-        "audit": [(name[r[0]], *r[1:6], details(r[6])) for r in audited],
-        "outbox": [(name[r[0]], *r[1:]) for r in outbox],
+        "history": [(name[r[0]], *r[1:6], t(r[6]), *r[7:]) for r in history],
+        "audit": [(name[r[0]], t(r[1]), *r[2:6], details(r[6])) for r in audited],
+        "outbox": [(name[r[0]], *r[1:6], t(r[6]), t(r[7]), *r[8:]) for r in outbox],
         "counts": list(deltas),
     }
+    return State(rows, times)
 
 
 async def _last_count(store: Store) -> int:
@@ -304,45 +394,44 @@ async def _last_count(store: Store) -> int:
 async def test_a_batch_in_one_statement_writes_what_one_after_the_other_writes(
     store: Store, case: Case
 ) -> None:
-    """``delete_batch_at_once`` gives each delete the outcome
-    ``delete_at_once`` gives it one after the other in queue order, and
-    writes the same users, memberships, history, audit (with the groups
-    each left), outbox and count rows, in the same order; each group's
-    version moves on by the number of its members deleted."""
-    actors = [_actor(k) for k in range(len(case.batch))]
-    read, ids, group_ids = await _world(store, "one-", case)
-    start = await _state(store, "one-", ids, group_ids, 0)
-    before = await _last_count(store)
-    alone = [
-        await user_changes.delete_at_once(store.engine, u, a, when=WHEN)
-        for u, a in zip(read, actors, strict=True)
+    """``delete_batch_at_once`` gives each request the outcome it gets one
+    after the other in a session (``mark_deleted``, SQLite's path) in
+    queue order, and writes the same users, memberships, history, audit
+    (with the groups each left), outbox and count rows, in the same order,
+    all at one time; each group's version moves on by the number of its
+    members deleted."""
+    ids, group_ids = await _world(store, "one-", case)
+    begin = await _begin(store)
+    start = await _state(store, "one-", ids, group_ids, begin)
+    alone = [await _alone(store, d) for d in _deletions(case, ids)]
+    expected = await _state(store, "one-", ids, group_ids, begin)
+
+    ids, group_ids = await _world(store, "all-", case)
+    begin = await _begin(store)
+    together = await user_deletes.delete_batch_at_once(store.engine, _deletions(case, ids))
+    got = await _state(store, "all-", ids, group_ids, begin)
+
+    assert [_named(o) for o in alone] == [_named(o) for o in together] == case.outcomes
+    assert [str(o) for o in alone if isinstance(o, VersionMismatchError)] == [
+        str(o) for o in together if isinstance(o, VersionMismatchError)
     ]
-    expected = await _state(store, "one-", ids, group_ids, before)
-
-    read, ids, group_ids = await _world(store, "all-", case)
-    before = await _last_count(store)
-    together = await user_deletes.delete_batch_at_once(
-        store.engine, list(zip(read, actors, strict=True)), when=WHEN
-    )
-    got = await _state(store, "all-", ids, group_ids, before)
-
-    assert alone == together == case.written
-    assert got == expected
-    deleted = {case.batch[k] for k, w in enumerate(case.written) if w}
+    assert got.rows == expected.rows
+    assert len(got.times) == (1 if "done" in case.outcomes else 0), got.times
+    deleted = {case.batch[k][0] for k, o in enumerate(case.outcomes) if o == "done"}
     left = [sum(1 for i in deleted if g in case.groups_of[i]) for g in range(len(group_ids))]
-    assert [v for _, v, _ in got["groups"]] == [
-        v + n for (_, v, _), n in zip(start["groups"], left, strict=True)
+    assert [v for _, v, _ in got.rows["groups"]] == [
+        v + n for (_, v, _), n in zip(start.rows["groups"], left, strict=True)
     ]
-    assert got["members"] == sorted(
+    assert got.rows["members"] == sorted(
         (f"g{g}", f"u{i}")
         for i, gs in enumerate(case.groups_of)
         for g in gs
         if i not in deleted and i not in case.gone
     )
-    assert [r[0] for r in got["audit"]] == [
-        f"u{case.batch[k]}" for k, w in enumerate(case.written) if w
+    assert [r[0] for r in got.rows["audit"]] == [
+        f"u{case.batch[k][0]}" for k, o in enumerate(case.outcomes) if o == "done"
     ]
-    assert got["counts"] == [-1] * len(deleted)
+    assert got.rows["counts"] == [-1] * len(deleted)
 
 
 @dataclass(frozen=True)
@@ -450,20 +539,18 @@ async def test_a_batch_holds_at_most_batch_limit_deletes(
         for i in range(n)
     ]
     group = (await groups.create_group(store, "Limit", ACTOR, member_ids=ids)).group
-    assert store.prepared is not None
-    read = {r.user.id: r.user for r in await store.prepared.users(ids, groups=False)}
     sizes: list[int] = []
     batch_at_once = user_deletes.delete_batch_at_once
 
-    async def counted(engine: Any, batch: Any, **kw: Any) -> list[bool]:
+    async def counted(engine: Any, batch: Any, **kw: Any) -> list[Exception | None]:
         sizes.append(len(batch))
         return await batch_at_once(engine, batch, **kw)
 
     monkeypatch.setattr(user_deletes, "delete_batch_at_once", counted)
-    written = await asyncio.gather(
-        *(user_deletes.delete(store.engine, read[i], ACTOR) for i in ids)
+    outcomes = await asyncio.gather(
+        *(user_deletes.delete(store.engine, Deletion(i, ACTOR)) for i in ids)
     )
-    assert written == [True] * n
+    assert outcomes == [None] * n
     assert sizes == [user_deletes.BATCH_LIMIT, 6]
     after = await groups.get_group(store, group.id)
     assert after.members == []
@@ -475,34 +562,30 @@ async def test_a_failing_batch_writes_each_delete_alone(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the batch's statement fails, nothing of it is written and each
-    delete is written again alone (``delete_at_once``), each with its own
+    delete is written again alone (a batch of one), each with its own
     outcome: written, or its own error."""
     ids = [
         (await users.create_user(store, _input(f"f{i}@example.com"), ACTOR)).user.id
         for i in range(4)
     ]
     group = (await groups.create_group(store, "Failing", ACTOR, member_ids=ids)).group
-    assert store.prepared is not None
-    read = {r.user.id: r.user for r in await store.prepared.users(ids, groups=False)}
-
-    async def failing(engine: Any, batch: Any, **kw: Any) -> list[bool]:
-        raise OperationalError("WITH", (), Exception("connection lost"))
-
-    alone = user_changes.delete_at_once
+    batch_at_once = user_deletes.delete_batch_at_once
     singles: list[str] = []
 
-    async def single(engine: Any, user: Any, actor: Actor, **kw: Any) -> bool:
-        singles.append(user.id)
-        if user.id == ids[3]:
+    async def failing(engine: Any, batch: Any, **kw: Any) -> list[Exception | None]:
+        if len(batch) > 1:
+            raise OperationalError("WITH", (), Exception("connection lost"))
+        singles.append(batch[0].user_id)
+        if batch[0].user_id == ids[3]:
             raise OperationalError("WITH", (), Exception("its own"))
-        return await alone(engine, user, actor, **kw)
+        return await batch_at_once(engine, batch, **kw)
 
     monkeypatch.setattr(user_deletes, "delete_batch_at_once", failing)
-    monkeypatch.setattr(user_changes, "delete_at_once", single)
     got = await asyncio.gather(
-        *(user_deletes.delete(store.engine, read[i], ACTOR) for i in ids), return_exceptions=True
+        *(user_deletes.delete(store.engine, Deletion(i, ACTOR)) for i in ids),
+        return_exceptions=True,
     )
-    assert got[:3] == [True, True, True]
+    assert got[:3] == [None, None, None]
     assert isinstance(got[3], OperationalError)
     assert "its own" in str(got[3])
     assert sorted(singles) == sorted(ids)
@@ -522,8 +605,6 @@ async def test_a_batch_whose_count_rows_reach_a_fold_folds_them(store: Store) ->
         (await users.create_user(store, _input(f"c{i}@example.com"), ACTOR)).user.id
         for i in range(3)
     ]
-    assert store.prepared is not None
-    read = await store.prepared.users(ids, groups=False)
 
     async def near_a_fold(session: Any) -> None:
         last = int(await session.scalar(select(func.max(ResourceCount.id))) or 0)
@@ -534,8 +615,10 @@ async def test_a_batch_whose_count_rows_reach_a_fold_folds_them(store: Store) ->
         )
 
     await store.transaction(near_a_fold)
-    written = await user_deletes.delete_batch_at_once(store.engine, [(r.user, ACTOR) for r in read])
-    assert written == [True] * 3
+    outcomes = await user_deletes.delete_batch_at_once(
+        store.engine, [Deletion(i, ACTOR) for i in ids]
+    )
+    assert outcomes == [None] * 3
     async with store.reading() as session:
         rows = (
             await session.scalars(
@@ -553,27 +636,29 @@ async def test_a_batch_whose_count_rows_reach_a_fold_folds_them(store: Store) ->
 async def test_a_user_named_twice_is_written_for_the_first_whatever_the_plan(
     store: Store, settings: Any
 ) -> None:
-    """Of two deletes of one user at one version in a batch, the first is
-    written (its actor's rows), whichever way the database joins the batch
-    to the users (here a hash join: nested loops off)."""
+    """Of two deletes of one user in a batch, the first is written (its
+    actor's rows) and the second answers 404, whichever way the database
+    joins the batch to the users (here a hash join: nested loops off)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     ids = [
         (await users.create_user(store, _input(f"t{i}@example.com"), ACTOR)).user.id
         for i in range(2)
     ]
-    assert store.prepared is not None
-    read = {r.user.id: r.user for r in await store.prepared.users(ids, groups=False)}
     hashing = create_async_engine(
         settings.database_url,
         connect_args={"server_settings": {"enable_nestloop": "off", "enable_mergejoin": "off"}},
     )
     try:
-        batch = [(read[ids[0]], _actor(0)), (read[ids[1]], _actor(1)), (read[ids[0]], _actor(3))]
-        written = await user_deletes.delete_batch_at_once(hashing, batch)
+        batch = [
+            Deletion(ids[0], _actor(0)),
+            Deletion(ids[1], _actor(1)),
+            Deletion(ids[0], _actor(3)),
+        ]
+        outcomes = await user_deletes.delete_batch_at_once(hashing, batch)
     finally:
         await hashing.dispose()
-    assert written == [True, True, False]
+    assert [_named(o) for o in outcomes] == ["done", "done", "404"]
     async with store.reading() as session:
         audited = (
             await session.execute(
@@ -583,3 +668,74 @@ async def test_a_user_named_twice_is_written_for_the_first_whatever_the_plan(
             )
         ).all()
     assert sorted(tuple(a) for a in audited) == sorted([(ids[0], "req-0"), (ids[1], "req-1")])
+
+
+LOCKED_CASES = [
+    # (name, If-Match of the delete, outcome, the deleted user's history rows)
+    ("no If-Match: deleted as the other writer left it", None, "done", []),
+    ("If-Match of the version before the other writer's", 1, "412", None),
+    ("If-Match of the other writer's version", 2, "done", []),
+]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("if_match", "outcome", "history"),
+    [c[1:] for c in LOCKED_CASES],
+    ids=[c[0] for c in LOCKED_CASES],
+)
+async def test_a_delete_waiting_on_another_writer_decides_on_the_row_it_committed(
+    store: Store, if_match: int | None, outcome: str, history: list[Any] | None
+) -> None:
+    """A delete whose user another transaction holds (it suspends the user,
+    version 2) waits for it, then decides on the row it committed: its
+    version against ``If-Match``, its lifecycle for the transition (already
+    ``SUSPENDED``: no history row of the delete)."""
+    user_id = (await users.create_user(store, _input("held@example.com"), ACTOR)).user.id
+    async with store.engine.connect() as holder:
+        transaction = await holder.begin()
+        await holder.execute(
+            text("UPDATE users SET lifecycle = 'SUSPENDED', version = version + 1 WHERE id = :id"),
+            {"id": user_id},
+        )
+        deleting = asyncio.create_task(
+            user_deletes.delete_batch_at_once(
+                store.engine, [Deletion(user_id, _actor(0), if_match)]
+            )
+        )
+        for _ in range(100):  # until the delete waits on the holder's lock
+            async with store.engine.connect() as probe:
+                waiting = await probe.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND query LIKE 'WITH x AS%'"
+                    )
+                )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert waiting, "the delete never waited on the held row"
+        assert not deleting.done()
+        await transaction.commit()
+    (got,) = await deleting
+    assert _named(got) == outcome
+    if outcome == "412":
+        assert str(got) == "the resource is at version 2, not 1"
+        assert (await users.get_user(store, user_id)).user.version == 2
+        return
+    with pytest.raises(NotFoundError):
+        await users.get_user(store, user_id)
+    async with store.reading() as session:
+        row = (
+            await session.execute(select(User.version, User.lifecycle).where(User.id == user_id))
+        ).one()
+        moves = (
+            await session.execute(
+                select(LifecycleTransition.from_state, LifecycleTransition.to_state).where(
+                    LifecycleTransition.user_id == user_id,
+                    LifecycleTransition.cause == "deleted",
+                )
+            )
+        ).all()
+    assert tuple(row) == (3, "SUSPENDED")
+    assert [tuple(m) for m in moves] == history

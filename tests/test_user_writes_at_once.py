@@ -1,7 +1,8 @@
 """The one-statement user writes of PostgreSQL (identity_store.user_changes:
-``create_at_once``, ``replace_at_once``, ``delete_at_once``): one statement
-per write on the write pool, and nothing written at all when the user is no
-longer at the version it was read at."""
+``create_at_once``, ``replace_at_once``; identity_store.user_deletes): one
+statement per write on the write pool, and nothing written at all when the
+user is no longer at the version it was read at (an update) or its
+``If-Match`` names (a delete)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy import event, func, select
 
 from identity_store import groups, prepared_reads, user_changes, users
 from identity_store.actor import Actor
-from identity_store.errors import NotFoundError
+from identity_store.errors import NotFoundError, VersionMismatchError
 from identity_store.models import AuditEntry, GroupMember, OutboxEntry
 from identity_store.store import Store
 from identity_store.users import UserInput, UserRecord
@@ -92,7 +93,7 @@ async def test_a_create_an_update_and_a_delete_are_one_statement_each(store: Sto
     """No BEGIN, no COMMIT: each write is one statement that commits by
     itself. The update reads the user with the prepared read's statement on
     the connection it then writes with (one connection for both); the
-    delete's read goes through the prepared reads' pool."""
+    delete reads nothing before its statement."""
     warm = await users.create_user(store, _input("warm@example.com"), ACTOR)
     await users.update_user(store, warm.user.id, _renamed("Warm"), ACTOR)
     await users.delete_user(store, warm.user.id, ACTOR)  # asyncpg has read the types
@@ -141,15 +142,14 @@ async def test_an_update_of_a_version_no_longer_stored_writes_nothing(store: Sto
 async def test_a_delete_of_a_version_no_longer_stored_writes_nothing(store: Store) -> None:
     created = await users.create_user(store, _input("three@example.com"), ACTOR)
     group = await groups.create_group(store, "g3", ACTOR, member_ids=[created.user.id])
-    assert store.prepared is not None
-    stale = (await store.prepared.users([created.user.id]))[0]
     await users.update_user(store, created.user.id, _renamed("Meanwhile"), ACTOR)
-    assert not await user_changes.delete_at_once(store.engine, stale.user, ACTOR)
+    with pytest.raises(VersionMismatchError, match="at version 2, not 1"):
+        await users.delete_user(store, created.user.id, ACTOR, expected_version=1)
     now = await users.get_user(store, created.user.id)  # still there, still a member
     assert [g.id for g in now.groups] == [group.group.id]
     assert await _rows(store, GroupMember, member_id=created.user.id) == 1
     assert await _rows(store, AuditEntry, action="user.delete") == 0
-    await users.delete_user(store, created.user.id, ACTOR)  # read again: deleted
+    await users.delete_user(store, created.user.id, ACTOR)  # any version: deleted
     assert await _rows(store, GroupMember, member_id=created.user.id) == 0
 
 

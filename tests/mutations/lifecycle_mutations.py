@@ -167,9 +167,33 @@ MUTATIONS = [
         "after_delete makes a person INACTIVE at once",
         (
             "        return Lifecycle.INACTIVE\n    return Lifecycle.SUSPENDED\n\n\n"
-            "def after_profile_sync",
+            "def after_delete_clause",
             "        return Lifecycle.INACTIVE\n    return Lifecycle.INACTIVE\n\n\n"
-            "def after_profile_sync",
+            "def after_delete_clause",
+        ),
+    ),
+    m(
+        "deleted-service-account-active-in-sql",
+        "after_delete_clause leaves a service account ACTIVE",
+        (
+            "(User.user_type == UserType.SERVICE_ACCOUNT.value, Lifecycle.INACTIVE.value)",
+            "(User.user_type == UserType.SERVICE_ACCOUNT.value, Lifecycle.ACTIVE.value)",
+        ),
+    ),
+    m(
+        "deleted-person-inactive-in-sql",
+        "after_delete_clause makes a person INACTIVE at once",
+        (
+            "        else_=Lifecycle.SUSPENDED.value,",
+            "        else_=Lifecycle.INACTIVE.value,",
+        ),
+    ),
+    m(
+        "deleted-in-sql-by-another-type",
+        "after_delete_clause tells service accounts by another type",
+        (
+            "(User.user_type == UserType.SERVICE_ACCOUNT.value, Lifecycle.INACTIVE.value)",
+            "(User.user_type == UserType.PERSON.value, Lifecycle.INACTIVE.value)",
         ),
     ),
     # -- after_profile_sync
