@@ -352,9 +352,13 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
             backends = await _backends(monitor)
             measured = requests[args.warmup :]
 
+            latencies: list[tuple[float, float]] = []  # (start, seconds), per request
+
             async def client(mine: list[Request]) -> None:
                 for request in mine:
+                    start = time.perf_counter()
                     status, answer = await _call(app, token, request)
+                    latencies.append((start, time.perf_counter() - start))
                     if status >= 300:
                         raise SystemExit(
                             f"{request[0]} {request[1]} answered {status}: {answer[:300]!r}"
@@ -384,7 +388,27 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
         f" wall {per_wall:.3f}"
         f" ms/request, database backends' CPU {1000 * db / n:.3f} ms/request"
     )
+    say(_latency_line(latencies))
     breakdown.report(n, say)
+
+
+def _latency_line(latencies: list[tuple[float, float]]) -> str:
+    """Each request's time from its call to its answer: p50, p99 and the
+    slowest, over all and over the first tenth by start (new connections,
+    statements prepared and planned for the first time)."""
+
+    def q(values: list[float], p: float) -> float:
+        ordered = sorted(values)
+        return 1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+    by_start = sorted(latencies)
+    first = [s for _, s in by_start[: max(1, len(by_start) // 10)]]
+    rest = [s for _, s in by_start[len(first) :]] or first
+    every = [s for _, s in by_start]
+    return (
+        f"latency ms: p50 {q(every, 0.5):.1f}, p99 {q(every, 0.99):.1f}, max {q(every, 1):.1f};"
+        f" first tenth p99 {q(first, 0.99):.1f}, the rest p99 {q(rest, 0.99):.1f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
