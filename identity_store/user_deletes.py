@@ -147,7 +147,9 @@ async def delete_batch_at_once(
     user has its id) or :class:`VersionMismatchError` (another version
     than its ``If-Match``); nothing is written for a refused one. The
     second delete of an id is written after the first's statement, in a
-    statement of its own, as one after the other."""
+    statement of its own, as one after the other; when that one fails,
+    its error is the outcome of its deletes (the first is committed).
+    When the first fails, nothing is written and its error is raised."""
     now = when or utcnow()
     first: dict[str, int] = {}
     later: list[int] = []
@@ -185,7 +187,10 @@ async def delete_batch_at_once(
             assert deletion.expected_version is not None
             outcomes[k] = version_mismatch(current[k], deletion.expected_version)
     if later:
-        again = await delete_batch_at_once(engine, [batch[k] for k in later], when=now)
+        try:
+            again = await delete_batch_at_once(engine, [batch[k] for k in later], when=now)
+        except Exception as exc:  # the first statement is committed: only these failed
+            again = [exc] * len(later)
         for k, outcome in zip(later, again, strict=True):
             outcomes[k] = outcome
     return outcomes

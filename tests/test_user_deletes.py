@@ -595,6 +595,39 @@ async def test_a_failing_batch_writes_each_delete_alone(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_when_the_statement_of_a_repeated_id_fails_the_first_keeps_its_outcome(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch naming one id twice is two statements; when the second
+    fails, the deletes of the first (committed) are answered as done and
+    only the repeated one gets the error, rather than all of them being
+    written again alone (which would answer 404 for deletes that were
+    done)."""
+    ids = [
+        (await users.create_user(store, _input(f"r{i}@example.com"), ACTOR)).user.id
+        for i in range(2)
+    ]
+    batch_at_once = user_deletes.delete_batch_at_once
+
+    async def second_fails(engine: Any, batch: Any, **kw: Any) -> list[Exception | None]:
+        if len(batch) == 1 and batch[0].actor.request_id == "req-again":
+            raise OperationalError("WITH", (), Exception("connection lost"))
+        return await batch_at_once(engine, batch, **kw)
+
+    monkeypatch.setattr(user_deletes, "delete_batch_at_once", second_fails)
+    again = Actor(name="x", request_id="req-again")
+    got = await batch_at_once(
+        store.engine,
+        [Deletion(ids[0], _actor(0)), Deletion(ids[1], _actor(1)), Deletion(ids[0], again)],
+    )
+    assert got[:2] == [None, None]
+    assert isinstance(got[2], OperationalError)
+    for user_id in ids:
+        with pytest.raises(NotFoundError):
+            await users.get_user(store, user_id)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_a_batch_whose_count_rows_reach_a_fold_folds_them(store: Store) -> None:
     """When one of a batch's count rows is a :data:`counts.COMPACT_EVERY`-th,
     the user counts are folded into one row, as after a delete alone, and
