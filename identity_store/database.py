@@ -39,6 +39,25 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+_ARRAY_TYPES = ("int4", "int8", "varchar", "text", "bool", "timestamptz", "json", "jsonb")
+_LOOK_UP_ARRAYS = "SELECT " + ", ".join(f"NULL::{kind}[]" for kind in _ARRAY_TYPES)
+"""One statement whose columns are the array types the store's one-statement
+writes bind (``unnest($1::int[], ...)``, :mod:`identity_store.row_inserts`)."""
+
+
+def _look_up_array_codecs(dbapi_connection: Any, connection_record: Any) -> None:
+    """Have a new PostgreSQL connection look up its array codecs at once.
+
+    asyncpg has no built-in codec for arrays, not even ``int[]``: the first
+    statement of a connection that binds or returns an array type it has
+    not seen runs asyncpg's type introspection query, planned anew on each
+    connection (about 9 ms here), and another for the next new type. The
+    first delete batch on each of the pool's connections paid it in the
+    middle of its requests (issue 15). One look-up of every such type when
+    the connection opens pays it once, where the connection is made."""
+    dbapi_connection.run_async(lambda connection: connection.fetchrow(_LOOK_UP_ARRAYS))
+
+
 def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine:
     """The engine for ``settings.database_url``.
 
@@ -57,10 +76,16 @@ def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine
             # that died is discarded when its first use fails (that request
             # answers 503 with Retry-After); recycling bounds their age.
             pool_recycle=1800,
+            # The connection returned last is taken first: under a load
+            # lighter than the pool, the same few connections serve it, with
+            # their statements prepared and planned, and the others idle.
+            pool_use_lifo=True,
         )
     engine = create_async_engine(settings.database_url, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    elif not null_pool:
+        event.listen(engine.sync_engine, "connect", _look_up_array_codecs)
     return engine
 
 
