@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+from . import row_inserts
 from .settings import Settings
 
 
@@ -54,8 +55,14 @@ def _look_up_array_codecs(dbapi_connection: Any, connection_record: Any) -> None
     connection (about 9 ms here), and another for the next new type. The
     first delete batch on each of the pool's connections paid it in the
     middle of its requests (issue 15). One look-up of every such type when
-    the connection opens pays it once, where the connection is made."""
-    dbapi_connection.run_async(lambda connection: connection.fetchrow(_LOOK_UP_ARRAYS))
+    the connection opens pays it once, where the connection is made.
+
+    Its failure (the server dropped the new connection) is raised as
+    SQLAlchemy's errors (:func:`row_inserts.as_sqlalchemy_errors`): a lost
+    connection an :class:`OperationalError`, which the request answers
+    503; the pool closes the connection."""
+    with row_inserts.as_sqlalchemy_errors(_LOOK_UP_ARRAYS, ()):
+        dbapi_connection.run_async(lambda connection: connection.fetchrow(_LOOK_UP_ARRAYS))
 
 
 def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine:

@@ -360,8 +360,13 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     does, since closing an asyncpg connection awaits: called bare, that
     close failed (``MissingGreenlet``, logged by the pool) and left the
     connection open until collected. One the pool keeps is handed back
-    directly: a greenlet costs some 20 µs, a tenth of a write's checkout."""
-    raw = await engine.raw_connection()
+    directly: a greenlet costs some 20 µs, a tenth of a write's checkout.
+
+    A new connection the server drops while it is being set up (its
+    codecs) fails as a lost connection (:func:`as_sqlalchemy_errors`),
+    which the engine's own connections do not translate on this path."""
+    with as_sqlalchemy_errors("connect", ()):
+        raw = await engine.raw_connection()
     try:
         yield raw.dbapi_connection.driver_connection  # type: ignore[union-attr]
     except OperationalError:

@@ -1,15 +1,21 @@
 """The write engine's PostgreSQL connections (identity_store.database): each
 looks up its array codecs when it opens, so that no request pays asyncpg's
-type introspection on its first array statement, and the pool hands out
-the connection returned last."""
+type introspection on its first array statement (and a connection the
+server drops meanwhile fails as a lost connection, 503, not a 500), and
+the pool hands out the connection returned last."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
-from identity_store import row_inserts
+from identity_store import database, row_inserts
 from identity_store.database import create_engine
 from identity_store.settings import Settings
 
@@ -75,3 +81,70 @@ async def test_the_pool_hands_out_the_connection_returned_last(settings: Setting
         await engine.dispose()
     assert first_pid != second_pid
     assert pid == second_pid
+
+
+DROPPED = [
+    # (name, the write path, whether the server drops the connection before
+    # SQLAlchemy's own set-up of it or after it, before the look-up)
+    ("autocommit, before SQLAlchemy's set-up", "autocommit", True),
+    ("autocommit, before the look-up", "autocommit", False),
+    ("session, before the look-up", "session", False),
+]
+
+
+async def _first_connection_fails(engine: Any, path: str) -> None:
+    if path == "autocommit":
+        async with row_inserts.autocommit(engine) as connection:
+            await connection.fetchval("SELECT 1")
+    else:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+
+@pytest.mark.parametrize(("path", "first"), [c[1:] for c in DROPPED], ids=[c[0] for c in DROPPED])
+async def test_a_new_connection_the_server_drops_is_a_lost_connection(
+    settings: Settings, path: str, first: bool
+) -> None:
+    """The server drops a new connection while it is being set up (as
+    ``pg_terminate_backend`` does in tests/scim/test_outages.py): the
+    caller gets an :class:`OperationalError` (the HTTP layer's 503), not
+    asyncpg's own error (a 500), the pool keeps nothing of it, and the
+    next connection works."""
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    engine = create_engine(settings)
+    dropped: list[int] = []
+
+    async def drop(connection: asyncpg.Connection) -> None:
+        other = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+        pid = connection.get_server_pid()
+        try:
+            await other.execute("SELECT pg_terminate_backend($1)", pid)
+            for _ in range(200):  # until the backend is gone, not only signalled
+                query = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+                if not await other.fetchval(query, pid):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await other.close()
+        await asyncio.sleep(0.05)  # and the client has read the server's goodbye
+        dropped.append(pid)
+
+    def drop_first(dbapi_connection: Any, record: Any) -> None:
+        if not dropped:
+            dbapi_connection.run_async(drop)
+
+    if first:
+        event.listen(engine.sync_engine, "connect", drop_first, insert=True)
+    else:  # between SQLAlchemy's set-up and the look-up
+        event.remove(engine.sync_engine, "connect", database._look_up_array_codecs)
+        event.listen(engine.sync_engine, "connect", drop_first)
+        event.listen(engine.sync_engine, "connect", database._look_up_array_codecs)
+    try:
+        with pytest.raises(OperationalError):
+            await _first_connection_fails(engine, path)
+        assert dropped
+        assert engine.pool.checkedout() == 0
+        async with row_inserts.autocommit(engine) as connection:
+            assert await connection.fetchval("SELECT 1") == 1
+    finally:
+        await engine.dispose()
