@@ -33,21 +33,13 @@ from identity_store.models import (
 )
 from identity_store.store import Store
 from identity_store.user_deletes import Deletion
-from identity_store.users import UserInput
 from identity_store.versions import check_version
+from tests.user_support import renamed, user_input
 
 ACTOR = Actor(name="setup", request_id="req-setup")
 WHEN = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
 NOBODY = -1
 """In a case's batch: an id no user has."""
-
-
-def _input(user_name: str, **columns: Any) -> UserInput:
-    return UserInput(
-        user_name=user_name,
-        columns=columns,
-        multi_values=[{"attribute": "emails", "value": user_name, "type": "work"}],
-    )
 
 
 def _actor(k: int) -> Actor:
@@ -142,7 +134,9 @@ async def _world(store: Store, prefix: str, case: Case) -> tuple[list[str], list
         columns = {"user_type": "SERVICE_ACCOUNT"} if i in case.service else {}
         ids.append(
             (
-                await users.create_user(store, _input(f"{prefix}{i}@example.com", **columns), ACTOR)
+                await users.create_user(
+                    store, user_input(f"{prefix}{i}@example.com", **columns), ACTOR
+                )
             ).user.id
         )
     group_ids = [
@@ -167,7 +161,7 @@ async def _world(store: Store, prefix: str, case: Case) -> tuple[list[str], list
 
         await store.transaction(suspend)
     for i in case.changed:
-        await users.update_user(store, ids[i], _renamed(f"{prefix} changed"), ACTOR)
+        await users.update_user(store, ids[i], renamed(f"{prefix} changed"), ACTOR)
     for i in case.gone:
         await users.delete_user(store, ids[i], ACTOR)
     if case.marked:
@@ -213,15 +207,6 @@ def _named(outcome: Exception | None) -> str:
         return "404"
     assert isinstance(outcome, VersionMismatchError), outcome
     return "412"
-
-
-def _renamed(display_name: str) -> Any:
-    def change(current: Any) -> UserInput:
-        data = users.current_input(current.user)
-        data.columns["display_name"] = display_name
-        return data
-
-    return change
 
 
 @dataclass
@@ -473,7 +458,7 @@ async def test_concurrent_deletes_each_get_their_own_outcome(
     second of a user deleted twice; each deleted user is in no group, each
     group's version moved on by its members deleted, one audit row each."""
     ids = [
-        (await users.create_user(store, _input(f"r{i}@example.com"), ACTOR)).user.id
+        (await users.create_user(store, user_input(f"r{i}@example.com"), ACTOR)).user.id
         for i in range(len(groups_of))
     ]
     n_groups = max((g for gs in groups_of for g in gs), default=-1) + 1
@@ -535,7 +520,7 @@ async def test_a_batch_holds_at_most_batch_limit_deletes(
     batches of at most that many, each delete once."""
     n = user_deletes.BATCH_LIMIT + 6
     ids = [
-        (await users.create_user(store, _input(f"l{i}@example.com"), ACTOR)).user.id
+        (await users.create_user(store, user_input(f"l{i}@example.com"), ACTOR)).user.id
         for i in range(n)
     ]
     group = (await groups.create_group(store, "Limit", ACTOR, member_ids=ids)).group
@@ -565,7 +550,7 @@ async def test_a_failing_batch_writes_each_delete_alone(
     delete is written again alone (a batch of one), each with its own
     outcome: written, or its own error."""
     ids = [
-        (await users.create_user(store, _input(f"f{i}@example.com"), ACTOR)).user.id
+        (await users.create_user(store, user_input(f"f{i}@example.com"), ACTOR)).user.id
         for i in range(4)
     ]
     group = (await groups.create_group(store, "Failing", ACTOR, member_ids=ids)).group
@@ -604,7 +589,7 @@ async def test_when_the_statement_of_a_repeated_id_fails_the_first_keeps_its_out
     written again alone (which would answer 404 for deletes that were
     done)."""
     ids = [
-        (await users.create_user(store, _input(f"r{i}@example.com"), ACTOR)).user.id
+        (await users.create_user(store, user_input(f"r{i}@example.com"), ACTOR)).user.id
         for i in range(2)
     ]
     batch_at_once = user_deletes.delete_batch_at_once
@@ -635,7 +620,7 @@ async def test_a_batch_whose_count_rows_reach_a_fold_folds_them(store: Store) ->
     from identity_store import counts
 
     ids = [
-        (await users.create_user(store, _input(f"c{i}@example.com"), ACTOR)).user.id
+        (await users.create_user(store, user_input(f"c{i}@example.com"), ACTOR)).user.id
         for i in range(3)
     ]
 
@@ -675,7 +660,7 @@ async def test_a_user_named_twice_is_written_for_the_first_whatever_the_plan(
     from sqlalchemy.ext.asyncio import create_async_engine
 
     ids = [
-        (await users.create_user(store, _input(f"t{i}@example.com"), ACTOR)).user.id
+        (await users.create_user(store, user_input(f"t{i}@example.com"), ACTOR)).user.id
         for i in range(2)
     ]
     hashing = create_async_engine(
@@ -724,7 +709,7 @@ async def test_a_delete_waiting_on_another_writer_decides_on_the_row_it_committe
     version 2) waits for it, then decides on the row it committed: its
     version against ``If-Match``, its lifecycle for the transition (already
     ``SUSPENDED``: no history row of the delete)."""
-    user_id = (await users.create_user(store, _input("held@example.com"), ACTOR)).user.id
+    user_id = (await users.create_user(store, user_input("held@example.com"), ACTOR)).user.id
     async with store.engine.connect() as holder:
         transaction = await holder.begin()
         await holder.execute(

@@ -21,27 +21,11 @@ from identity_store.errors import NotFoundError, VersionMismatchError
 from identity_store.models import AuditEntry, GroupMember, OutboxEntry
 from identity_store.store import Store
 from identity_store.users import UserInput, UserRecord
+from tests.user_support import renamed, user_input
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 ACTOR = Actor(name="test", request_id="req-1")
-
-
-def _input(user_name: str, **columns: Any) -> UserInput:
-    return UserInput(
-        user_name=user_name,
-        columns=columns,
-        multi_values=[{"attribute": "emails", "value": user_name, "type": "work"}],
-    )
-
-
-def _renamed(display_name: str) -> Any:
-    def change(current: UserRecord) -> UserInput:
-        data = users.current_input(current.user)
-        data.columns["display_name"] = display_name
-        return data
-
-    return change
 
 
 @asynccontextmanager
@@ -94,14 +78,14 @@ async def test_a_create_an_update_and_a_delete_are_one_statement_each(store: Sto
     itself. The update reads the user with the prepared read's statement on
     the connection it then writes with (one connection for both); the
     delete reads nothing before its statement."""
-    warm = await users.create_user(store, _input("warm@example.com"), ACTOR)
-    await users.update_user(store, warm.user.id, _renamed("Warm"), ACTOR)
+    warm = await users.create_user(store, user_input("warm@example.com"), ACTOR)
+    await users.update_user(store, warm.user.id, renamed("Warm"), ACTOR)
     await users.delete_user(store, warm.user.id, ACTOR)  # asyncpg has read the types
     async with _statements(store) as sent:
-        created = await users.create_user(store, _input("one@example.com"), ACTOR)
+        created = await users.create_user(store, user_input("one@example.com"), ACTOR)
     assert [q[:5] for q in sent] == ["WITH "], sent
     async with _statements(store) as sent, _checkouts(store) as taken:
-        updated = await users.update_user(store, created.user.id, _renamed("One"), ACTOR)
+        updated = await users.update_user(store, created.user.id, renamed("One"), ACTOR)
     assert sent[0] == prepared_reads.user_on_sql(), sent
     assert [q[:5] for q in sent] == ["SELEC", "WITH "], sent
     assert len(taken) == 1
@@ -115,10 +99,10 @@ async def test_a_create_an_update_and_a_delete_are_one_statement_each(store: Sto
 
 
 async def test_an_update_of_a_version_no_longer_stored_writes_nothing(store: Store) -> None:
-    created = await users.create_user(store, _input("two@example.com"), ACTOR)
+    created = await users.create_user(store, user_input("two@example.com"), ACTOR)
     assert store.prepared is not None
     stale = (await store.prepared.users([created.user.id]))[0]
-    await users.update_user(store, created.user.id, _renamed("Meanwhile"), ACTOR)
+    await users.update_user(store, created.user.id, renamed("Meanwhile"), ACTOR)
     audited = await _rows(store, AuditEntry, resource_id=created.user.id)
     data = users.current_input(stale.user)
     data.columns["display_name"] = "Late"
@@ -140,9 +124,9 @@ async def test_an_update_of_a_version_no_longer_stored_writes_nothing(store: Sto
 
 
 async def test_a_delete_of_a_version_no_longer_stored_writes_nothing(store: Store) -> None:
-    created = await users.create_user(store, _input("three@example.com"), ACTOR)
+    created = await users.create_user(store, user_input("three@example.com"), ACTOR)
     group = await groups.create_group(store, "g3", ACTOR, member_ids=[created.user.id])
-    await users.update_user(store, created.user.id, _renamed("Meanwhile"), ACTOR)
+    await users.update_user(store, created.user.id, renamed("Meanwhile"), ACTOR)
     with pytest.raises(VersionMismatchError, match="at version 2, not 1"):
         await users.delete_user(store, created.user.id, ACTOR, expected_version=1)
     now = await users.get_user(store, created.user.id)  # still there, still a member
@@ -161,7 +145,7 @@ async def test_concurrent_deletes_of_one_groups_users_each_move_its_version_on(
     rows, the group's version moves on once per member gone, and the group
     lists none of them."""
     members = [
-        (await users.create_user(store, _input(f"batch{i}@example.com"), ACTOR)).user.id
+        (await users.create_user(store, user_input(f"batch{i}@example.com"), ACTOR)).user.id
         for i in range(8)
     ]
     group = await groups.create_group(store, "deprovisioned", ACTOR, member_ids=members)
@@ -184,7 +168,7 @@ async def test_concurrent_deletes_of_one_groups_users_each_move_its_version_on(
 
 
 async def test_a_user_deleted_twice_at_once_is_deleted_once(store: Store) -> None:
-    created = await users.create_user(store, _input("twice@example.com"), ACTOR)
+    created = await users.create_user(store, user_input("twice@example.com"), ACTOR)
     outcomes = await asyncio.gather(
         *(users.delete_user(store, created.user.id, ACTOR) for _ in range(2)),
         return_exceptions=True,
@@ -333,7 +317,7 @@ async def test_an_update_in_one_statement_writes_the_rows_of_an_update_in_a_sess
     once."""
     created = []
     for n in range(2):
-        data = _input(f"{name}-{n}@example.com", idp_username="u")
+        data = user_input(f"{name}-{n}@example.com", idp_username="u")
         data.multi_values[0]["value"] = "same@example.com"
         created.append(await users.create_user(store, data, ACTOR))
     before = (await _written(store, created[0].user.id))["times"]
