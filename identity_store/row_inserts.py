@@ -31,6 +31,20 @@ from sqlalchemy.util import greenlet_spawn
 Processor = Callable[[Any], Any] | None
 
 
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    # A pooled connection the server dropped mid-operation ("cannot
+    # switch to state 12"): the connection is lost, not the query wrong.
+    asyncpg.exceptions._base.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+"""What asyncpg (or the socket under it) raises for a database it lost or
+cannot reach: the connection, not the statement, failed."""
+
+
 @contextmanager
 def as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
     """asyncpg's errors as SQLAlchemy would raise them, so that the HTTP layer
@@ -43,16 +57,7 @@ def as_sqlalchemy_errors(sql: str, params: Any) -> Iterator[None]:
         yield
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise IntegrityError(sql, params, exc, hide_parameters=True) from exc
-    except (
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError,
-        # A pooled connection the server dropped mid-operation ("cannot
-        # switch to state 12"): the connection is lost, not the query wrong.
-        asyncpg.exceptions._base.InternalClientError,
-        OSError,
-        TimeoutError,
-    ) as exc:
+    except UNREACHABLE as exc:
         raise OperationalError(sql, params, exc, hide_parameters=True) from exc
     except asyncpg.PostgresError as exc:
         raise DBAPIError(sql, params, exc, hide_parameters=True) from exc

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from . import row_inserts
 from .database import create_engine, create_reader_factory, create_session_factory
 from .errors import ConcurrentUpdateError, StoreError, UnavailableError, ValueRefusedError
 from .migrate import SchemaPosition, current_heads, schema_position, script_directory
@@ -51,7 +52,13 @@ def database_error(exc: DBAPIError) -> StoreError | None:
     be reached (:class:`UnavailableError`); ``None`` for anything else."""
     if isinstance(exc, DBAPIError) and _sqlstate(exc) in DATA_ERRORS:
         return ValueRefusedError("a value is out of range for its attribute")
-    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+    if (
+        isinstance(exc, OperationalError | InterfaceError)
+        or exc.connection_invalidated
+        # asyncpg's "cannot switch to state N" on a connection the server
+        # dropped mid-operation, which SQLAlchemy raises as InternalError.
+        or isinstance(getattr(exc.orig, "__cause__", None), row_inserts.UNREACHABLE)
+    ):
         # InterfaceError: asyncpg's "connection is closed" on a connection
         # the server dropped (pg_terminate_backend, a restart).
         return UnavailableError("the store is temporarily unavailable; retry later")
@@ -68,9 +75,11 @@ def database_errors() -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from exc
-    except (OSError, TimeoutError) as exc:
+    except row_inserts.UNREACHABLE as exc:
         # A connection the driver could not even open (refused, unreachable
-        # host, timeout) surfaces as the socket's error, not a DBAPI one.
+        # host, timeout) surfaces as the socket's error, not a DBAPI one; one
+        # the server dropped while SQLAlchemy set it up (its codecs, before
+        # any statement of ours) as asyncpg's own.
         raise UnavailableError("the store is temporarily unavailable; retry later") from exc
 
 

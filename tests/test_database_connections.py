@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from identity_store import database, row_inserts
 from identity_store.database import create_engine
+from identity_store.errors import UnavailableError
 from identity_store.settings import Settings
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -148,3 +149,45 @@ async def test_a_new_connection_the_server_drops_is_a_lost_connection(
             assert await connection.fetchval("SELECT 1") == 1
     finally:
         await engine.dispose()
+
+
+async def test_the_store_answers_unavailable_when_its_first_connection_is_dropped(
+    settings: Settings, store: Any
+) -> None:
+    """The server drops the store's new connection before SQLAlchemy's own
+    set-up of it (its codecs): a transaction and a read answer the store's
+    :class:`UnavailableError` (503), not asyncpg's error (a 500); then the
+    store works."""
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    dropped: list[int] = []
+
+    async def drop(connection: asyncpg.Connection) -> None:
+        other = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+        pid = connection.get_server_pid()
+        try:
+            await other.execute("SELECT pg_terminate_backend($1)", pid)
+            for _ in range(200):
+                query = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+                if not await other.fetchval(query, pid):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await other.close()
+        await asyncio.sleep(0.05)
+        dropped.append(pid)
+
+    def drop_two(dbapi_connection: Any, record: Any) -> None:
+        if len(dropped) < 2:
+            dbapi_connection.run_async(drop)
+
+    async def work(session: Any) -> int:
+        return int((await session.execute(text("SELECT 1"))).scalar_one())
+
+    event.listen(store.engine.sync_engine, "connect", drop_two, insert=True)
+    with pytest.raises(UnavailableError):
+        await store.transaction(work)
+    with pytest.raises(UnavailableError):
+        async with store.reading() as session:
+            await session.execute(text("SELECT 1"))
+    assert len(dropped) == 2
+    assert await store.transaction(work) == 1
