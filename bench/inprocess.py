@@ -11,7 +11,11 @@ server) is reported per request too, so that other databases' work on a
 shared server does not count. ``--breakdown`` also times the store's and
 the handlers' main steps by wrapping them (a few microseconds each);
 ``--profile FILE`` writes cProfile's statistics of the measured requests
-(``python -m pstats FILE``), slower but whole.
+(``python -m pstats FILE``), slower but whole. ``--instructions`` runs the
+same again under valgrind's callgrind and prints the instructions per
+request of the measured loop alone (:func:`instructions`): slow (about
+35 s for 200 requests) but steady to a few tenths of a percent, where the
+timings move by a quarter between minutes.
 
 This is how the per-optimisation figures of docs/benchmarks.md were taken.
 The machine drifts by ±25 % between minutes: compare two versions side by
@@ -41,7 +45,10 @@ import functools
 import inspect
 import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -368,8 +375,12 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> N
             cpu, wall = time.process_time(), time.perf_counter()
             if profiler is not None:
                 profiler.enable()
+            if args.under_callgrind:
+                _callgrind("on")
             n_clients = args.concurrency
             await asyncio.gather(*(client(measured[c::n_clients]) for c in range(n_clients)))
+            if args.under_callgrind:
+                _callgrind("off")
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
@@ -411,6 +422,51 @@ def _latency_line(latencies: list[tuple[float, float]]) -> str:
     )
 
 
+def _callgrind(state: str) -> None:
+    """Switch callgrind's counting on or off in this process (run under
+    ``valgrind --tool=callgrind --instr-atstart=no``)."""
+    subprocess.run(
+        ["callgrind_control", "--instr", state, str(os.getpid())],
+        check=True,
+        capture_output=True,
+    )
+
+
+_COLLECTED = re.compile(rb"Collected : (\d+)")
+
+
+def instructions(argv: list[str], requests: int, say: Callable[[str], None] = print) -> int:
+    """Run this benchmark again under callgrind, counting the instructions
+    of the measured requests only (the imports, the app's startup and the
+    warm-up run uninstrumented), and report them per request.
+
+    An instruction count is the same for the same code, inputs and
+    interpreter whatever else the machine does (docs/benchmarks.md, "A
+    steady measure"): two versions compared this way differ by their code,
+    not by the minute they ran in. It counts this process only (the
+    application and the asyncpg client), not PostgreSQL's backends."""
+    with tempfile.TemporaryDirectory() as directory:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={directory}/callgrind.out",
+            sys.executable,
+            "-m",
+            "bench.inprocess",
+            *argv,
+            "--under-callgrind",
+        ]
+        done = subprocess.run(command, capture_output=True, check=False)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        say(done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")[-2000:])
+        raise SystemExit("the run under callgrind failed")
+    total = int(found.group(1))
+    say(f"instructions: {total / requests:,.0f} per request ({total:,} over {requests} requests)")
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=DEFAULT_URL, help="a store seeded by bench.run")
@@ -437,7 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", default=None, help="write cProfile statistics of the measured loop here"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the instructions per request under valgrind's callgrind (slow, steady)",
+    )
+    parser.add_argument("--under-callgrind", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.instructions:
+        forwarded = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--instructions"]
+        instructions(forwarded, args.requests)
+        return 0
     try:
         import uvloop
 
