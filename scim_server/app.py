@@ -96,9 +96,10 @@ def create_app(
             await store.close()
 
     routes = [
+        # The SCIM routes first: nearly every request is one of them.
+        Mount("/scim/v2", routes=scim_routes()),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Mount("/scim/v2", routes=scim_routes()),
         *management_api.routes(api),
     ]
     app = Starlette(
