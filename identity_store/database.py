@@ -41,9 +41,12 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 _ARRAY_TYPES = ("int4", "int8", "varchar", "text", "bool", "timestamptz", "json", "jsonb")
-_LOOK_UP_ARRAYS = "SELECT " + ", ".join(f"NULL::{kind}[]" for kind in _ARRAY_TYPES)
+LOOK_UP_ARRAYS = "SELECT " + ", ".join(f"NULL::{kind}[]" for kind in _ARRAY_TYPES)
 """One statement whose columns are the array types the store's one-statement
-writes bind (``unnest($1::int[], ...)``, :mod:`identity_store.row_inserts`)."""
+writes bind (``unnest($1::int[], ...)``, :mod:`identity_store.row_inserts`)
+and its prepared reads bind (``= ANY($1::varchar[])``,
+:mod:`identity_store.prepared_reads`), run by each new connection of both
+pools."""
 
 
 def _look_up_array_codecs(dbapi_connection: Any, connection_record: Any) -> None:
@@ -61,8 +64,8 @@ def _look_up_array_codecs(dbapi_connection: Any, connection_record: Any) -> None
     SQLAlchemy's errors (:func:`row_inserts.as_sqlalchemy_errors`): a lost
     connection an :class:`OperationalError`, which the request answers
     503; the pool closes the connection."""
-    with row_inserts.as_sqlalchemy_errors(_LOOK_UP_ARRAYS, ()):
-        dbapi_connection.run_async(lambda connection: connection.fetchrow(_LOOK_UP_ARRAYS))
+    with row_inserts.as_sqlalchemy_errors(LOOK_UP_ARRAYS, ()):
+        dbapi_connection.run_async(lambda connection: connection.fetchrow(LOOK_UP_ARRAYS))
 
 
 def create_engine(settings: Settings, *, null_pool: bool = False) -> AsyncEngine:

@@ -29,6 +29,7 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from . import row_inserts
+from .database import LOOK_UP_ARRAYS
 from .read_models import (
     ADDRESS_COLUMNS,
     USER_COLUMNS,
@@ -120,10 +121,16 @@ async def _no_reset(connection: asyncpg.Connection) -> None:
 
 
 async def _init(connection: asyncpg.Connection) -> None:
+    """A new connection's codecs: JSON decoded as SQLAlchemy's dialect does,
+    and the array types looked up at once (``= ANY($1::varchar[])`` and
+    the resolver's arrays), as the write engine's connections do
+    (``identity_store.database._look_up_array_codecs``), rather than by
+    asyncpg's introspection on the first read that binds one (about 9 ms)."""
     for kind in ("json", "jsonb"):
         await connection.set_type_codec(
             kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
         )
+    await connection.fetchrow(LOOK_UP_ARRAYS)
 
 
 async def _end_transaction(connection: asyncpg.Connection) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from identity_store import database, row_inserts
 from identity_store.database import create_engine
 from identity_store.errors import UnavailableError
+from identity_store.prepared_reads import PreparedReads
 from identity_store.settings import Settings
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -50,6 +51,19 @@ async def test_a_new_connection_has_its_array_codecs_before_its_first_statement(
             sent = await _sent_by_first_array_statement(connection)
     finally:
         await engine.dispose()
+    assert sent == [ARRAYS]
+
+
+async def test_a_new_read_connection_has_its_array_codecs_before_its_first_read(
+    settings: Settings,
+) -> None:
+    reads = PreparedReads(settings.database_url, 1)
+    await reads.open()
+    try:
+        async with reads._pool.acquire() as connection:
+            sent = await _sent_by_first_array_statement(connection)
+    finally:
+        await reads.close()
     assert sent == [ARRAYS]
 
 
