@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from identity_store.settings import Settings
 from identity_store.store import Store
@@ -20,7 +20,7 @@ from .auth0_gateway import PropertyProvider, TicketIssuer
 from .discovery import provider
 from .health import healthz, readyz
 from .middleware import ProviderMiddleware, RequestIdMiddleware, ScimPathMiddleware
-from .routes import scim_routes
+from .routes import RouteGroup, scim_routes
 from .state import AppState, TokenCache
 
 Background = Callable[[Store], AbstractAsyncContextManager[None]]
@@ -97,7 +97,7 @@ def create_app(
 
     routes = [
         # The SCIM routes first: nearly every request is one of them.
-        Mount("/scim/v2", routes=scim_routes()),
+        RouteGroup("/scim/v2/", scim_routes("/scim/v2")),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *management_api.routes(api),

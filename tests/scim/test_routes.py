@@ -11,7 +11,7 @@ import pytest
 from starlette.routing import Match
 
 from scim_server import bulk, discovery, groups_api, search, users_api
-from scim_server.routes import me_create, scim_routes
+from scim_server.routes import RouteGroup, me_create, scim_routes
 
 from .helpers import assert_error, create_user
 
@@ -61,19 +61,27 @@ TABLE: list[tuple[str, str, Any]] = [
 ]
 
 
+SCIM = RouteGroup("/scim/v2/", scim_routes("/scim/v2"))
+"""The SCIM routes as the application lists them (scim_server.app)."""
+
+
 def _resolve(method: str, path: str) -> Any:
-    """What Starlette's router picks: the first route matching fully, else
-    the first matching the path only (its 405)."""
-    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
-    partial = None
-    for route in scim_routes():
-        match, child = route.matches(scope)
-        if match is Match.FULL:
-            return child["endpoint"]
-        if match is Match.PARTIAL and partial is None:
-            partial = route
-    assert partial is not None, f"no route for {method} {path}"
-    return set(partial.methods or ())
+    """What Starlette's router picks among the SCIM routes: the route
+    matching fully, else the first matching the path only (its 405)."""
+    scope = {"type": "http", "method": method, "path": f"/scim/v2{path}", "root_path": ""}
+    match, child = SCIM.matches(scope)
+    assert match is not Match.NONE, f"no route for {method} {path}"
+    if match is Match.FULL:
+        return child["endpoint"]
+    return set(child[RouteGroup._ROUTE].methods)
+
+
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/api/v1/users/abc", "/scim/v2", "/scim/v2x/Users", "/Users"]
+)
+def test_paths_outside_the_scim_prefix_skip_its_routes(path: str) -> None:
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+    assert SCIM.matches(scope) == (Match.NONE, {})
 
 
 @pytest.mark.parametrize(
