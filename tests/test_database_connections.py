@@ -1,12 +1,15 @@
-"""The write engine's PostgreSQL connections (identity_store.database): each
-looks up its array codecs when it opens, so that no request pays asyncpg's
-type introspection on its first array statement (and a connection the
-server drops meanwhile fails as a lost connection, 503, not a 500), and
-the pool hands out the connection returned last."""
+"""The store's PostgreSQL connections (identity_store.database, and the
+prepared reads' pool): each looks up its array codecs when it opens, so
+that no request pays asyncpg's type introspection on its first array
+statement (and a connection the server drops meanwhile fails as a lost
+connection, 503, not a 500), and the write pool hands out the connection
+returned last."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -42,28 +45,37 @@ async def _sent_by_first_array_statement(connection: asyncpg.Connection) -> list
     return sent
 
 
-async def test_a_new_connection_has_its_array_codecs_before_its_first_statement(
-    settings: Settings,
-) -> None:
+@asynccontextmanager
+async def _new_write_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     engine = create_engine(settings)
     try:
         async with row_inserts.autocommit(engine) as connection:
-            sent = await _sent_by_first_array_statement(connection)
+            yield connection
     finally:
         await engine.dispose()
-    assert sent == [ARRAYS]
 
 
-async def test_a_new_read_connection_has_its_array_codecs_before_its_first_read(
-    settings: Settings,
-) -> None:
+@asynccontextmanager
+async def _new_read_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     reads = PreparedReads(settings.database_url, 1)
     await reads.open()
     try:
         async with reads._pool.acquire() as connection:
-            sent = await _sent_by_first_array_statement(connection)
+            yield connection
     finally:
         await reads.close()
+
+
+@pytest.mark.parametrize(
+    "new_connection",
+    [_new_write_connection, _new_read_connection],
+    ids=["write engine", "prepared reads"],
+)
+async def test_a_new_connection_has_its_array_codecs_before_its_first_statement(
+    settings: Settings, new_connection: Any
+) -> None:
+    async with new_connection(settings) as connection:
+        sent = await _sent_by_first_array_statement(connection)
     assert sent == [ARRAYS]
 
 
