@@ -46,6 +46,17 @@ _TAKE = (
     .returning(_TABLE.c.delta)
 )
 
+FOLD_STATEMENT = (
+    "WITH d AS (DELETE FROM resource_counts WHERE resource_type = $1 RETURNING delta)"
+    " INSERT INTO resource_counts (resource_type, delta) SELECT $1, sum(delta) FROM d"
+    " HAVING count(*) > 0"
+)
+"""The fold of :func:`_fold` as one PostgreSQL statement (``$1``: the
+resource type), for the writes that run on an asyncpg connection without a
+session (:mod:`identity_store.user_changes`' statements,
+:mod:`identity_store.user_deletes`): run after a write whose delta's row id
+is a multiple of :data:`COMPACT_EVERY`, as its own autocommit statement."""
+
 _LIVE = {
     "User": select(func.count()).select_from(User).where(User.deleted_at.is_(None)),
     "Group": select(func.count()).select_from(Group),

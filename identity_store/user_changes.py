@@ -926,11 +926,6 @@ async def restore(
 # stale version. Every writer of a user's row or entries moves its version.
 
 _COUNTS = cast(Table, ResourceCount.__table__)
-_FOLD = (
-    "WITH d AS (DELETE FROM resource_counts WHERE resource_type = $1 RETURNING delta)"
-    " INSERT INTO resource_counts (resource_type, delta) SELECT $1, sum(delta) FROM d"
-    " HAVING count(*) > 0"
-)
 _MANAGER = "(SELECT display_name FROM users WHERE id = {} AND deleted_at IS NULL)"
 
 
@@ -986,7 +981,7 @@ async def _run_on(
     with row_inserts.as_sqlalchemy_errors(sql, statement.params):
         row = await connection.fetchrow(sql, *statement.params)
         if row["count_id"] is not None and row["count_id"] % counts.COMPACT_EVERY == 0:
-            await connection.execute(_FOLD, "User")
+            await connection.execute(counts.FOLD_STATEMENT, "User")
     return row
 
 

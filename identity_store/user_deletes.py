@@ -43,7 +43,7 @@ from datetime import datetime
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import batches, counts, lifecycle, row_inserts, user_changes
+from . import batches, counts, lifecycle, row_inserts
 from .actor import Actor
 from .errors import NotFoundError
 from .models import utcnow
@@ -173,7 +173,7 @@ async def delete_batch_at_once(
         with row_inserts.as_sqlalchemy_errors(_PG_DELETE_BATCH, params):
             row = await connection.fetchrow(_PG_DELETE_BATCH, *params)
             if any(i % counts.COMPACT_EVERY == 0 for i in row["count_ids"]):
-                await connection.execute(user_changes._FOLD, "User")  # as a delete alone folds
+                await connection.execute(counts.FOLD_STATEMENT, "User")  # as a delete alone folds
     written = set(row["written"])
     current = dict(zip(row["live"], row["versions"], strict=True))
     outcomes: list[Exception | None] = [None] * len(batch)
