@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
-from identity_store import groups, prepared_reads, user_changes, users
+from identity_store import counts, groups, prepared_reads, user_changes, users
 from identity_store.actor import Actor
 from identity_store.errors import NotFoundError, VersionMismatchError
-from identity_store.models import AuditEntry, GroupMember, OutboxEntry
+from identity_store.models import AuditEntry, GroupMember, OutboxEntry, ResourceCount, User
 from identity_store.store import Store
 from identity_store.users import UserInput, UserRecord
 from tests.user_support import renamed, user_input
@@ -350,3 +350,35 @@ async def test_an_update_in_one_statement_writes_the_rows_of_an_update_in_a_sess
     other.pop("times")
     assert one == other
     assert len(one["audit_log"]) == 2
+
+
+async def test_a_create_whose_count_row_reaches_a_fold_folds_the_counts(store: Store) -> None:
+    """A one-statement create whose count row is a :data:`counts.COMPACT_EVERY`-th
+    folds the user counts into one row (:data:`counts.FOLD_STATEMENT`), as a
+    create in a session does, and the total still counts the live users."""
+    for i in range(3):
+        await users.create_user(store, user_input(f"f{i}@example.com"), ACTOR)
+
+    async def next_is_a_fold(session: Any) -> None:
+        last = int(await session.scalar(select(func.max(ResourceCount.id))) or 0)
+        fold_at = (last // counts.COMPACT_EVERY + 1) * counts.COMPACT_EVERY
+        await session.execute(
+            text("SELECT setval(pg_get_serial_sequence('resource_counts', 'id'), :n)"),
+            {"n": fold_at - 1},
+        )
+
+    await store.transaction(next_is_a_fold)
+    async with _statements(store) as sent:
+        await users.create_user(store, user_input("folded@example.com"), ACTOR)
+    assert counts.FOLD_STATEMENT in sent
+    async with store.reading() as session:
+        rows = (
+            await session.scalars(
+                select(ResourceCount.delta).where(ResourceCount.resource_type == "User")
+            )
+        ).all()
+        live = await session.scalar(
+            select(func.count()).select_from(User).where(User.deleted_at.is_(None))
+        )
+    assert len(rows) == 1, rows
+    assert sum(rows) == live == 4
