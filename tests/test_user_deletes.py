@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 
 from identity_store import groups, user_changes, user_deletes, users
@@ -34,7 +34,7 @@ from identity_store.models import (
 from identity_store.store import Store
 from identity_store.user_deletes import Deletion
 from identity_store.versions import check_version
-from tests.user_support import renamed, user_input
+from tests.user_support import count_rows_before_a_fold, renamed, user_count_rows, user_input
 
 ACTOR = Actor(name="setup", request_id="req-setup")
 WHEN = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
@@ -617,35 +617,17 @@ async def test_a_batch_whose_count_rows_reach_a_fold_folds_them(store: Store) ->
     """When one of a batch's count rows is a :data:`counts.COMPACT_EVERY`-th,
     the user counts are folded into one row, as after a delete alone, and
     the total still counts the live users."""
-    from identity_store import counts
-
     ids = [
         (await users.create_user(store, user_input(f"c{i}@example.com"), ACTOR)).user.id
         for i in range(3)
     ]
 
-    async def near_a_fold(session: Any) -> None:
-        last = int(await session.scalar(select(func.max(ResourceCount.id))) or 0)
-        fold_at = (last // counts.COMPACT_EVERY + 1) * counts.COMPACT_EVERY
-        await session.execute(
-            text("SELECT setval(pg_get_serial_sequence('resource_counts', 'id'), :n)"),
-            {"n": fold_at - 2},
-        )
-
-    await store.transaction(near_a_fold)
+    await count_rows_before_a_fold(store, 2)
     outcomes = await user_deletes.delete_batch_at_once(
         store.engine, [Deletion(i, ACTOR) for i in ids]
     )
     assert outcomes == [None] * 3
-    async with store.reading() as session:
-        rows = (
-            await session.scalars(
-                select(ResourceCount.delta).where(ResourceCount.resource_type == "User")
-            )
-        ).all()
-        live = await session.scalar(
-            select(func.count()).select_from(User).where(User.deleted_at.is_(None))
-        )
+    rows, live = await user_count_rows(store)
     assert len(rows) == 1, rows
     assert sum(rows) == live
 

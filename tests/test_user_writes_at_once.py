@@ -13,15 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select
 
 from identity_store import counts, groups, prepared_reads, user_changes, users
 from identity_store.actor import Actor
 from identity_store.errors import NotFoundError, VersionMismatchError
-from identity_store.models import AuditEntry, GroupMember, OutboxEntry, ResourceCount, User
+from identity_store.models import AuditEntry, GroupMember, OutboxEntry, User
 from identity_store.store import Store
 from identity_store.users import UserInput, UserRecord
-from tests.user_support import renamed, user_input
+from tests.user_support import count_rows_before_a_fold, renamed, user_count_rows, user_input
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
@@ -219,7 +219,7 @@ _STORE_OWN |= {"next_attempt_at", "idp_cloud_username", "details"}
 async def _written(store: Store, user_id: str) -> dict[str, Any]:
     """Every row the writes of ``user_id`` left, in order, without ids, names
     and times; and (under ``"times"``) the set of times they hold."""
-    from identity_store.models import LifecycleTransition, User, UserAddress, UserMultiValue
+    from identity_store.models import LifecycleTransition, UserAddress, UserMultiValue
 
     rows: dict[str, Any] = {"times": set()}
     async with store.reading() as session:
@@ -359,26 +359,10 @@ async def test_a_create_whose_count_row_reaches_a_fold_folds_the_counts(store: S
     for i in range(3):
         await users.create_user(store, user_input(f"f{i}@example.com"), ACTOR)
 
-    async def next_is_a_fold(session: Any) -> None:
-        last = int(await session.scalar(select(func.max(ResourceCount.id))) or 0)
-        fold_at = (last // counts.COMPACT_EVERY + 1) * counts.COMPACT_EVERY
-        await session.execute(
-            text("SELECT setval(pg_get_serial_sequence('resource_counts', 'id'), :n)"),
-            {"n": fold_at - 1},
-        )
-
-    await store.transaction(next_is_a_fold)
+    await count_rows_before_a_fold(store, 1)
     async with _statements(store) as sent:
         await users.create_user(store, user_input("folded@example.com"), ACTOR)
     assert counts.FOLD_STATEMENT in sent
-    async with store.reading() as session:
-        rows = (
-            await session.scalars(
-                select(ResourceCount.delta).where(ResourceCount.resource_type == "User")
-            )
-        ).all()
-        live = await session.scalar(
-            select(func.count()).select_from(User).where(User.deleted_at.is_(None))
-        )
+    rows, live = await user_count_rows(store)
     assert len(rows) == 1, rows
     assert sum(rows) == live == 4
