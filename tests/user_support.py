@@ -38,11 +38,13 @@ def renamed(display_name: str) -> Callable[[Any], UserInput]:
 
 async def count_rows_before_a_fold(store: Store, rows: int) -> None:
     """Move the count rows' id sequence so that the ``rows``-th row written
-    next is a :data:`counts.COMPACT_EVERY`-th, which folds (PostgreSQL)."""
+    next is a :data:`counts.COMPACT_EVERY`-th, which folds (PostgreSQL). The
+    fold is the first multiple far enough past the last row that no id
+    written is one already taken."""
 
     async def move(session: Any) -> None:
         last = int(await session.scalar(select(func.max(ResourceCount.id))) or 0)
-        fold_at = (last // counts.COMPACT_EVERY + 1) * counts.COMPACT_EVERY
+        fold_at = ((last + rows) // counts.COMPACT_EVERY + 1) * counts.COMPACT_EVERY
         await session.execute(
             text("SELECT setval(pg_get_serial_sequence('resource_counts', 'id'), :n)"),
             {"n": fold_at - rows},
